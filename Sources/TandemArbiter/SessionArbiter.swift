@@ -1,0 +1,309 @@
+import TandemProtocol
+
+/// What the arbiter asks the I/O layer to do. The layer turns them into wire messages and store writes.
+public enum ArbiterAction: Sendable, Equatable {
+    /// Move every participant to `to` at `epoch` (tell each with its own `provider` message).
+    case switchProvider(to: ProviderName, epoch: Int, previous: ProviderName, reason: SwitchReason)
+    /// Add `delta` to a provider's learning score.
+    case adjustScore(ProviderName, delta: Int)
+    /// Tell the other participants that a peer's socket dropped or came back.
+    case peerState(ParticipantID, PeerConnectionState)
+    /// Remove a participant: tell the others `peer-left`, close its socket if it has one.
+    case removeParticipant(ParticipantID, reason: LeaveReason)
+    /// The session has no participants left.
+    case sessionEnded
+    case quality(ParticipantID, score: Int, level: QualityLevel)
+    /// Recommend a maximum video height to this participant for its own uplink.
+    case video(ParticipantID, maxHeight: Int, reason: String)
+    case alert(AlertKind, ParticipantID, value: Double)
+}
+
+/// The outcome of a `join`.
+public enum JoinDecision: Sendable, Equatable {
+    /// Admitted on `provider` at `epoch`; `actions` are to be performed before the welcome is sent.
+    case admitted(provider: ProviderName, epoch: Int, polite: Bool, actions: [ArbiterAction])
+    case rejected(ProtocolError)
+}
+
+/// One session's provider arbiter: which provider the whole session is on, at which epoch, who is in it,
+/// and how their health reports move it. A value type with one method per event; it reads no clock and
+/// does no I/O, and returns what must be done.
+public struct SessionArbiter: Sendable {
+    public struct Participant: Sendable, Equatable {
+        public let id: ParticipantID
+        public let name: String?
+        public let offered: Set<ProviderName>
+        /// Perfect-negotiation role on `p2p`.
+        public let polite: Bool
+        public let joinedAt: Instant
+        public internal(set) var lastSeen: Instant
+        public internal(set) var lastHealthAt: Instant
+        public internal(set) var socketOpen = true
+        public internal(set) var disconnectedAt: Instant?
+        public internal(set) var media: MediaState = .new
+        public internal(set) var lastReport: HealthReport?
+        var connectedCountedEpoch: Int?
+        var quality = QualityTracker()
+        public internal(set) var video = VideoLadder()
+        var activeAlerts: Set<AlertKind> = []
+        var badStreak = 0
+        public var qualityLevel: QualityLevel? { quality.level }
+    }
+
+    public let session: SessionID
+    public var config: ArbiterConfig
+    public private(set) var provider: ProviderName?
+    public private(set) var epoch: Int
+    public private(set) var participants: [ParticipantID: Participant] = [:]
+    /// Participant ids in join order.
+    public private(set) var order: [ParticipantID] = []
+    private var lastSwitchAt: Instant?
+
+    /// A new, empty session. `epoch` is the last epoch this session id used, so that epochs never go back.
+    public init(session: SessionID, config: ArbiterConfig, lastEpoch: Int = 0) {
+        self.session = session
+        self.config = config
+        self.epoch = lastEpoch
+    }
+
+    public var isEmpty: Bool { participants.isEmpty }
+
+    /// What `participant` should be told about the provider.
+    public func polite(for id: ParticipantID) -> Bool {
+        guard provider == .p2p else { return true }
+        return participants[id]?.polite ?? true
+    }
+
+    /// The provider a first joiner offering `offered` gets: the best-scoring one the server enables.
+    public func proposal(offered: Set<ProviderName>, scores: ProviderScores) -> ProviderName? {
+        scores.best(among: config.enabled.intersection(offered), order: config.fallbackOrder)
+    }
+
+    // MARK: Events
+
+    /// A participant asks to join. The first joiner of an empty session chooses the provider: the
+    /// best-scoring one that the server enables and the joiner offers. `current` is the session's provider
+    /// as another node may already have chosen it (from the store); when given, it wins.
+    public mutating func join(
+        _ id: ParticipantID, name: String?, offered: Set<ProviderName>, scores: ProviderScores, now: Instant,
+        current: (ProviderName, Int)? = nil
+    ) -> JoinDecision {
+        guard participants[id] == nil else { return .rejected(ProtocolError(.alreadyJoined, "already joined")) }
+        guard participants.count < config.maxParticipants else {
+            return .rejected(ProtocolError(.sessionFull, "the session has \(config.maxParticipants) participants"))
+        }
+        var actions: [ArbiterAction] = []
+        if let current {
+            provider = current.0
+            epoch = current.1
+        } else if provider == nil {
+            guard let chosen = proposal(offered: offered, scores: scores) else {
+                return .rejected(ProtocolError(.providerUnavailable, "none of the offered providers is enabled on this server"))
+            }
+            provider = chosen
+            epoch += 1
+            lastSwitchAt = now
+        }
+        guard let current = provider else { return .rejected(ProtocolError(.internal, "no provider")) }
+        if ArbiterConfig.isPairOnly(current) && participants.count >= 2 {
+            // A third joiner: only an SFU that everybody can use serves more than two.
+            let everyone = participants.values.map(\.offered) + [offered]
+            guard config.enabled.contains(.sfu), everyone.allSatisfy({ $0.contains(.sfu) }) else {
+                return .rejected(ProtocolError(.sessionFull, "\(current.rawValue) serves two participants and no SFU is available"))
+            }
+            actions.append(switchTo(.sfu, reason: .join, now: now))
+        } else if !offered.contains(current) {
+            return .rejected(ProtocolError(.providerUnavailable, "the session is on \(current.rawValue), which this client does not offer"))
+        }
+        // The later joiner is polite; if every peer present is polite already, this one is not, so that
+        // each pair keeps exactly one impolite side.
+        let polite = participants.values.contains { !$0.polite }
+        participants[id] = Participant(
+            id: id, name: name, offered: offered, polite: polite, joinedAt: now, lastSeen: now, lastHealthAt: now)
+        order.append(id)
+        return .admitted(provider: provider!, epoch: epoch, polite: self.polite(for: id), actions: actions)
+    }
+
+    /// Any message from a participant: it is alive.
+    public mutating func activity(_ id: ParticipantID, now: Instant) {
+        participants[id]?.lastSeen = now
+    }
+
+    /// A participant's socket closed without `leave`: it may resume until the heartbeat timeout.
+    public mutating func disconnected(_ id: ParticipantID, now: Instant) -> [ArbiterAction] {
+        guard var p = participants[id], p.socketOpen else { return [] }
+        p.socketOpen = false
+        p.disconnectedAt = now
+        participants[id] = p
+        return [.peerState(id, .reconnecting)]
+    }
+
+    /// A participant resumed on a new socket.
+    public mutating func resumed(_ id: ParticipantID, now: Instant) -> [ArbiterAction] {
+        guard var p = participants[id] else { return [] }
+        p.lastSeen = now
+        let wasClosed = !p.socketOpen
+        p.socketOpen = true
+        p.disconnectedAt = nil
+        participants[id] = p
+        return wasClosed ? [.peerState(id, .active)] : []
+    }
+
+    /// A participant leaves or is removed.
+    public mutating func leave(_ id: ParticipantID, reason: LeaveReason) -> [ArbiterAction] {
+        guard participants.removeValue(forKey: id) != nil else { return [] }
+        order.removeAll { $0 == id }
+        var actions: [ArbiterAction] = [.removeParticipant(id, reason: reason)]
+        if participants.isEmpty {
+            provider = nil
+            lastSwitchAt = nil
+            actions.append(.sessionEnded)
+        }
+        return actions
+    }
+
+    /// A `health` report. Reports for another epoch or provider are ignored.
+    public mutating func health(_ id: ParticipantID, _ report: HealthReport, now: Instant) -> [ArbiterAction] {
+        guard var p = participants[id] else { return [] }
+        p.lastSeen = now
+        p.lastHealthAt = now
+        p.activeAlerts.remove(.stalePeer)
+        defer { if participants[id] != nil { participants[id] = p } }
+        guard report.epoch == epoch, report.provider == provider, let current = provider else { return [] }
+
+        var actions: [ArbiterAction] = []
+        p.media = report.media
+        p.lastReport = report
+        if report.media == .connected, p.connectedCountedEpoch != epoch {
+            p.connectedCountedEpoch = epoch
+            actions.append(.adjustScore(current, delta: ProviderScores.onConnected))
+        }
+        if report.media == .failed {
+            actions.append(.adjustScore(current, delta: ProviderScores.onFailure))
+            p.badStreak = 0
+            participants[id] = p
+            actions.append(switchTo(nextAfterFailure(of: current), reason: .failure, now: now))
+            if let level = p.quality.observe(.lost, upgradeReports: config.upgradeReports) {
+                actions.append(.quality(id, score: 0, level: level))
+            }
+            return actions
+        }
+        let hasMetrics = report.rttMs != nil || report.lossPct != nil || report.jitterMs != nil
+        if hasMetrics {
+            let score = QualityScore.score(rttMs: report.rttMs, lossPct: report.lossPct, jitterMs: report.jitterMs)
+            if let level = p.quality.observe(QualityScore.level(for: score), upgradeReports: config.upgradeReports) {
+                actions.append(.quality(id, score: score, level: level))
+            }
+        }
+        actions += alerts(for: &p, report)
+        if let bitrate = report.bitrateKbps,
+            let change = p.video.observe(bitrateKbps: bitrate, lossPct: report.lossPct, upgradeReports: config.upgradeReports)
+        {
+            actions.append(.video(id, maxHeight: change.maxHeight, reason: change.reason))
+        }
+        p.badStreak = config.switchThresholds.isBad(report) ? p.badStreak + 1 : 0
+        if p.badStreak >= config.consecutiveBadReports, canSwitchForQuality(from: current, now: now) {
+            participants[id] = p
+            actions.append(switchTo(config.qualityTarget, reason: .quality, now: now))
+            p = participants[id]!
+        }
+        return actions
+    }
+
+    /// An operator's switch. It ignores the cool-down but not capacity or what is enabled.
+    public mutating func forceSwitch(to target: ProviderName, now: Instant) -> Result<[ArbiterAction], ProtocolError> {
+        guard provider != nil else { return .failure(ProtocolError(.notJoined, "the session has no participants")) }
+        guard config.enabled.contains(target) else {
+            return .failure(ProtocolError(.providerUnavailable, "\(target.rawValue) is not enabled on this server"))
+        }
+        guard !ArbiterConfig.isPairOnly(target) || participants.count <= 2 else {
+            return .failure(ProtocolError(.sessionFull, "\(target.rawValue) serves two participants"))
+        }
+        guard participants.values.allSatisfy({ $0.offered.contains(target) }) else {
+            return .failure(ProtocolError(.providerUnavailable, "not every participant offers \(target.rawValue)"))
+        }
+        return .success([switchTo(target, reason: .admin, now: now)])
+    }
+
+    /// Another node moved the session (seen in the shared store): follow it without acting again.
+    public mutating func adopt(provider name: ProviderName, epoch newEpoch: Int, now: Instant) -> Bool {
+        guard newEpoch > epoch else { return false }
+        provider = name
+        epoch = newEpoch
+        lastSwitchAt = now
+        resetStreaks()
+        return true
+    }
+
+    /// Time passes: remove participants past the heartbeat timeout and flag stale ones.
+    public mutating func tick(now: Instant) -> [ArbiterAction] {
+        var actions: [ArbiterAction] = []
+        for id in order {
+            guard var p = participants[id] else { continue }
+            let silentSince = p.socketOpen ? p.lastSeen : (p.disconnectedAt ?? p.lastSeen)
+            if now - silentSince >= config.heartbeatTimeout {
+                actions += leave(id, reason: .timeout)
+                continue
+            }
+            if p.socketOpen, now - p.lastHealthAt >= config.staleAfter, !p.activeAlerts.contains(.stalePeer) {
+                p.activeAlerts.insert(.stalePeer)
+                participants[id] = p
+                actions.append(.alert(.stalePeer, id, value: Double((now - p.lastHealthAt).milliseconds)))
+            }
+        }
+        return actions
+    }
+
+    // MARK: Rules
+
+    private mutating func switchTo(_ target: ProviderName, reason: SwitchReason, now: Instant) -> ArbiterAction {
+        let previous = provider ?? target
+        provider = target
+        epoch += 1
+        lastSwitchAt = now
+        resetStreaks()
+        return .switchProvider(to: target, epoch: epoch, previous: previous, reason: reason)
+    }
+
+    private mutating func resetStreaks() {
+        for id in order { participants[id]?.badStreak = 0 }
+    }
+
+    /// The next provider after `current` in the fallback order that is enabled, offered by everybody and
+    /// big enough; when there is none, `current` again (clients treat it as an ICE restart).
+    func nextAfterFailure(of current: ProviderName) -> ProviderName {
+        let order = config.fallbackOrder
+        let after = order.firstIndex(of: current).map { Array(order[($0 + 1)...]) } ?? order.filter { $0 != current }
+        return after.first { usable($0) } ?? current
+    }
+
+    private func usable(_ p: ProviderName) -> Bool {
+        config.enabled.contains(p) && participants.values.allSatisfy { $0.offered.contains(p) }
+            && (!ArbiterConfig.isPairOnly(p) || participants.count <= 2)
+    }
+
+    private func canSwitchForQuality(from current: ProviderName, now: Instant) -> Bool {
+        guard current != config.qualityTarget, usable(config.qualityTarget) else { return false }
+        guard let last = lastSwitchAt else { return true }
+        return now - last >= config.coolDown
+    }
+
+    private func alerts(for p: inout Participant, _ r: HealthReport) -> [ArbiterAction] {
+        let t = config.alertThresholds
+        let checks: [(AlertKind, Double?, (Double) -> Bool)] = [
+            (.highLatency, r.rttMs, { $0 > t.rttMs }),
+            (.packetLoss, r.lossPct, { $0 > t.lossPct }),
+            (.lowBandwidth, r.media == .connected ? r.bitrateKbps : nil, { $0 < self.config.lowBandwidthKbps }),
+        ]
+        var actions: [ArbiterAction] = []
+        for (kind, value, isBad) in checks {
+            guard let value else { continue }
+            if isBad(value) {
+                if p.activeAlerts.insert(kind).inserted { actions.append(.alert(kind, p.id, value: value)) }
+            } else {
+                p.activeAlerts.remove(kind)
+            }
+        }
+        return actions
+    }
+}

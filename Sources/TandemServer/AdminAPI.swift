@@ -1,0 +1,205 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import TandemArbiter
+import TandemProtocol
+import TandemStore
+
+/// The HTTP API of PROTOCOL.md section 6.
+struct AdminAPI {
+    let hub: SignalingHub
+
+    struct TokenRequest: Decodable {
+        var session: String
+        var identity: String
+        var name: String?
+        var ttlSeconds: Int?
+    }
+
+    struct TokenResponse: ResponseEncodable {
+        var token: String
+    }
+
+    struct ProviderSummary: Codable {
+        var name: String
+        var epoch: Int
+    }
+
+    struct HealthView: Codable {
+        var epoch: Int
+        var provider: String
+        var media: String
+        var rttMs: Double?
+        var lossPct: Double?
+        var jitterMs: Double?
+        var bitrateKbps: Double?
+        var frameHeight: Int?
+        var candidateType: String?
+        var quality: String?
+        var maxVideoHeight: Int?
+    }
+
+    struct ParticipantView: Codable {
+        var id: String
+        var name: String?
+        var state: String
+        var lastSeenMs: Int64
+        var health: HealthView?
+    }
+
+    struct HistoryView: Codable {
+        var epoch: Int
+        var provider: String
+        var reason: String
+        var at: Int64
+    }
+
+    struct SessionView: ResponseEncodable {
+        var session: String
+        var provider: ProviderSummary?
+        var participants: [ParticipantView]
+        var history: [HistoryView]
+    }
+
+    struct AlertView: Codable {
+        var kind: String
+        var participant: String
+        var value: Double
+        var at: Int64
+    }
+
+    struct AlertsView: ResponseEncodable {
+        var alerts: [AlertView]
+    }
+
+    struct SwitchRequest: Decodable {
+        var name: String
+    }
+
+    struct ProvidersView: ResponseEncodable {
+        struct Entry: Codable {
+            var name: String
+            var score: Int
+            var enabled: Bool
+        }
+        var providers: [Entry]
+    }
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("readyz") { _, _ -> Response in
+            hub.isReady ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+                : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready\n")))
+        }
+        router.get("metrics") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: hub.metrics.render())))
+        }
+        router.get("v1/signal") { _, _ -> Response in
+            Response(status: .upgradeRequired, headers: [.upgrade: "websocket"], body: .init(byteBuffer: ByteBuffer(string: "use a WebSocket\n")))
+        }
+        router.post("v1/tokens") { request, context -> TokenResponse in
+            try authorize(request)
+            guard let tokens = hub.tokens else { throw HTTPError(.serviceUnavailable, message: "no token secret is configured") }
+            let body = try await request.decode(as: TokenRequest.self, context: context)
+            guard SessionID.isValid(body.session) else { throw HTTPError(.badRequest, message: "session must be 1 to 128 characters of [A-Za-z0-9_-]") }
+            guard !body.identity.isEmpty, body.identity.utf8.count <= 256 else { throw HTTPError(.badRequest, message: "identity must be 1 to 256 bytes") }
+            let ttl = body.ttlSeconds ?? 3600
+            guard (1...7 * 86400).contains(ttl) else { throw HTTPError(.badRequest, message: "ttlSeconds must be from 1 to 604800") }
+            let claims = JoinClaims(identity: body.identity, session: body.session, name: body.name, expiresAt: hub.wallMs() / 1000 + Int64(ttl))
+            return TokenResponse(token: tokens.sign(claims))
+        }
+        router.get("v1/sessions/:id") { request, context -> SessionView in
+            try authorize(request)
+            let session = try sessionID(context)
+            return try await sessionView(session)
+        }
+        router.get("v1/sessions/:id/alerts") { request, context -> AlertsView in
+            try authorize(request)
+            let session = try sessionID(context)
+            guard try await hub.store.session(session) != nil else { throw HTTPError(.notFound, message: "no session \(session)") }
+            let alerts = try await hub.store.alerts(session)
+            return AlertsView(
+                alerts: alerts.map { AlertView(kind: $0.kind.rawValue, participant: $0.participant.rawValue, value: $0.value, at: $0.atMs) })
+        }
+        router.post("v1/sessions/:id/provider") { request, context -> SessionView in
+            try authorize(request)
+            let session = try sessionID(context)
+            let body = try await request.decode(as: SwitchRequest.self, context: context)
+            guard let name = ProviderName(rawValue: body.name) else {
+                throw HTTPError(.badRequest, message: "name must be p2p, relay or sfu")
+            }
+            switch await hub.forceSwitch(session, to: name) {
+            case .success: return try await sessionView(session)
+            case .failure(let error):
+                switch error.code {
+                case .notJoined: throw HTTPError(.notFound, message: error.message)
+                default: throw HTTPError(.conflict, message: "\(error.code.rawValue): \(error.message)")
+                }
+            }
+        }
+        router.get("v1/providers") { request, _ -> ProvidersView in
+            try authorize(request)
+            let scores = try await hub.store.scores()
+            return ProvidersView(
+                providers: ProviderName.allCases.map {
+                    .init(name: $0.rawValue, score: scores[$0], enabled: hub.config.arbiter.enabled.contains($0))
+                })
+        }
+    }
+
+    private func authorize(_ request: Request) throws {
+        guard let key = hub.config.apiKey, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+            constantTimeEqual(Array(header.utf8.dropFirst(7)), Array(key.utf8))
+        else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "a valid API key is required")
+        }
+    }
+
+    private func sessionID(_ context: BasicRequestContext) throws -> SessionID {
+        guard let raw = context.parameters.get("id"), let session = SessionID(raw) else {
+            throw HTTPError(.badRequest, message: "session id must be 1 to 128 characters of [A-Za-z0-9_-]")
+        }
+        return session
+    }
+
+    private func sessionView(_ session: SessionID) async throws -> SessionView {
+        guard let record = try await hub.store.session(session) else { throw HTTPError(.notFound, message: "no session \(session)") }
+        let history = record.history.map { HistoryView(epoch: $0.epoch, provider: $0.provider.rawValue, reason: $0.reason.rawValue, at: $0.atMs) }
+        if let live = await hub.snapshot(session) {
+            return SessionView(
+                session: session.rawValue, provider: live.provider.map { ProviderSummary(name: $0.rawValue, epoch: live.epoch) },
+                participants: live.participants.map { p in
+                    ParticipantView(
+                        id: p.id.rawValue, name: p.name, state: p.state.rawValue, lastSeenMs: p.lastSeenMs,
+                        health: p.health.map { healthView($0, quality: p.qualityLevel, maxVideoHeight: p.maxVideoHeight) })
+                }, history: history)
+        }
+        // Not live on this node: what the store knows.
+        let presence = try await hub.store.presence(session)
+        let health = try await hub.store.latestHealth(session)
+        return SessionView(
+            session: session.rawValue, provider: record.provider.map { ProviderSummary(name: $0.name.rawValue, epoch: $0.epoch) },
+            participants: presence.map { p in
+                ParticipantView(
+                    id: p.participant.rawValue, name: p.name, state: p.state.rawValue, lastSeenMs: p.lastSeenMs,
+                    health: health[p.participant].map { healthView($0.report, quality: nil, maxVideoHeight: nil) })
+            }, history: history)
+    }
+
+    private func healthView(_ r: HealthReport, quality: QualityLevel?, maxVideoHeight: Int?) -> HealthView {
+        HealthView(
+            epoch: r.epoch, provider: r.provider.rawValue, media: r.media.rawValue, rttMs: r.rttMs, lossPct: r.lossPct,
+            jitterMs: r.jitterMs, bitrateKbps: r.bitrateKbps, frameHeight: r.frameHeight, candidateType: r.candidateType?.rawValue,
+            quality: quality?.rawValue, maxVideoHeight: maxVideoHeight)
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal how much of a guess was right.
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var diff: UInt8 = 0
+    for i in a.indices { diff |= a[i] ^ b[i] }
+    return diff == 0
+}

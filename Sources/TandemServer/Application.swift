@@ -1,0 +1,116 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOSSL
+import TandemStore
+
+/// Error while setting the server up, said in one line.
+public struct SetupError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Opens the configured store.
+public func openStore(_ location: StoreLocation) throws -> any SessionStore {
+    switch location {
+    case .memory:
+        return MemoryStore()
+    case .sqlite(let path):
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        do {
+            return try SQLiteStore(path: path)
+        } catch {
+            throw SetupError("cannot open the store \(location): \(error)")
+        }
+    }
+}
+
+/// Loads a PEM certificate chain and key into a server TLS configuration.
+public func makeTLSConfiguration(certificate: String, key: String) throws -> TLSConfiguration {
+    let chain: [NIOSSLCertificate]
+    do {
+        chain = try NIOSSLCertificate.fromPEMFile(certificate)
+    } catch {
+        throw SetupError("cannot read the TLS certificate \(certificate): \(error)")
+    }
+    guard !chain.isEmpty else { throw SetupError("no certificate in \(certificate)") }
+    let privateKey: NIOSSLPrivateKey
+    do {
+        privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+    } catch {
+        throw SetupError("cannot read the TLS private key \(key): \(error)")
+    }
+    var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+    tls.minimumTLSVersion = .tlsv12
+    return tls
+}
+
+/// A built server: the Hummingbird application and the hub behind it.
+public struct TandemServer {
+    public let application: any ApplicationProtocol
+    public let hub: SignalingHub
+}
+
+/// Wires the whole server from its configuration. The executable and the tests both call it.
+/// `onServerRunning` receives the bound port (useful with port 0).
+public func buildServer(
+    _ config: ServerConfig, logger: Logger, metrics: ServerMetrics = ServerMetrics(), store: (any SessionStore)? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> TandemServer {
+    let store = try store ?? openStore(config.store)
+    let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger)
+    let router = Router()
+    AdminAPI(hub: hub).register(on: router)
+
+    let ws = WebSocketServerConfiguration(
+        maxFrameSize: ProtocolLimitsServer.maxFrameBytes, autoPing: .enabled(timePeriod: config.heartbeatInterval),
+        closeTimeout: .seconds(5), validateUTF8: true)
+    let http = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: ws)) {
+        request, channel, logger in
+        guard request.path?.split(separator: "?", maxSplits: 1).first == "/v1/signal" else { return .dontUpgrade }
+        let (address, loopback) = describe(channel.remoteAddress)
+        let connection = Connection(id: hub.newConnectionID(), remoteAddress: address, isLoopback: loopback, maxQueued: config.maxQueuedFrames)
+        return .upgrade([:]) { inbound, outbound, _ in
+            await SignalingSocket(hub: hub, connection: connection, logger: logger).run(inbound: inbound, outbound: outbound)
+        }
+    }
+    let server: HTTPServerBuilder
+    switch config.tls {
+    case .disabled:
+        server = http
+    case .files(let certificate, let key):
+        server = try .tls(http, tlsConfiguration: makeTLSConfiguration(certificate: certificate, key: key))
+    }
+    let app = Application(
+        router: router, server: server,
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tandem/\(config.version)"),
+        services: [hub],
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+        logger: logger)
+    return TandemServer(application: app, hub: hub)
+}
+
+enum ProtocolLimitsServer {
+    /// Frames over 64 KiB are refused by the frame decoder with close 1009.
+    static let maxFrameBytes = 64 * 1024
+}
+
+/// The peer's IP address and whether it is a loopback address.
+func describe(_ address: SocketAddress?) -> (String?, Bool) {
+    guard let address, let ip = address.ipAddress else { return (nil, false) }
+    let loopback: Bool
+    switch address {
+    case .v4: loopback = ip.hasPrefix("127.")
+    case .v6: loopback = ip == "::1" || ip.hasPrefix("::ffff:127.")
+    default: loopback = false
+    }
+    return (ip, loopback)
+}

@@ -1,0 +1,241 @@
+import Foundation
+import TandemArbiter
+import TandemProtocol
+
+/// Merges settings from flags, `TANDEM_*` environment variables and a config file, in that order of
+/// precedence, into a ``ServerConfig``. Every setting has one name: `--heartbeat-interval` is
+/// `TANDEM_HEARTBEAT_INTERVAL` and `"heartbeat-interval"` in the file.
+public struct ConfigLoader {
+    /// Every setting the loader knows, for validation of the file and the README.
+    public static let keys: [String] = [
+        "dev", "listen", "tls-cert", "tls-key", "no-tls", "secret", "api-key", "store", "data-dir", "node",
+        "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
+        "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
+        "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
+        "stale-after", "ice-servers", "log-level",
+    ]
+
+    var flags: [String: String]
+    var environment: [String: String]
+    var file: [String: JSON]
+
+    /// `flags` holds the values given on the command line, by setting name.
+    public init(flags: [String: String], environment: [String: String], configFile: String?) throws {
+        self.flags = flags
+        self.environment = environment
+        file = [:]
+        let path = flags["config"] ?? environment["TANDEM_CONFIG"] ?? configFile
+        if let path {
+            guard let data = FileManager.default.contents(atPath: path) else { throw SetupError("cannot read the config file \(path)") }
+            file = try Self.parseFile(Array(data), path: path)
+        }
+    }
+
+    /// Parses a JSON config file; whole lines starting with `//` are comments.
+    static func parseFile(_ bytes: [UInt8], path: String) throws -> [String: JSON] {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let stripped = text.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces).hasPrefix("//") ? "" : String($0) }
+            .joined(separator: "\n")
+        let json: JSON
+        do {
+            json = try JSONParser.parse(Array(stripped.utf8))
+        } catch {
+            throw SetupError("the config file \(path) is not valid JSON: \(error)")
+        }
+        guard case .object(let members) = json else { throw SetupError("the config file \(path) must hold one JSON object") }
+        if let unknown = members.keys.sorted().first(where: { !keys.contains($0) }) {
+            throw SetupError("the config file \(path) has an unknown setting \"\(unknown)\"")
+        }
+        return members
+    }
+
+    /// The raw text of a setting, by precedence.
+    public func setting(_ key: String) -> String? { text(key) }
+
+    func text(_ key: String) -> String? {
+        if let v = flags[key] { return v }
+        let env = "TANDEM_" + key.uppercased().replacingOccurrences(of: "-", with: "_")
+        if let v = environment[env] { return v }
+        switch file[key] {
+        case .string(let s): return s
+        case .number(let d): return d.rounded() == d ? String(Int(d)) : String(d)
+        case .bool(let b): return b ? "true" : "false"
+        case .array(let items): return items.compactMap(\.stringValue).joined(separator: ",")
+        default: return nil
+        }
+    }
+
+    func bool(_ key: String) throws -> Bool {
+        guard let t = text(key) else { return false }
+        switch t.lowercased() {
+        case "", "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw SetupError("\(key) must be true or false, not \"\(t)\"")
+        }
+    }
+
+    func number(_ key: String, in range: ClosedRange<Double>) throws -> Double? {
+        guard let t = text(key) else { return nil }
+        guard let v = Double(t), range.contains(v) else {
+            throw SetupError("\(key) must be a number from \(Self.format(range.lowerBound)) to \(Self.format(range.upperBound)), not \"\(t)\"")
+        }
+        return v
+    }
+
+    func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let t = text(key) else { return nil }
+        guard let v = Int(t), range.contains(v) else { throw SetupError("\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \"\(t)\"") }
+        return v
+    }
+
+    func milliseconds(_ key: String, in range: ClosedRange<Int>) throws -> Duration? {
+        try integer(key, in: range).map { .milliseconds($0) }
+    }
+
+    func providers(_ key: String) throws -> [ProviderName]? {
+        guard let t = text(key) else { return nil }
+        var list: [ProviderName] = []
+        for part in t.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let p = ProviderName(rawValue: part) else { throw SetupError("\(key) takes p2p, relay and sfu, not \"\(part)\"") }
+            if !list.contains(p) { list.append(p) }
+        }
+        return list
+    }
+
+    static func format(_ d: Double) -> String { d.rounded() == d ? String(Int(d)) : String(d) }
+
+    /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6).
+    public static func parseListen(_ text: String) throws -> (String, Int) {
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw SetupError("listen must be HOST:PORT or [IPv6]:PORT, not \"\(text)\"")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { throw SetupError("listen must be HOST:PORT, not \"\(text)\"") }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let p = Int(port), (0...65535).contains(p) else {
+            throw SetupError("listen must be HOST:PORT with a port from 0 to 65535, not \"\(text)\"")
+        }
+        return (String(host), p)
+    }
+
+    /// Builds the configuration. In `--dev` mode the listen address defaults to loopback and missing
+    /// certificates and secrets are made for you; outside it they must be given.
+    public func load() throws -> (config: ServerConfig, notes: [String]) {
+        var c = ServerConfig()
+        var notes: [String] = []
+        c.dev = try bool("dev")
+        let dataDir = text("data-dir") ?? "./data"
+        (c.host, c.port) = try Self.parseListen(text("listen") ?? (c.dev ? "127.0.0.1:8443" : "0.0.0.0:8443"))
+        if let store = text("store") {
+            guard let location = StoreLocation(store) else { throw SetupError("store must be memory or sqlite:PATH, not \"\(store)\"") }
+            c.store = location
+        } else {
+            c.store = .sqlite(path: dataDir + "/tandem.db")
+        }
+        c.node = text("node") ?? ProcessInfo.processInfo.hostName
+
+        let noTLS = try bool("no-tls")
+        switch (text("tls-cert"), text("tls-key"), noTLS) {
+        case (.some, .some, true):
+            throw SetupError("give either --tls-cert and --tls-key or --no-tls, not both")
+        case (.some(let cert), .some(let key), false):
+            c.tls = .files(certificate: cert, key: key)
+        case (.some, nil, _), (nil, .some, _):
+            throw SetupError("--tls-cert and --tls-key go together")
+        case (nil, nil, true):
+            c.tls = .disabled
+        case (nil, nil, false):
+            guard c.dev else {
+                throw SetupError("give --tls-cert and --tls-key, or --no-tls when a TLS-terminating proxy is in front")
+            }
+            let directory = dataDir + "/certs"
+            if try DevCertificates.ensure(in: directory) { notes.append("made development certificates in \(directory) (trust ca.pem)") }
+            let paths = DevCertificates.Paths(directory: directory)
+            c.tls = .files(certificate: paths.certificate, key: paths.key)
+        }
+
+        c.secret = text("secret")
+        if c.secret == nil {
+            guard c.dev else { throw SetupError("give --secret (or TANDEM_SECRET): join tokens are signed with it") }
+            c.secret = Self.randomSecret()
+            notes.append("join tokens are signed with a secret made for this run; give --secret to keep tokens across restarts")
+        }
+        c.apiKey = text("api-key")
+        if c.apiKey == nil && c.dev {
+            c.apiKey = Self.randomSecret()
+            notes.append("admin API key for this run: \(c.apiKey!)")
+        }
+
+        if let v = try milliseconds("heartbeat-interval", in: 500...300_000) { c.heartbeatInterval = v }
+        if let v = try milliseconds("heartbeat-timeout", in: 1000...3_600_000) { c.heartbeatTimeout = v }
+        guard c.heartbeatTimeout > c.heartbeatInterval else { throw SetupError("heartbeat-timeout must be longer than heartbeat-interval") }
+        c.arbiter.staleAfter = c.heartbeatTimeout
+        if let v = try integer("max-participants", in: 2...1000) { c.arbiter.maxParticipants = v }
+        if let v = try number("rate-limit", in: 1...100_000) { c.rateLimitPerSecond = v }
+        if let v = try number("rate-burst", in: 1...100_000) { c.rateLimitBurst = v }
+        if let v = try integer("max-candidates", in: 1...10_000) { c.maxCandidatesPerEpoch = v }
+        if let v = try milliseconds("join-timeout", in: 100...600_000) { c.joinTimeout = v }
+
+        if let enabled = try providers("providers") {
+            let available = ServerConfig.availableProviders
+            if let missing = enabled.first(where: { !available.contains($0) }) {
+                throw SetupError("provider \(missing) cannot be enabled: this server has no \(missing) backend configured")
+            }
+            guard !enabled.isEmpty else { throw SetupError("providers must name at least one provider") }
+            c.arbiter.enabled = Set(enabled)
+        }
+        if let order = try providers("fallback-order") { c.arbiter.fallbackOrder = order }
+        if let target = try providers("quality-target") {
+            guard target.count == 1 else { throw SetupError("quality-target names one provider") }
+            c.arbiter.qualityTarget = target[0]
+        }
+        if let v = try number("switch-rtt-ms", in: 1...60_000) { c.arbiter.switchThresholds.rttMs = v }
+        if let v = try number("switch-loss-pct", in: 0...100) { c.arbiter.switchThresholds.lossPct = v }
+        if let v = try number("switch-jitter-ms", in: 1...60_000) { c.arbiter.switchThresholds.jitterMs = v }
+        if let v = try integer("switch-reports", in: 1...1000) { c.arbiter.consecutiveBadReports = v }
+        if let v = try milliseconds("cool-down", in: 0...86_400_000) { c.arbiter.coolDown = v }
+        if let v = try number("alert-rtt-ms", in: 1...60_000) { c.arbiter.alertThresholds.rttMs = v }
+        if let v = try number("alert-loss-pct", in: 0...100) { c.arbiter.alertThresholds.lossPct = v }
+        if let v = try number("alert-jitter-ms", in: 1...60_000) { c.arbiter.alertThresholds.jitterMs = v }
+        if let v = try number("alert-min-bitrate-kbps", in: 0...1_000_000) { c.arbiter.lowBandwidthKbps = v }
+        if let v = try milliseconds("stale-after", in: 1000...3_600_000) { c.arbiter.staleAfter = v }
+        c.iceServers = try iceServers()
+        return (c, notes)
+    }
+
+    /// `ice-servers`: in the file an array of `{urls, username?, credential?}`; as a flag or variable a
+    /// comma-separated list of URLs.
+    func iceServers() throws -> [ICEServer] {
+        if flags["ice-servers"] == nil, environment["TANDEM_ICE_SERVERS"] == nil, case .array(let items)? = file["ice-servers"] {
+            return try items.map { item in
+                let urls: [String]
+                switch item["urls"] {
+                case .string(let s)?: urls = [s]
+                case .array(let list)?: urls = list.compactMap(\.stringValue)
+                default: throw SetupError("each ice-servers entry needs urls")
+                }
+                return ICEServer(urls: urls, username: item["username"]?.stringValue, credential: item["credential"]?.stringValue)
+            }
+        }
+        guard let t = text("ice-servers") else { return [] }
+        return t.split(separator: ",").map { ICEServer(urls: [$0.trimmingCharacters(in: .whitespaces)]) }
+    }
+
+    static func randomSecret() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return RandomText.base32(count: 32, using: &rng)
+    }
+}
+
+extension ServerConfig {
+    /// Providers this build can serve. The relay and SFU join the list when their backends exist.
+    public static let availableProviders: Set<ProviderName> = [.p2p]
+}

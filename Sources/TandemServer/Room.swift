@@ -1,0 +1,413 @@
+import Logging
+import Prometheus
+import TandemArbiter
+import TandemProtocol
+import TandemStore
+
+/// A socket's request to join, with what the socket layer already checked.
+struct JoinContext: Sendable {
+    var request: JoinRequest
+    /// The verified token identity, when the join carried a token.
+    var identity: String?
+    var connection: Connection
+    var receivedAt: ContinuousClock.Instant
+}
+
+enum JoinOutcome: Sendable {
+    case joined(ParticipantID, Room)
+    /// Refused; the socket stays open and unjoined unless the code calls for a close.
+    case rejected(ProtocolError)
+    /// The room closed meanwhile: ask the hub again.
+    case retry
+}
+
+/// A participant as the admin API shows it.
+public struct ParticipantSnapshot: Sendable {
+    public var id: ParticipantID
+    public var name: String?
+    public var state: PeerConnectionState
+    public var lastSeenMs: Int64
+    public var health: HealthReport?
+    public var qualityLevel: QualityLevel?
+    public var maxVideoHeight: Int
+}
+
+public struct RoomSnapshot: Sendable {
+    public var provider: ProviderName?
+    public var epoch: Int
+    public var participants: [ParticipantSnapshot]
+}
+
+enum RoomEvent: Sendable {
+    case join(JoinContext, CheckedContinuation<JoinOutcome, Never>)
+    case message(ParticipantID, connection: UInt64, ClientMessage)
+    case socketClosed(ParticipantID, connection: UInt64)
+    /// The socket layer refused a message of a joined participant.
+    case reject(ParticipantID, connection: UInt64, ProtocolError)
+    case tick
+    case forceSwitch(ProviderName, CheckedContinuation<Result<ProviderState, ProtocolError>, Never>)
+    case snapshot(CheckedContinuation<RoomSnapshot?, Never>)
+    case drain
+}
+
+/// One live session on this node. Every event for it goes through one mailbox and is handled by one
+/// task in arrival order, so the arbiter, sequence numbers and store writes of a session never race, and
+/// a busy session never holds up another.
+final class Room: Sendable {
+    let session: SessionID
+    private let mailbox: AsyncStream<RoomEvent>.Continuation
+
+    init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
+        self.session = session
+        let (stream, continuation) = AsyncStream<RoomEvent>.makeStream()
+        mailbox = continuation
+        let core = RoomCore(session: session, hub: hub, lastEpoch: lastEpoch)
+        Task { [self] in
+            await core.run(stream, room: self)
+        }
+    }
+
+    /// Queues an event; false if the room has closed.
+    @discardableResult
+    func post(_ event: RoomEvent) -> Bool {
+        if case .terminated = mailbox.yield(event) { return false }
+        return true
+    }
+
+    func finishMailbox() { mailbox.finish() }
+}
+
+/// The state of one room, confined to the room's task.
+final class RoomCore {
+    struct Member {
+        var connection: Connection?
+        var nextSeq = 1
+        let resumeKey: String
+        let identity: String?
+        var candidateEpoch = -1
+        var candidateCount = 0
+    }
+
+    let session: SessionID
+    let hub: SignalingHub
+    var arbiter: SessionArbiter
+    var members: [ParticipantID: Member] = [:]
+    var closed = false
+    var logger: Logger
+
+    init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
+        self.session = session
+        self.hub = hub
+        arbiter = SessionArbiter(session: session, config: hub.config.arbiter, lastEpoch: lastEpoch)
+        logger = hub.logger
+        logger[metadataKey: "session"] = "\(session)"
+    }
+
+    /// Frames sent while handling the current event, written to the store's resume log after it.
+    var pendingLog: [LoggedMessage] = []
+
+    func run(_ events: AsyncStream<RoomEvent>, room: Room) async {
+        for await event in events {
+            await handle(event, room: room)
+            if !pendingLog.isEmpty {
+                do {
+                    try await hub.store.appendMessages(session, pendingLog)
+                } catch {
+                    logger.error("store failed to log messages for resume", metadata: ["error": "\(error)"])
+                }
+                pendingLog.removeAll(keepingCapacity: true)
+            }
+        }
+    }
+
+    private func handle(_ event: RoomEvent, room: Room) async {
+        switch event {
+        case let .join(context, reply):
+            guard !closed else { return reply.resume(returning: .retry) }
+            let outcome = await join(context, room: room)
+            reply.resume(returning: outcome)
+        case let .message(id, connection, message):
+            guard !closed, members[id]?.connection?.id == connection else { return }
+            await handleMessage(id, message)
+        case let .socketClosed(id, connection):
+            guard !closed, let member = members[id], member.connection?.id == connection else { return }
+            members[id]?.connection = nil
+            await perform(arbiter.disconnected(id, now: hub.now()))
+            try? await hub.store.upsertPresence(session, presence(id, state: .reconnecting))
+        case let .reject(id, connection, error):
+            guard !closed, members[id]?.connection?.id == connection else { return }
+            arbiter.activity(id, now: hub.now())
+            sendError(id, error)
+        case .tick:
+            guard !closed else { return }
+            await perform(arbiter.tick(now: hub.now()))
+        case let .forceSwitch(name, reply):
+            guard !closed else { return reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
+            switch arbiter.forceSwitch(to: name, now: hub.now()) {
+            case .failure(let error): reply.resume(returning: .failure(error))
+            case .success(let actions):
+                await perform(actions)
+                reply.resume(returning: .success(ProviderState(name: arbiter.provider ?? name, epoch: arbiter.epoch)))
+            }
+        case .snapshot(let reply):
+            reply.resume(returning: closed ? nil : snapshot())
+        case .drain:
+            for member in members.values { member.connection?.close(code: CloseCode.draining, reason: "server draining; resume") }
+        }
+    }
+
+    // MARK: Join and resume
+
+    private func join(_ context: JoinContext, room: Room) async -> JoinOutcome {
+        let request = context.request
+        if let resume = request.resume {
+            return await self.resume(resume, context, room: room)
+        }
+        var actions: [ArbiterAction] = []
+        // The same identity joining again replaces its older participant; the session goes on even if
+        // that participant was alone in it.
+        if let identity = context.identity, let old = members.first(where: { $0.value.identity == identity })?.key {
+            actions += arbiter.leave(old, reason: .replaced).filter { $0 != .sessionEnded }
+        }
+        let offered = request.providers ?? Set(ProviderName.allCases)
+        var current: (ProviderName, Int)?
+        let scores: ProviderScores
+        do {
+            scores = try await hub.store.scores()
+            if arbiter.provider == nil {
+                guard let proposed = arbiter.proposal(offered: offered, scores: scores) else {
+                    await perform(actions)
+                    return .rejected(ProtocolError(.providerUnavailable, "none of the offered providers is enabled on this server"))
+                }
+                let claimed = try await hub.store.claimProvider(session, proposed: proposed, atMs: hub.wallMs())
+                current = (claimed.name, claimed.epoch)
+            }
+        } catch {
+            logger.error("store failed during join", metadata: ["error": "\(error)"])
+            await perform(actions)
+            return .rejected(ProtocolError(.internal, "the session store is unavailable"))
+        }
+        let id = hub.newParticipantID()
+        let decision = arbiter.join(id, name: request.name, offered: offered, scores: scores, now: hub.now(), current: current)
+        guard case let .admitted(_, _, _, joinActions) = decision else {
+            await perform(actions)
+            if case .rejected(let error) = decision { return .rejected(error) }
+            return .rejected(ProtocolError(.internal, "join failed"))
+        }
+        // The switch a third joiner causes must be settled before the welcome shows its epoch.
+        actions += joinActions
+        let member = Member(connection: context.connection, resumeKey: hub.newResumeKey(), identity: context.identity)
+        members[id] = member
+        await perform(actions.filter { if case .switchProvider = $0 { return true } else { return false } }, except: id)
+        send(
+            id,
+            .welcome(
+                session: session, participant: id, resumeKey: member.resumeKey, peers: peers(except: id),
+                provider: providerInfo(for: id, name: arbiter.provider ?? .p2p, epoch: arbiter.epoch),
+                heartbeatIntervalMs: hub.config.heartbeatInterval.milliseconds,
+                heartbeatTimeoutMs: hub.config.heartbeatTimeout.milliseconds,
+                serverVersion: hub.config.version, node: hub.config.node, resumed: false))
+        broadcast(.peerJoined(PeerInfo(id: id, name: request.name)), except: id)
+        await perform(actions.filter { if case .switchProvider = $0 { return false } else { return true } })
+        hub.metrics.participants.increment()
+        hub.metrics.joinLatency.record(ContinuousClock.now - context.receivedAt)
+        try? await hub.store.upsertPresence(session, presence(id, state: .active))
+        return .joined(id, room)
+    }
+
+    private func resume(_ resume: ResumeRequest, _ context: JoinContext, room: Room) async -> JoinOutcome {
+        let refused = ProtocolError(.resumeFailed, "cannot resume: join afresh", ref: "join")
+        guard let member = members[resume.participant], member.resumeKey == resume.key, resume.lastSeq < member.nextSeq else {
+            return .rejected(refused)
+        }
+        guard let missed = try? await hub.store.messages(session, resume.participant, after: resume.lastSeq) else {
+            return .rejected(refused)
+        }
+        let id = resume.participant
+        if let old = member.connection, old.id != context.connection.id {
+            old.close(code: CloseCode.replaced, reason: "replaced by a newer connection")
+        }
+        members[id]?.connection = context.connection
+        for frame in missed { context.connection.send(frame) }
+        send(
+            id,
+            .welcome(
+                session: session, participant: id, resumeKey: member.resumeKey, peers: peers(except: id),
+                provider: providerInfo(for: id, name: arbiter.provider ?? .p2p, epoch: arbiter.epoch),
+                heartbeatIntervalMs: hub.config.heartbeatInterval.milliseconds,
+                heartbeatTimeoutMs: hub.config.heartbeatTimeout.milliseconds,
+                serverVersion: hub.config.version, node: hub.config.node, resumed: true))
+        await perform(arbiter.resumed(id, now: hub.now()))
+        try? await hub.store.upsertPresence(session, presence(id, state: .active))
+        return .joined(id, room)
+    }
+
+    // MARK: Messages
+
+    private func handleMessage(_ id: ParticipantID, _ message: ClientMessage) async {
+        arbiter.activity(id, now: hub.now())
+        switch message {
+        case .join:
+            sendError(id, ProtocolError(.alreadyJoined, "this socket has joined already", ref: "join"))
+        case .signal(let signal):
+            relay(id, signal)
+        case .health(let report):
+            hub.metrics.healthReports.increment()
+            try? await hub.store.recordHealth(session, HealthSample(participant: id, report: report, atMs: hub.wallMs()))
+            await perform(arbiter.health(id, report, now: hub.now()))
+        case .ping(let t):
+            send(id, .pong(t: t))
+        case .leave:
+            await perform(arbiter.leave(id, reason: .left))
+        }
+    }
+
+    private func relay(_ from: ParticipantID, _ signal: SignalRequest) {
+        guard signal.to != .server else {
+            return sendError(from, ProtocolError(.providerUnavailable, "the server's media endpoint is not available", ref: "signal"))
+        }
+        guard signal.to != from, members[signal.to] != nil else {
+            return sendError(from, ProtocolError(.unknownPeer, "no participant \(signal.to.rawValue.prefix(64)) in this session", ref: "signal"))
+        }
+        guard signal.epoch == arbiter.epoch else {
+            return sendError(from, ProtocolError(.staleEpoch, "epoch \(signal.epoch) is not the session's epoch \(arbiter.epoch)", ref: "signal"))
+        }
+        if signal.kind == .candidate {
+            var member = members[from]!
+            if member.candidateEpoch != signal.epoch {
+                member.candidateEpoch = signal.epoch
+                member.candidateCount = 0
+            }
+            member.candidateCount += 1
+            members[from] = member
+            guard member.candidateCount <= hub.config.maxCandidatesPerEpoch else {
+                return sendError(
+                    from, ProtocolError(.rateLimited, "more than \(hub.config.maxCandidatesPerEpoch) candidates in one epoch", ref: "signal"))
+            }
+        }
+        send(signal.to, .signal(from: from, rawData: signal.rawData))
+    }
+
+    // MARK: Actions
+
+    func perform(_ actions: [ArbiterAction], except joiner: ParticipantID? = nil) async {
+        for action in actions {
+            switch action {
+            case let .switchProvider(to, epoch, previous, reason):
+                await switchProvider(to: to, epoch: epoch, previous: previous, reason: reason, except: joiner)
+            case let .adjustScore(provider, delta):
+                _ = try? await hub.store.adjustScore(provider, delta: delta)
+            case let .peerState(id, state):
+                broadcast(.peerState(peer: id, state: state), except: id)
+            case let .removeParticipant(id, reason):
+                removeMember(id, reason: reason)
+                pendingLog.removeAll { $0.participant == id }
+                try? await hub.store.removePresence(session, id)
+                try? await hub.store.dropMessages(session, id)
+            case .sessionEnded:
+                try? await hub.store.endSession(session, atMs: hub.wallMs())
+                closed = true
+                hub.roomClosed(session)
+            case let .quality(id, score, level):
+                broadcast(.quality(participant: id, score: score, level: level))
+            case let .video(id, maxHeight, reason):
+                send(id, .video(maxHeight: maxHeight, reason: reason))
+            case let .alert(kind, id, value):
+                broadcast(.alert(kind: kind, participant: id, value: value))
+                try? await hub.store.recordAlert(session, AlertRecord(kind: kind, participant: id, value: value, atMs: hub.wallMs()))
+            }
+        }
+    }
+
+    private func switchProvider(to: ProviderName, epoch: Int, previous: ProviderName, reason: SwitchReason, except joiner: ParticipantID?) async {
+        var name = to
+        var newEpoch = epoch
+        var why = reason
+        do {
+            let moved = try await hub.store.compareAndSetProvider(session, expectedEpoch: epoch - 1, new: to, reason: reason, atMs: hub.wallMs())
+            if !moved, let live = try await hub.store.session(session)?.provider {
+                // Another node moved the session first: everybody follows the store's history instead.
+                _ = arbiter.adopt(provider: live.name, epoch: live.epoch, now: hub.now())
+                name = live.name
+                newEpoch = live.epoch
+                why = try await hub.store.session(session)?.history.last?.reason ?? reason
+            }
+        } catch {
+            logger.error("store failed during a provider switch", metadata: ["error": "\(error)"])
+        }
+        hub.metrics.switches[why]?.increment()
+        logger.info("provider switch", metadata: ["to": "\(name)", "epoch": "\(newEpoch)", "reason": "\(why)"])
+        for id in arbiter.order where id != joiner {
+            send(id, .provider(providerInfo(for: id, name: name, epoch: newEpoch), reason: why, previous: previous))
+        }
+    }
+
+    private func removeMember(_ id: ParticipantID, reason: LeaveReason) {
+        guard let member = members.removeValue(forKey: id) else { return }
+        hub.metrics.participants.decrement()
+        broadcast(.peerLeft(peer: id, reason: reason))
+        let code: UInt16 =
+            switch reason {
+            case .left, .timeout: CloseCode.normal
+            case .replaced: CloseCode.replaced
+            case .kicked: CloseCode.forbidden
+            }
+        member.connection?.close(code: code, reason: reason.rawValue)
+    }
+
+    // MARK: Sending
+
+    /// Frames `message` with the participant's next sequence number, logs it for resume and queues it
+    /// on the participant's socket if it has one.
+    func send(_ id: ParticipantID, _ message: ServerMessage) {
+        guard var member = members[id] else { return }
+        let seq = member.nextSeq
+        member.nextSeq += 1
+        members[id] = member
+        let frame = message.encoded(seq: seq)
+        pendingLog.append(LoggedMessage(participant: id, seq: seq, frame: frame))
+        hub.metrics.countOut(message.type)
+        if case .error(let e) = message { hub.metrics.countError(e.code) }
+        if let connection = member.connection, !connection.send(frame) {
+            hub.metrics.slowConsumers.increment()
+        }
+    }
+
+    func sendError(_ id: ParticipantID, _ error: ProtocolError) {
+        send(id, .error(error))
+    }
+
+    func broadcast(_ message: ServerMessage, except: ParticipantID? = nil) {
+        for id in arbiter.order where id != except { send(id, message) }
+    }
+
+    // MARK: Views
+
+    private func peers(except id: ParticipantID) -> [PeerInfo] {
+        arbiter.order.filter { $0 != id }.map { PeerInfo(id: $0, name: arbiter.participants[$0]?.name) }
+    }
+
+    func providerInfo(for id: ParticipantID, name: ProviderName, epoch: Int) -> ProviderInfo {
+        ProviderInfo(
+            name: name, epoch: epoch, room: session, polite: name == .p2p ? (arbiter.participants[id]?.polite ?? true) : true,
+            iceServers: hub.config.iceServers)
+    }
+
+    private func presence(_ id: ParticipantID, state: PeerConnectionState) -> PresenceRecord {
+        PresenceRecord(participant: id, name: arbiter.participants[id]?.name, state: state, node: hub.config.node, lastSeenMs: hub.wallMs())
+    }
+
+    private func snapshot() -> RoomSnapshot {
+        let now = hub.now()
+        let wall = hub.wallMs()
+        return RoomSnapshot(
+            provider: arbiter.provider, epoch: arbiter.epoch,
+            participants: arbiter.order.compactMap { id in
+                guard let p = arbiter.participants[id] else { return nil }
+                return ParticipantSnapshot(
+                    id: id, name: p.name, state: p.socketOpen ? .active : .reconnecting,
+                    lastSeenMs: wall - Int64((now - p.lastSeen).milliseconds), health: p.lastReport, qualityLevel: p.qualityLevel,
+                    maxVideoHeight: p.video.maxHeight)
+            })
+    }
+}

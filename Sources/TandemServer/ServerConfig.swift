@@ -1,0 +1,77 @@
+import TandemArbiter
+import TandemProtocol
+
+/// Where the session store lives.
+public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
+    case memory
+    case sqlite(path: String)
+
+    /// Parses `memory` or `sqlite:PATH`.
+    public init?(_ text: String) {
+        if text == "memory" {
+            self = .memory
+        } else if text.hasPrefix("sqlite:"), text.count > 7 {
+            self = .sqlite(path: String(text.dropFirst(7)))
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .memory: "memory"
+        case .sqlite(let path): "sqlite:\(path)"
+        }
+    }
+}
+
+/// How the server speaks TLS.
+public enum TLSSetting: Sendable, Equatable {
+    /// Plain HTTP and `ws://`, for running behind a TLS-terminating proxy.
+    case disabled
+    /// PEM certificate chain and private key files.
+    case files(certificate: String, key: String)
+}
+
+/// Everything `tandem serve` can be told, after flags, environment and config file are merged.
+public struct ServerConfig: Sendable {
+    public var dev = false
+    public var host = "0.0.0.0"
+    public var port = 8443
+    public var tls: TLSSetting = .disabled
+    /// HS256 secret for join tokens; nil means tokens cannot be verified (only `--dev` on loopback joins).
+    public var secret: String?
+    /// Bearer key of the admin API; nil disables the admin API (401 for every admin call).
+    public var apiKey: String?
+    public var store: StoreLocation = .memory
+    public var node = "node-1"
+    public var arbiter = ArbiterConfig()
+    /// Messages a connection may send per second, and the burst above that.
+    public var rateLimitPerSecond: Double = 50
+    public var rateLimitBurst: Double = 100
+    /// How long a new socket has to send `join`.
+    public var joinTimeout: Duration = .seconds(10)
+    /// Most candidates one participant may send in one epoch.
+    public var maxCandidatesPerEpoch = 100
+    /// Most frames waiting to be written to one slow socket before it is closed (it may resume).
+    public var maxQueuedFrames = 1024
+    /// ICE servers handed out in every provider object.
+    public var iceServers: [ICEServer] = []
+    public var version = TandemVersion.current
+
+    public init() {}
+
+    public var heartbeatInterval: Duration {
+        get { arbiter.heartbeatInterval }
+        set { arbiter.heartbeatInterval = newValue }
+    }
+
+    public var heartbeatTimeout: Duration {
+        get { arbiter.heartbeatTimeout }
+        set { arbiter.heartbeatTimeout = newValue }
+    }
+}
+
+public enum TandemVersion {
+    public static let current = "0.1.0"
+}

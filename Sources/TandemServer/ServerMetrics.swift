@@ -1,0 +1,62 @@
+import Prometheus
+import TandemProtocol
+
+/// The server's Prometheus metrics. Counters for every known label value are made up front so the
+/// per-message path does no registry look-up.
+public final class ServerMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let connections: Gauge
+    let sessions: Gauge
+    let participants: Gauge
+    let messagesIn: [String: Counter]
+    let messagesOut: [String: Counter]
+    let errors: [ErrorCode: Counter]
+    let switches: [SwitchReason: Counter]
+    let joinLatency: DurationHistogram
+    let healthReports: Counter
+    let slowConsumers: Counter
+
+    static let clientTypes = ["join", "signal", "health", "ping", "leave", "invalid"]
+    static let serverTypes = [
+        "welcome", "peer-joined", "peer-state", "peer-left", "signal", "provider", "quality", "video", "alert", "pong", "error",
+    ]
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        connections = registry.makeGauge(descriptor: Self.name("tandem_connections", "Open signaling sockets"))
+        sessions = registry.makeGauge(descriptor: Self.name("tandem_sessions", "Sessions with at least one participant on this node"))
+        participants = registry.makeGauge(descriptor: Self.name("tandem_participants", "Participants on this node, reconnecting included"))
+        messagesIn = Dictionary(
+            uniqueKeysWithValues: Self.clientTypes.map {
+                ($0, registry.makeCounter(descriptor: Self.name("tandem_messages_in_total", "Client messages by type"), labels: [("type", $0)]))
+            })
+        messagesOut = Dictionary(
+            uniqueKeysWithValues: Self.serverTypes.map {
+                ($0, registry.makeCounter(descriptor: Self.name("tandem_messages_out_total", "Server messages by type"), labels: [("type", $0)]))
+            })
+        errors = Dictionary(
+            uniqueKeysWithValues: ErrorCode.allCases.map {
+                ($0, registry.makeCounter(descriptor: Self.name("tandem_errors_total", "Error messages sent, by code"), labels: [("code", $0.rawValue)]))
+            })
+        switches = Dictionary(
+            uniqueKeysWithValues: SwitchReason.allCases.map {
+                ($0, registry.makeCounter(descriptor: Self.name("tandem_switches_total", "Provider switches by reason"), labels: [("reason", $0.rawValue)]))
+            })
+        joinLatency = registry.makeDurationHistogram(
+            descriptor: Self.name("tandem_join_duration_seconds", "From a join arriving to its welcome being queued"),
+            buckets: [.microseconds(250), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                      .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)])
+        healthReports = registry.makeCounter(descriptor: Self.name("tandem_health_reports_total", "Health reports received"))
+        slowConsumers = registry.makeCounter(descriptor: Self.name("tandem_slow_consumers_total", "Sockets closed because they did not read"))
+    }
+
+    private static func name(_ full: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: full, unitName: "", helpText: help)
+    }
+
+    func countIn(_ type: String) { (messagesIn[type] ?? messagesIn["invalid"])?.increment() }
+    func countOut(_ type: String) { messagesOut[type]?.increment() }
+    func countError(_ code: ErrorCode) { errors[code]?.increment() }
+
+    public func render() -> String { registry.emitToString() }
+}

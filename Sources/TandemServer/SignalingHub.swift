@@ -1,0 +1,163 @@
+import Foundation
+import Logging
+import Prometheus
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+import TandemArbiter
+import TandemProtocol
+import TandemStore
+
+/// The sessions live on this node, and the services every room shares: configuration, store, metrics,
+/// clocks and id generation. As a `Service` it drives time (heartbeat timeouts, stale peers) and the
+/// store's cleanup, and drains on shutdown.
+public final class SignalingHub: Service, Sendable {
+    public let config: ServerConfig
+    public let store: any SessionStore
+    public let metrics: ServerMetrics
+    let logger: Logger
+    let tokens: JoinTokens?
+    private let origin = ContinuousClock.now
+    private let rooms = NIOLockedValueBox<[SessionID: Room]>([:])
+    private let state = NIOLockedValueBox(HubState())
+    private let nextConnection = NIOLockedValueBox<UInt64>(0)
+
+    struct HubState {
+        var ready = true
+        var draining = false
+    }
+
+    public init(config: ServerConfig, store: any SessionStore, metrics: ServerMetrics, logger: Logger) {
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.logger = logger
+        tokens = config.secret.map(JoinTokens.init(secret:))
+    }
+
+    /// Monotonic time for the arbiter.
+    func now() -> Instant { Instant(ContinuousClock.now - origin) }
+
+    /// Wall-clock milliseconds since 1970, for the store and the admin API.
+    func wallMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    func newParticipantID() -> ParticipantID {
+        var rng = SystemRandomNumberGenerator()
+        return ParticipantID.random(using: &rng)
+    }
+
+    func newResumeKey() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return RandomText.base32(count: 32, using: &rng)
+    }
+
+    func newConnectionID() -> UInt64 {
+        nextConnection.withLockedValue { n in
+            n += 1
+            return n
+        }
+    }
+
+    /// True while joins are accepted.
+    public var isReady: Bool { state.withLockedValue { $0.ready && !$0.draining } }
+
+    // MARK: Rooms
+
+    func join(_ context: JoinContext) async -> JoinOutcome {
+        guard isReady else { return .rejected(ProtocolError(.providerUnavailable, "the server is draining; try another node")) }
+        while true {
+            let session = context.request.session
+            let room: Room
+            if let existing = rooms.withLockedValue({ $0[session] }) {
+                room = existing
+            } else {
+                let lastEpoch = (try? await store.lastEpoch(session)) ?? 0
+                room = rooms.withLockedValue { rooms in
+                    if let raced = rooms[session] { return raced }
+                    let created = Room(session: session, hub: self, lastEpoch: lastEpoch)
+                    rooms[session] = created
+                    metrics.sessions.increment()
+                    return created
+                }
+            }
+            let outcome = await withCheckedContinuation { (reply: CheckedContinuation<JoinOutcome, Never>) in
+                if !room.post(.join(context, reply)) { reply.resume(returning: .retry) }
+            }
+            if case .retry = outcome {
+                await Task.yield()
+                continue
+            }
+            return outcome
+        }
+    }
+
+    /// A room's session ended: forget it, so that the next join starts a new one.
+    func roomClosed(_ session: SessionID) {
+        let room = rooms.withLockedValue { $0.removeValue(forKey: session) }
+        if let room {
+            metrics.sessions.decrement()
+            room.finishMailbox()
+        }
+    }
+
+    private func allRooms() -> [Room] { rooms.withLockedValue { Array($0.values) } }
+
+    /// The live view of a session on this node, if it has one here.
+    public func snapshot(_ session: SessionID) async -> RoomSnapshot? {
+        guard let room = rooms.withLockedValue({ $0[session] }) else { return nil }
+        return await withCheckedContinuation { (reply: CheckedContinuation<RoomSnapshot?, Never>) in
+            if !room.post(.snapshot(reply)) { reply.resume(returning: nil) }
+        }
+    }
+
+    /// An operator's coordinated switch.
+    public func forceSwitch(_ session: SessionID, to name: ProviderName) async -> Result<ProviderState, ProtocolError> {
+        guard let room = rooms.withLockedValue({ $0[session] }) else {
+            return .failure(ProtocolError(.notJoined, "no live session \(session)"))
+        }
+        return await withCheckedContinuation { (reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>) in
+            if !room.post(.forceSwitch(name, reply)) { reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
+        }
+    }
+
+    // MARK: Service
+
+    /// Ticks every room once a second and cleans the store once a minute until shutdown; then drains.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var sinceCleanup = 0
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: .seconds(1))
+                } catch {
+                    break
+                }
+                for room in self.allRooms() { room.post(.tick) }
+                sinceCleanup += 1
+                if sinceCleanup >= 60 {
+                    sinceCleanup = 0
+                    await self.cleanup()
+                }
+            }
+        }
+        drain()
+    }
+
+    func cleanup() async {
+        do {
+            let report = try await store.cleanup(nowMs: wallMs(), policy: RetentionPolicy())
+            if report != CleanupReport() {
+                logger.info(
+                    "store cleanup",
+                    metadata: ["presence": "\(report.presence)", "health": "\(report.healthSamples)", "sessions": "\(report.sessions)"])
+            }
+        } catch {
+            logger.error("store cleanup failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Stops accepting joins and tells every socket to resume elsewhere (close 4000).
+    public func drain() {
+        state.withLockedValue { $0.draining = true }
+        for room in allRooms() { room.post(.drain) }
+    }
+}

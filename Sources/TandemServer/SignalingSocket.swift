@@ -1,0 +1,173 @@
+import HummingbirdWebSocket
+import Logging
+import Prometheus
+import NIOCore
+import NIOWebSocket
+import TandemArbiter
+import TandemProtocol
+
+/// Serves one signaling WebSocket: reads and validates client messages, checks the join and its token,
+/// and hands everything after the join to the session's room; writes whatever the room queues.
+struct SignalingSocket {
+    let hub: SignalingHub
+    let connection: Connection
+    let logger: Logger
+
+    private enum Joined {
+        case no
+        case yes(ParticipantID, Room)
+        case left
+    }
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        hub.metrics.connections.increment()
+        defer { hub.metrics.connections.decrement() }
+        let joinTimer = Task { [hub, connection] in
+            try await Task.sleep(for: hub.config.joinTimeout)
+            if !connection.hasJoined { connection.close(code: CloseCode.joinTimeout, reason: "no join within the time allowed") }
+        }
+        defer { joinTimer.cancel() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await write(outbound) }
+            group.addTask { await read(inbound) }
+            // Whichever ends first, the writer (close sent) or the reader (socket gone), ends the socket.
+            _ = await group.next()
+            connection.finish()
+            group.cancelAll()
+        }
+    }
+
+    private func write(_ outbound: WebSocketOutboundWriter) async {
+        while true {
+            switch await connection.next() {
+            case .frames(let frames):
+                for frame in frames {
+                    let buffer = ByteBuffer(bytes: frame)
+                    do {
+                        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
+                    } catch {
+                        return
+                    }
+                }
+            case let .close(code, reason):
+                try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
+                return
+            case .finished:
+                return
+            }
+        }
+    }
+
+    private func read(_ inbound: WebSocketInboundStream) async {
+        var joined = Joined.no
+        var limit = SocketRateLimit(rate: hub.config.rateLimitPerSecond, burst: hub.config.rateLimitBurst, now: hub.now())
+        do {
+            for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
+                if connection.isClosing { break }
+                switch limit.check(now: hub.now()) {
+                case .allow: break
+                case .refuse(let answer):
+                    if answer { reject(ProtocolError(.rateLimited, "more than \(Int(hub.config.rateLimitPerSecond)) messages a second"), joined) }
+                    continue
+                case .close:
+                    connection.close(code: CloseCode.rateLimited, reason: "rate limit exceeded repeatedly")
+                    continue
+                }
+                let bytes: [UInt8]
+                switch message {
+                case .binary:
+                    hub.metrics.countIn("invalid")
+                    reject(ProtocolError(.badMessage, "binary frames are not part of the protocol; send JSON text"), joined)
+                    continue
+                case .text(let text):
+                    bytes = Array(text.utf8)
+                }
+                let decoded: ClientMessage
+                do {
+                    decoded = try ClientMessage.decode(bytes)
+                } catch {
+                    hub.metrics.countIn("invalid")
+                    reject(error, joined)
+                    continue
+                }
+                hub.metrics.countIn(decoded.type)
+                switch joined {
+                case .no:
+                    guard case .join(let request) = decoded else {
+                        reject(ProtocolError(.notJoined, "send join first", ref: decoded.type), joined)
+                        continue
+                    }
+                    if let result = await join(request) {
+                        joined = .yes(result.0, result.1)
+                        connection.markJoined()
+                    }
+                case .yes(let id, let room):
+                    if !room.post(.message(id, connection: connection.id, decoded)) {
+                        connection.close(code: CloseCode.normal, reason: "the session has ended")
+                    }
+                    if case .leave = decoded { joined = .left }
+                case .left:
+                    break
+                }
+            }
+        } catch {
+            logger.debug("socket read ended", metadata: ["error": "\(error)"])
+        }
+        if case .yes(let id, let room) = joined {
+            room.post(.socketClosed(id, connection: connection.id))
+        }
+    }
+
+    /// Checks the token, then asks the hub to join. Nil if refused (the error is already sent).
+    private func join(_ request: JoinRequest) async -> (ParticipantID, Room)? {
+        var identity: String?
+        var request = request
+        if let token = request.token {
+            guard let tokens = hub.tokens else {
+                refuse(ProtocolError(.unauthorized, "this server has no token secret configured", ref: "join"), close: CloseCode.unauthorized)
+                return nil
+            }
+            do {
+                let claims = try tokens.verify(token, session: request.session.rawValue, nowSeconds: hub.wallMs() / 1000)
+                identity = claims.identity
+                if request.name == nil { request.name = claims.name }
+            } catch {
+                let forbidden = error.code == .wrongSession
+                refuse(
+                    ProtocolError(forbidden ? .forbidden : .unauthorized, error.description, ref: "join"),
+                    close: forbidden ? CloseCode.forbidden : CloseCode.unauthorized)
+                return nil
+            }
+        } else if !(hub.config.dev && connection.isLoopback) {
+            refuse(ProtocolError(.unauthorized, "a join token is required", ref: "join"), close: CloseCode.unauthorized)
+            return nil
+        }
+        let outcome = await hub.join(JoinContext(request: request, identity: identity, connection: connection, receivedAt: .now))
+        switch outcome {
+        case .joined(let id, let room):
+            return (id, room)
+        case .rejected(let error):
+            refuse(error.with(ref: "join"), close: nil)
+            return nil
+        case .retry:
+            refuse(ProtocolError(.internal, "could not join; try again", ref: "join"), close: nil)
+            return nil
+        }
+    }
+
+    /// Answers an error outside any participant's stream (before a join), with `seq` 0.
+    private func refuse(_ error: ProtocolError, close: UInt16?) {
+        hub.metrics.countOut("error")
+        hub.metrics.countError(error.code)
+        connection.send(ServerMessage.error(error).encoded(seq: 0))
+        if let close { connection.close(code: close, reason: error.message) }
+    }
+
+    private func reject(_ error: ProtocolError, _ joined: Joined) {
+        if case .yes(let id, let room) = joined {
+            room.post(.reject(id, connection: connection.id, error))
+        } else {
+            refuse(error, close: nil)
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import TandemServer
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the server.",
+        discussion: """
+            Every option can also be given as a TANDEM_* environment variable (--heartbeat-interval is \
+            TANDEM_HEARTBEAT_INTERVAL) or in the JSON file named by --config, under the option's name. \
+            Flags win over the environment, which wins over the file.
+            """)
+
+    @Flag(help: "Development mode: listen on 127.0.0.1, make certificates and secrets when missing, allow joins without a token from loopback.")
+    var dev = false
+    @Option(help: "Address to listen on, HOST:PORT (default 0.0.0.0:8443; 127.0.0.1:8443 with --dev).")
+    var listen: String?
+    @Option(help: "PEM certificate chain for TLS.")
+    var tlsCert: String?
+    @Option(help: "PEM private key for TLS.")
+    var tlsKey: String?
+    @Flag(help: "Serve plain HTTP and ws:// (only behind a TLS-terminating proxy).")
+    var noTls = false
+    @Option(help: "Secret that signs and verifies join tokens (HS256).")
+    var secret: String?
+    @Option(help: "Bearer key for the admin API.")
+    var apiKey: String?
+    @Option(help: "Session store: memory or sqlite:PATH (default sqlite:DATA-DIR/tandem.db).")
+    var store: String?
+    @Option(help: "Directory for the default store and development certificates (default ./data).")
+    var dataDir: String?
+    @Option(help: "Name of this node, reported in welcome (default the host name).")
+    var node: String?
+    @Option(help: "Heartbeat interval told to clients, in milliseconds (default 5000).")
+    var heartbeatInterval: String?
+    @Option(help: "Silence after which a participant is removed, in milliseconds (default 15000).")
+    var heartbeatTimeout: String?
+    @Option(help: "Most participants in one session (default 16).")
+    var maxParticipants: String?
+    @Option(help: "Providers to enable, comma-separated (default all that this server can serve).")
+    var providers: String?
+    @Option(help: "ICE server URLs handed to clients, comma-separated.")
+    var iceServers: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
+    var logLevel: String?
+    @Option(help: "JSON config file with any of these settings.")
+    var config: String?
+
+    func run() async throws {
+        var flags: [String: String] = [:]
+        if dev { flags["dev"] = "true" }
+        if noTls { flags["no-tls"] = "true" }
+        let options: [(String, String?)] = [
+            ("listen", listen), ("tls-cert", tlsCert), ("tls-key", tlsKey), ("secret", secret), ("api-key", apiKey),
+            ("store", store), ("data-dir", dataDir), ("node", node), ("heartbeat-interval", heartbeatInterval),
+            ("heartbeat-timeout", heartbeatTimeout), ("max-participants", maxParticipants), ("providers", providers),
+            ("ice-servers", iceServers), ("log-level", logLevel), ("config", config),
+        ]
+        for case let (key, value?) in options { flags[key] = value }
+
+        let loaded: (config: ServerConfig, notes: [String])
+        let level: Logger.Level
+        do {
+            let loader = try ConfigLoader(flags: flags, environment: ProcessInfo.processInfo.environment, configFile: nil)
+            loaded = try loader.load()
+            let levelText = loader.setting("log-level") ?? "info"
+            guard let parsed = Logger.Level(rawValue: levelText) else { throw SetupError("log-level must be trace, debug, info, notice, warning, error or critical") }
+            level = parsed
+        } catch {
+            throw fail(error)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "tandem")
+        logger.logLevel = level
+        let metrics = ServerMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+        for note in loaded.notes { logger.notice("\(note)") }
+        let config = loaded.config
+        let server: TandemServer
+        do {
+            server = try buildServer(config, logger: logger, metrics: metrics) { [logger] port in
+                let scheme = config.tls == .disabled ? "http" : "https"
+                logger.notice("tandem \(config.version) serving \(scheme)://\(config.host):\(port) (signaling at /v1/signal, store \(config.store))")
+            }
+        } catch {
+            throw fail(error)
+        }
+        try await server.application.runService()
+    }
+}
+
+/// Prints one clear line and exits non-zero.
+func fail(_ error: any Error) -> ExitCode {
+    FileHandle.standardError.write(Data("tandem: \(error)\n".utf8))
+    return ExitCode(1)
+}
