@@ -1,0 +1,273 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import HummingbirdWSClient
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import NIOWebSocket
+import ServiceLifecycle
+import TandemArbiter
+import TandemProtocol
+import TandemStore
+import Testing
+
+@testable import TandemServer
+
+struct TestTimeout: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Runs `body` with a deadline; throws if it does not finish in time. Deadlines here only bound a test
+/// that would otherwise hang; nothing asserts on how long anything took.
+func within<T: Sendable>(_ seconds: Double = 10, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            return nil
+        }
+        guard let first = try await group.next(), let value = first else {
+            group.cancelAll()
+            throw TestTimeout(what: what)
+        }
+        group.cancelAll()
+        return value
+    }
+}
+
+/// A running in-process server on a free loopback port.
+struct TestServer {
+    let port: Int
+    let hub: SignalingHub
+    let config: ServerConfig
+
+    var wsURL: String { (config.tls == .disabled ? "ws" : "wss") + "://127.0.0.1:\(port)/v1/signal" }
+    var httpBase: String { (config.tls == .disabled ? "http" : "https") + "://127.0.0.1:\(port)" }
+
+    static func config(_ edit: (inout ServerConfig) -> Void = { _ in }) -> ServerConfig {
+        var c = ServerConfig()
+        c.dev = true
+        c.host = "127.0.0.1"
+        c.port = 0
+        c.secret = "test-secret"
+        c.apiKey = "test-key"
+        c.node = "test-node"
+        c.store = .memory
+        edit(&c)
+        return c
+    }
+
+    /// Starts a server, runs `body`, and shuts the server down.
+    static func with(
+        _ config: ServerConfig = config(), store: (any SessionStore)? = nil, _ body: @escaping @Sendable (TestServer) async throws -> Void
+    ) async throws {
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
+        let built = try buildServer(config, logger: logger, store: store) { port in portContinuation.yield(port) }
+        let group = ServiceGroup(services: [built.application], gracefulShutdownSignals: [], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = portStream.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw TestTimeout(what: "server start") }
+            do {
+                try await body(TestServer(port: port, hub: built.hub, config: config))
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    /// Connects a test client.
+    func connect(tls: TLSConfiguration? = nil) async throws -> WSTestClient {
+        try await WSTestClient.connect(url: wsURL, tls: tls)
+    }
+
+    /// Connects and joins; returns the client and its welcome.
+    func join(_ session: String = "s1", extra: String = "") async throws -> (WSTestClient, JSON) {
+        let client = try await connect()
+        client.send(#"{"type":"join","session":"\#(session)"\#(extra)}"#)
+        let welcome = try await client.next("welcome")
+        return (client, welcome)
+    }
+
+    /// One HTTP request; returns status and body.
+    func http(_ method: String, _ path: String, key: String? = "test-key", body: String? = nil) async throws -> (Int, JSON?) {
+        var request = URLRequest(url: URL(string: httpBase + path)!)
+        request.httpMethod = method
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        if let body {
+            request.httpBody = Data(body.utf8)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as! HTTPURLResponse).statusCode
+        return (status, try? JSONParser.parse(Array(data)))
+    }
+}
+
+/// A WebSocket client for tests: queue frames to send, await messages as they arrive, see the close code.
+final class WSTestClient: Sendable {
+    enum Outgoing: Sendable {
+        case text(String)
+        case binary([UInt8])
+        case close
+    }
+
+    private let outgoing: AsyncStream<Outgoing>.Continuation
+    private let incoming: Inbox
+    private let task: Task<WebSocketCloseFrame?, any Error>
+
+    private init(outgoing: AsyncStream<Outgoing>.Continuation, incoming: Inbox, task: Task<WebSocketCloseFrame?, any Error>) {
+        self.outgoing = outgoing
+        self.incoming = incoming
+        self.task = task
+    }
+
+    static func connect(url: String, tls: TLSConfiguration? = nil) async throws -> WSTestClient {
+        let (outStream, outContinuation) = AsyncStream<Outgoing>.makeStream()
+        let inbox = Inbox()
+        let inContinuation = inbox
+        let (connected, connectedContinuation) = AsyncStream<Void>.makeStream()
+        var logger = Logger(label: "ws-test-client")
+        logger.logLevel = .critical
+        let task = Task {
+            defer { inContinuation.finish() }
+            return try await WebSocketClient.connect(
+                url: url, configuration: .init(maxFrameSize: 1 << 20, autoPing: .disabled), tlsConfiguration: tls, logger: logger
+            ) { inbound, outbound, _ in
+                connectedContinuation.yield()
+                connectedContinuation.finish()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for try await message in inbound.messages(maxSize: 1 << 20) {
+                            if case .text(let text) = message { inContinuation.yield(text) }
+                        }
+                    }
+                    group.addTask {
+                        for await item in outStream {
+                            switch item {
+                            case .text(let text): try await outbound.write(.text(text))
+                            case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                            case .close:
+                                try await outbound.close(.normalClosure, reason: nil)
+                                return
+                            }
+                        }
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+        }
+        _ = try await within(10, "connect") {
+            for await _ in connected { return true }
+            return false
+        }
+        return WSTestClient(outgoing: outContinuation, incoming: inbox, task: task)
+    }
+
+    func send(_ text: String) { outgoing.yield(.text(text)) }
+    func sendBinary(_ bytes: [UInt8]) { outgoing.yield(.binary(bytes)) }
+
+    /// Closes cleanly, without `leave` (as a dropped network would look to the server, less the timeout).
+    func close() { outgoing.yield(.close) }
+
+    /// Drops the connection at once.
+    func drop() { task.cancel() }
+
+    /// The next message, whatever its type; nil when the socket has closed.
+    func nextAny(timeout: Double = 10) async throws -> JSON? {
+        let inbox = incoming
+        return try await within(timeout, "a message") {
+            guard let text = await inbox.next() else { return JSON?.none }
+            return try JSONParser.parse(Array(text.utf8))
+        }
+    }
+
+    /// The next message of `type`, skipping others (pongs, quality, …) on the way.
+    func next(_ type: String, timeout: Double = 10) async throws -> JSON {
+        while true {
+            guard let message = try await nextAny(timeout: timeout) else { throw TestTimeout(what: "\(type) (socket closed)") }
+            if message["type"]?.stringValue == type { return message }
+        }
+    }
+
+    /// Every message until the socket closes, then the close code the server sent.
+    func closeCode(timeout: Double = 10) async throws -> (code: UInt16?, messages: [JSON]) {
+        var messages: [JSON] = []
+        while let m = try await nextAny(timeout: timeout) { messages.append(m) }
+        let frame = try await task.value
+        let code: UInt16? = frame.map { UInt16(webSocketErrorCode: $0.closeCode) }
+        return (code, messages)
+    }
+}
+
+extension UInt16 {
+    init(webSocketErrorCode code: WebSocketErrorCode) {
+        var buffer = ByteBuffer()
+        buffer.write(webSocketErrorCode: code)
+        self = buffer.readInteger(as: UInt16.self) ?? 0
+    }
+}
+
+/// Messages received and not yet taken, with one waiting reader at a time.
+final class Inbox: Sendable {
+    private struct State {
+        var messages: [String] = []
+        var finished = false
+        var waiter: CheckedContinuation<String?, Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    func yield(_ text: String) {
+        let waiter = state.withLockedValue { s -> CheckedContinuation<String?, Never>? in
+            if let w = s.waiter {
+                s.waiter = nil
+                return w
+            }
+            s.messages.append(text)
+            return nil
+        }
+        waiter?.resume(returning: text)
+    }
+
+    func finish() {
+        let waiter = state.withLockedValue { s -> CheckedContinuation<String?, Never>? in
+            s.finished = true
+            let w = s.waiter
+            s.waiter = nil
+            return w
+        }
+        waiter?.resume(returning: nil)
+    }
+
+    func next() async -> String? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<String?, Never>) in
+                let immediate: String?? = state.withLockedValue { s in
+                    if !s.messages.isEmpty { return .some(s.messages.removeFirst()) }
+                    if s.finished { return .some(nil) }
+                    s.waiter = c
+                    return .none
+                }
+                if let immediate { c.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let waiter = state.withLockedValue { s -> CheckedContinuation<String?, Never>? in
+                let w = s.waiter
+                s.waiter = nil
+                return w
+            }
+            waiter?.resume(returning: nil)
+        }
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+import TandemArbiter
+import TandemProtocol
+
+@testable import TandemStore
+
+let s1 = SessionID("s1")!
+let a = ParticipantID("a")
+let b = ParticipantID("b")
+
+enum Backend: String, CaseIterable, Sendable {
+    case memory, sqlite
+
+    func make() throws -> (any SessionStore, String?) {
+        switch self {
+        case .memory: return (MemoryStore(), nil)
+        case .sqlite:
+            let path = NSTemporaryDirectory() + "tandem-store-\(UUID().uuidString).db"
+            return (try SQLiteStore(path: path), path)
+        }
+    }
+}
+
+@Suite struct StoreContractTests {
+    @Test(arguments: Backend.allCases)
+    func claimIsGetOrSelectAndAtomic(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        // Twenty racing first joiners proposing different providers: one selection wins for all.
+        let results = try await withThrowingTaskGroup(of: ProviderState.self) { group in
+            for i in 0..<20 {
+                group.addTask { try await store.claimProvider(s1, proposed: i % 2 == 0 ? .p2p : .relay, atMs: 1) }
+            }
+            return try await group.reduce(into: [ProviderState]()) { $0.append($1) }
+        }
+        #expect(Set(results.map(\.name)).count == 1)
+        #expect(results.allSatisfy { $0.epoch == 1 })
+        let record = try await store.session(s1)
+        #expect(record?.history.count == 1)
+        #expect(record?.history.first?.reason == .join)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func compareAndSetMovesOnceFromTheExpectedEpoch(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 1)
+        let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<10 { group.addTask { try await store.compareAndSetProvider(s1, expectedEpoch: 1, new: .relay, reason: .failure, atMs: 2) } }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 }.count == 1)
+        let record = try await store.session(s1)
+        #expect(record?.provider == ProviderState(name: .relay, epoch: 2))
+        #expect(record?.history.map(\.epoch) == [1, 2])
+        #expect(record?.history.last?.reason == .failure)
+        #expect(try await store.compareAndSetProvider(SessionID("nobody")!, expectedEpoch: 0, new: .p2p, reason: .admin, atMs: 3) == false)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func endedSessionKeepsItsEpochForTheNextClaim(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 1)
+        _ = try await store.compareAndSetProvider(s1, expectedEpoch: 1, new: .p2p, reason: .failure, atMs: 2)
+        try await store.endSession(s1, atMs: 3)
+        #expect(try await store.session(s1)?.provider == nil)
+        #expect(try await store.lastEpoch(s1) == 2)
+        #expect(try await store.compareAndSetProvider(s1, expectedEpoch: 2, new: .relay, reason: .admin, atMs: 4) == false)
+        #expect(try await store.claimProvider(s1, proposed: .relay, atMs: 5) == ProviderState(name: .relay, epoch: 3))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func scoresClampAndAccumulate(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        #expect(try await store.scores() == ProviderScores())
+        _ = try await store.adjustScore(.p2p, delta: 15)
+        let after = try await store.adjustScore(.relay, delta: -15)
+        #expect(after[.p2p] == 95 && after[.relay] == 55 && after[.sfu] == 60)
+        _ = try await store.adjustScore(.p2p, delta: 15)
+        #expect(try await store.scores()[.p2p] == 100)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func presenceHealthAndAlerts(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        try await store.upsertPresence(s1, PresenceRecord(participant: a, name: "A", state: .active, node: "n1", lastSeenMs: 10))
+        try await store.upsertPresence(s1, PresenceRecord(participant: b, name: nil, state: .active, node: "n1", lastSeenMs: 10))
+        try await store.upsertPresence(s1, PresenceRecord(participant: a, name: "A", state: .reconnecting, node: "n1", lastSeenMs: 20))
+        #expect(try await store.presence(s1).map(\.state) == [.reconnecting, .active])
+        try await store.removePresence(s1, b)
+        #expect(try await store.presence(s1).map(\.participant) == [a])
+
+        let r1 = HealthReport(epoch: 1, provider: .p2p, media: .connecting)
+        let r2 = HealthReport(epoch: 1, provider: .p2p, media: .connected, rttMs: 40, lossPct: 0.5, jitterMs: 3, bitrateKbps: 900, frameHeight: 480, candidateType: .srflx)
+        try await store.recordHealth(s1, HealthSample(participant: a, report: r1, atMs: 100))
+        try await store.recordHealth(s1, HealthSample(participant: a, report: r2, atMs: 200))
+        #expect(try await store.latestHealth(s1)[a]?.report == r2)
+
+        try await store.recordAlert(s1, AlertRecord(kind: .highLatency, participant: a, value: 350, atMs: 5))
+        try await store.recordAlert(s1, AlertRecord(kind: .stalePeer, participant: a, value: 15000, atMs: 6))
+        #expect(try await store.alerts(s1).map(\.kind) == [.highLatency, .stalePeer])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func messageLogReplaysOrRefuses(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        try await store.appendMessages(s1, (1...5).map { LoggedMessage(participant: a, seq: $0, frame: [UInt8($0)]) })
+        #expect(try await store.messages(s1, a, after: 2) == [[3], [4], [5]])
+        #expect(try await store.messages(s1, a, after: 5) == [])
+        #expect(try await store.messages(s1, a, after: 9) == nil)
+        #expect(try await store.messages(s1, b, after: 0) == nil)
+        try await store.dropMessages(s1, a)
+        #expect(try await store.messages(s1, a, after: 2) == nil)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func cleanupRemovesWhatIsOld(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        let day: Int64 = 86_400_000
+        try await store.upsertPresence(s1, PresenceRecord(participant: a, name: nil, state: .active, node: "n", lastSeenMs: 0))
+        try await store.upsertPresence(s1, PresenceRecord(participant: b, name: nil, state: .active, node: "n", lastSeenMs: 2 * day))
+        try await store.recordHealth(s1, HealthSample(participant: a, report: HealthReport(epoch: 1, provider: .p2p, media: .new), atMs: 0))
+        let old = SessionID("old")!
+        _ = try await store.claimProvider(old, proposed: .p2p, atMs: 0)
+        try await store.endSession(old, atMs: 0)
+        _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 0)
+        let report = try await store.cleanup(nowMs: 2 * day, policy: RetentionPolicy())
+        #expect(report.presence == 1 && report.healthSamples == 1 && report.sessions == 1)
+        #expect(try await store.session(old) == nil)
+        #expect(try await store.session(s1) != nil)  // live sessions stay
+        #expect(try await store.presence(s1).map(\.participant) == [b])
+    }
+
+    @Test func sqliteKeepsEverythingAcrossAReopen() async throws {
+        let path = NSTemporaryDirectory() + "tandem-reopen-\(UUID().uuidString).db"
+        do {
+            let store = try SQLiteStore(path: path)
+            _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 1)
+            _ = try await store.compareAndSetProvider(s1, expectedEpoch: 1, new: .relay, reason: .quality, atMs: 2)
+            _ = try await store.adjustScore(.relay, delta: -15)
+            try await store.recordAlert(s1, AlertRecord(kind: .packetLoss, participant: a, value: 9, atMs: 3))
+        }
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.scores()[.relay] == 55)
+        #expect(try await reopened.session(s1)?.provider == ProviderState(name: .relay, epoch: 2))
+        #expect(try await reopened.alerts(s1).count == 1)
+    }
+
+    @Test func sqliteRefusesAnUnopenablePath() {
+        #expect(throws: StoreError.self) { try SQLiteStore(path: "/nonexistent-dir/x/y.db") }
+    }
+}
+
+@Suite struct MessageLogTests {
+    @Test func boundedByCount() {
+        var log = MessageLog(maxMessages: 3)
+        for seq in 1...10 { log.append(seq: seq, [UInt8(seq)]) }
+        #expect(log.after(7) == [[8], [9], [10]])
+        #expect(log.after(6) == nil)  // 7 fell out: a replay would have a gap
+        #expect(log.after(10) == [])
+    }
+
+    @Test func boundedByBytes() {
+        var log = MessageLog(maxMessages: 100, maxBytes: 10)
+        for seq in 1...5 { log.append(seq: seq, [UInt8](repeating: 0, count: 4)) }
+        #expect(log.after(3)?.count == 2)
+        #expect(log.after(2) == nil)
+    }
+}
