@@ -293,6 +293,7 @@ public struct SessionArbiter: Sendable {
         let checks: [(AlertKind, Double?, (Double) -> Bool)] = [
             (.highLatency, r.rttMs, { $0 > t.rttMs }),
             (.packetLoss, r.lossPct, { $0 > t.lossPct }),
+            (.highJitter, r.jitterMs, { $0 > t.jitterMs }),
             (.lowBandwidth, r.media == .connected ? r.bitrateKbps : nil, { $0 < self.config.lowBandwidthKbps }),
         ]
         var actions: [ArbiterAction] = []

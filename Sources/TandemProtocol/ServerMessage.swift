@@ -29,6 +29,8 @@ public enum AlertKind: String, Sendable, CaseIterable {
     case packetLoss = "packet_loss"
     case lowBandwidth = "low_bandwidth"
     case stalePeer = "stale_peer"
+    /// An addition to PROTOCOL.md: reported jitter past its alert threshold.
+    case highJitter = "high_jitter"
 }
 
 public struct ICEServer: Sendable, Equatable {

@@ -39,6 +39,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         try db.execute(Self.schema)
     }
 
+    @discardableResult
     private func locked<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
         try lock.withLock { try body(db) }
     }

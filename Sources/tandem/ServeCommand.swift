@@ -42,8 +42,40 @@ struct ServeCommand: AsyncParsableCommand {
     var heartbeatTimeout: String?
     @Option(help: "Most participants in one session (default 16).")
     var maxParticipants: String?
+    @Option(help: "Messages one socket may send per second (default 50).")
+    var rateLimit: String?
+    @Option(help: "Burst above the rate limit (default 100).")
+    var rateBurst: String?
+    @Option(help: "ICE candidates one participant may send per epoch (default 100).")
+    var maxCandidates: String?
+    @Option(help: "Time a new socket has to send join, in milliseconds (default 10000).")
+    var joinTimeout: String?
     @Option(help: "Providers to enable, comma-separated (default all that this server can serve).")
     var providers: String?
+    @Option(help: "Where a failed provider's session goes next, comma-separated (default p2p,relay,sfu).")
+    var fallbackOrder: String?
+    @Option(help: "Where a session goes when its quality stays bad (default sfu).")
+    var qualityTarget: String?
+    @Option(help: "Reported RTT above which a report is bad, in ms (default 400).")
+    var switchRttMs: String?
+    @Option(help: "Reported loss above which a report is bad, in percent (default 8).")
+    var switchLossPct: String?
+    @Option(help: "Reported jitter above which a report is bad, in ms (default 60).")
+    var switchJitterMs: String?
+    @Option(help: "Consecutive bad reports from one participant that switch the session (default 3).")
+    var switchReports: String?
+    @Option(help: "No quality switch this soon after any switch, in milliseconds (default 30000).")
+    var coolDown: String?
+    @Option(help: "RTT above which a high_latency alert is raised, in ms (default 300).")
+    var alertRttMs: String?
+    @Option(help: "Loss above which a packet_loss alert is raised, in percent (default 5).")
+    var alertLossPct: String?
+    @Option(help: "Jitter above which a report counts towards alerts, in ms (default 50).")
+    var alertJitterMs: String?
+    @Option(help: "Bitrate below which a low_bandwidth alert is raised, in kbps (default 150).")
+    var alertMinBitrateKbps: String?
+    @Option(help: "No health report for this long raises a stale_peer alert, in ms (default the heartbeat timeout).")
+    var staleAfter: String?
     @Option(help: "ICE server URLs handed to clients, comma-separated.")
     var iceServers: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
@@ -58,7 +90,12 @@ struct ServeCommand: AsyncParsableCommand {
         let options: [(String, String?)] = [
             ("listen", listen), ("tls-cert", tlsCert), ("tls-key", tlsKey), ("secret", secret), ("api-key", apiKey),
             ("store", store), ("data-dir", dataDir), ("node", node), ("heartbeat-interval", heartbeatInterval),
-            ("heartbeat-timeout", heartbeatTimeout), ("max-participants", maxParticipants), ("providers", providers),
+            ("heartbeat-timeout", heartbeatTimeout), ("max-participants", maxParticipants), ("rate-limit", rateLimit),
+            ("rate-burst", rateBurst), ("max-candidates", maxCandidates), ("join-timeout", joinTimeout), ("providers", providers),
+            ("fallback-order", fallbackOrder), ("quality-target", qualityTarget), ("switch-rtt-ms", switchRttMs),
+            ("switch-loss-pct", switchLossPct), ("switch-jitter-ms", switchJitterMs), ("switch-reports", switchReports),
+            ("cool-down", coolDown), ("alert-rtt-ms", alertRttMs), ("alert-loss-pct", alertLossPct),
+            ("alert-jitter-ms", alertJitterMs), ("alert-min-bitrate-kbps", alertMinBitrateKbps), ("stale-after", staleAfter),
             ("ice-servers", iceServers), ("log-level", logLevel), ("config", config),
         ]
         for case let (key, value?) in options { flags[key] = value }

@@ -310,6 +310,8 @@ struct FeedbackTests {
         #expect(alerts(report(1, rtt: 380, loss: 6), 4) == [.alert(.highLatency, p2, value: 380), .alert(.packetLoss, p2, value: 6)])
         #expect(alerts(report(1, kbps: 90), 5) == [.alert(.lowBandwidth, p2, value: 90)])
         #expect(alerts(report(1, .p2p, .connecting, kbps: 10), 6) == [])  // not connected yet: not a bandwidth problem
+        #expect(alerts(report(1, jitter: 55), 7) == [.alert(.highJitter, p2, value: 55)])
+        #expect(alerts(report(1, jitter: 58), 8) == [])
     }
 
     // bitrate and loss per report, expected recommendation after each (nil: none sent)

@@ -131,7 +131,7 @@ final class WSTestClient: Sendable {
         self.task = task
     }
 
-    static func connect(url: String, tls: TLSConfiguration? = nil) async throws -> WSTestClient {
+    static func connect(url: String, tls: TLSConfiguration? = nil, sniHostname: String? = nil) async throws -> WSTestClient {
         let (outStream, outContinuation) = AsyncStream<Outgoing>.makeStream()
         let inbox = Inbox()
         let inContinuation = inbox
@@ -139,9 +139,12 @@ final class WSTestClient: Sendable {
         var logger = Logger(label: "ws-test-client")
         logger.logLevel = .critical
         let task = Task {
-            defer { inContinuation.finish() }
+            defer {
+                inContinuation.finish()
+                connectedContinuation.finish()
+            }
             return try await WebSocketClient.connect(
-                url: url, configuration: .init(maxFrameSize: 1 << 20, autoPing: .disabled), tlsConfiguration: tls, logger: logger
+                url: url, configuration: .init(maxFrameSize: 1 << 20, autoPing: .disabled, sniHostname: sniHostname), tlsConfiguration: tls, logger: logger
             ) { inbound, outbound, _ in
                 connectedContinuation.yield()
                 connectedContinuation.finish()
@@ -167,9 +170,13 @@ final class WSTestClient: Sendable {
                 }
             }
         }
-        _ = try await within(10, "connect") {
+        let opened = try await within(10, "connect") {
             for await _ in connected { return true }
             return false
+        }
+        guard opened else {
+            _ = try await task.value
+            throw TestTimeout(what: "a connection that closed at once")
         }
         return WSTestClient(outgoing: outContinuation, incoming: inbox, task: task)
     }

@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+
+@testable import TandemServer
+
+/// Runs the built `tandem` executable.
+func runTandem(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let candidates = [".build/debug/tandem", ".build/release/tandem"].map { root.appendingPathComponent($0).path }
+    guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw SetupError("tandem is not built; run swift build first")
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TANDEM_") }.merging(environment) { $1 }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // A command that should have failed but started a server instead is stopped, and the test fails on
+    // its status.
+    let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + 30, execute: watchdog)
+    defer { watchdog.cancel() }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
+
+@Suite("The tandem command")
+struct CLITests {
+    @Test(arguments: [
+        ["serve", "--listen", "nowhere"],
+        ["serve", "--secret", "s", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key", "--store", "memory"],
+        ["serve", "--secret", "s"],
+        ["serve", "--no-tls", "--secret", "s", "--store", "sqlite:/dev/null/sub/x.db"],
+        ["serve", "--no-tls", "--secret", "s", "--heartbeat-interval=soon"],
+        ["serve", "--frobnicate"],
+        ["serve", "--listen"],
+        ["launch"],
+    ])
+    func setupMistakesAreOneLineAndNonZero(arguments: [String]) throws {
+        let r = try runTandem(arguments)
+        #expect(r.status != 0)
+        let lines = r.err.split(separator: "\n")
+        #expect(lines.count == 1, "\(r.err)")
+        #expect(lines.first?.hasPrefix("tandem: ") == true, "\(r.err)")
+    }
+
+    @Test func unknownFlagsAreNamed() throws {
+        let r = try runTandem(["serve", "--frobnicate"])
+        #expect(r.err.contains("--frobnicate"))
+        let help = try runTandem(["serve", "--help"])
+        #expect(help.status == 0)
+        // Every setting of the config file and the environment is a flag too.
+        for key in ConfigLoader.keys {
+            #expect(help.out.contains("--\(key)"), "serve --help does not list --\(key)")
+        }
+    }
+
+    @Test func tokenPrintsAVerifiableToken() throws {
+        let r = try runTandem(["token", "--session", "s1", "--identity", "ann", "--ttl", "60"], environment: ["TANDEM_SECRET": "cli-secret"])
+        #expect(r.status == 0)
+        let token = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        let claims = try JoinTokens(secret: "cli-secret").verify(token, session: "s1", nowSeconds: Int64(Date().timeIntervalSince1970))
+        #expect(claims.identity == "ann")
+        #expect(try runTandem(["token", "--session", "s1", "--identity", "ann"]).status == 1)  // no secret anywhere
+    }
+
+    @Test func certsDevWritesACAAndAServerCertificate() throws {
+        let dir = NSTemporaryDirectory() + "tandem-cli-certs-\(UUID().uuidString)"
+        let r = try runTandem(["certs", "dev", "--out", dir])
+        #expect(r.status == 0)
+        for file in ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"] {
+            #expect(FileManager.default.fileExists(atPath: dir + "/" + file), "\(file)")
+        }
+        let keyMode = try FileManager.default.attributesOfItem(atPath: dir + "/server-key.pem")[.posixPermissions] as? Int
+        #expect(keyMode == 0o600)
+    }
+}

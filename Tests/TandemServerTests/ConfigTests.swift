@@ -1,0 +1,90 @@
+import Foundation
+import TandemArbiter
+import TandemProtocol
+import Testing
+
+@testable import TandemServer
+
+@Suite("Configuration")
+struct ConfigTests {
+    func load(_ flags: [String: String], env: [String: String] = [:], file: String? = nil) throws -> ServerConfig {
+        var path: String?
+        if let file {
+            path = NSTemporaryDirectory() + "tandem-config-\(UUID().uuidString).jsonc"
+            _ = FileManager.default.createFile(atPath: path!, contents: Data(file.utf8))
+        }
+        return try ConfigLoader(flags: flags, environment: env, configFile: path).load().config
+    }
+
+    @Test func precedenceIsFlagThenEnvironmentThenFile() throws {
+        let file = """
+            // comment lines are allowed
+            {"heartbeat-interval": 1000, "heartbeat-timeout": 9000, "max-participants": 4, "secret": "f", "no-tls": true}
+            """
+        let c = try load(["heartbeat-interval": "2000"], env: ["TANDEM_HEARTBEAT_INTERVAL": "3000", "TANDEM_MAX_PARTICIPANTS": "5"], file: file)
+        #expect(c.heartbeatInterval == .milliseconds(2000))
+        #expect(c.heartbeatTimeout == .milliseconds(9000))
+        #expect(c.arbiter.maxParticipants == 5)
+        #expect(c.secret == "f")
+        #expect(c.tls == .disabled)
+        #expect(c.host == "0.0.0.0" && c.port == 8443)
+    }
+
+    @Test func devDefaults() throws {
+        let dir = NSTemporaryDirectory() + "tandem-dev-\(UUID().uuidString)"
+        let c = try load(["dev": "true", "data-dir": dir])
+        #expect(c.host == "127.0.0.1" && c.port == 8443)
+        #expect(c.store == .sqlite(path: dir + "/tandem.db"))
+        #expect(c.secret != nil && c.apiKey != nil)
+        #expect(c.tls == .files(certificate: dir + "/certs/server.pem", key: dir + "/certs/server-key.pem"))
+        #expect(FileManager.default.fileExists(atPath: dir + "/certs/ca.pem"))
+    }
+
+    @Test func listenAddresses() throws {
+        #expect(try ConfigLoader.parseListen("[::1]:9000") == ("::1", 9000))
+        #expect(try ConfigLoader.parseListen("localhost:0") == ("localhost", 0))
+        for bad in ["foo", ":80", "h:99999", "[::1]9000", "h:x"] {
+            #expect(throws: SetupError.self, "\(bad)") { try ConfigLoader.parseListen(bad) }
+        }
+    }
+
+    @Test(arguments: [
+        (["no-tls": "true"], "give --secret"),
+        (["secret": "s"], "give --tls-cert and --tls-key, or --no-tls"),
+        (["secret": "s", "tls-cert": "c"], "--tls-cert and --tls-key go together"),
+        (["secret": "s", "no-tls": "true", "heartbeat-interval": "soon"], "heartbeat-interval must be a whole number"),
+        (["secret": "s", "no-tls": "true", "store": "redis"], "store must be memory or sqlite:PATH"),
+        (["secret": "s", "no-tls": "true", "providers": "relay"], "provider relay cannot be enabled"),
+        (["secret": "s", "no-tls": "true", "heartbeat-interval": "20000", "heartbeat-timeout": "10000"], "heartbeat-timeout must be longer"),
+        (["secret": "s", "no-tls": "maybe"], "no-tls must be true or false"),
+    ])
+    func mistakesAreSaidInOneLine(flags: [String: String], message: String) {
+        do {
+            _ = try load(flags)
+            Issue.record("accepted \(flags)")
+        } catch {
+            #expect("\(error)".contains(message), "\(error)")
+            #expect(!"\(error)".contains("\n"))
+        }
+    }
+
+    @Test func fileMistakes() {
+        #expect(throws: SetupError.self) { try load([:], file: "{not json") }
+        #expect(throws: SetupError.self) { try load([:], file: #"{"heartbeat-intervall": 5}"#) }
+        #expect(throws: SetupError.self) { try ConfigLoader(flags: ["config": "/nonexistent.json"], environment: [:], configFile: nil) }
+    }
+
+    @Test func iceServersFromTheFile() throws {
+        let c = try load(
+            ["secret": "s", "no-tls": "true"],
+            file: #"{"ice-servers": [{"urls": ["stun:127.0.0.1:3478"]}, {"urls": "turn:127.0.0.1:3478", "username": "u", "credential": "c"}]}"#)
+        #expect(c.iceServers == [ICEServer(urls: ["stun:127.0.0.1:3478"]), ICEServer(urls: ["turn:127.0.0.1:3478"], username: "u", credential: "c")])
+    }
+
+    @Test func theExampleConfigFileLoads() throws {
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/tandem.jsonc").path
+        let loader = try ConfigLoader(flags: ["config": example, "secret": "s", "no-tls": "true"], environment: [:], configFile: nil)
+        let c = try loader.load().config
+        #expect(c.arbiter == ServerConfig().arbiter)  // the example states the defaults
+    }
+}
