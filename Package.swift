@@ -29,7 +29,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "TandemProtocol", swiftSettings: strict),
+        .target(name: "TandemProtocol", exclude: ["PROTOCOL.md"], swiftSettings: strict),
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .target(
             name: "TandemStore",

@@ -29,6 +29,14 @@ test)
     install_apt "${APT_PACKAGES[@]}"
     swift build --build-tests
     swift test --skip-build
+    # End to end: independent WebRTC peers (aiortc) through a running `tandem serve`.
+    if [ ! -x .venv/bin/python ] || ! cmp -s Tests/e2e/requirements.txt .venv/requirements.txt; then
+        python3 -c 'import ensurepip, venv' 2>/dev/null || install_apt python3-venv
+        python3 -m venv .venv
+        .venv/bin/pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt
+        cp Tests/e2e/requirements.txt .venv/requirements.txt
+    fi
+    TANDEM_BIN="$PWD/.build/debug/tandem" .venv/bin/python -m pytest -q Tests/e2e
     ;;
 *)
     echo "usage: deploy/dev.sh run [serve options] | deploy/dev.sh test" >&2

@@ -59,7 +59,7 @@ struct BenchCommand: AsyncParsableCommand {
                         server = try ServerProcess(
                             name: "tandem", executable: tandem,
                             arguments: [
-                                "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", work, "--store", "memory", "--log-level", "warning",
+                                "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", work, "--store", "memory", "--log-level", "notice",
                                 "--rate-limit", "10000", "--rate-burst", "10000", "--max-candidates", "10000",
                             ],
                             portPrefix: "serving https://127.0.0.1:")

@@ -1,0 +1,154 @@
+"""Fixtures for the end-to-end tests: a real `tandem serve --dev` process, and loopback-only ICE.
+
+The server binary is TANDEM_BIN, by default .build/debug/tandem in the repository root.
+"""
+
+import os
+import re
+import signal
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aioice.ice
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / ".build" / "debug" / "tandem"
+STARTUP_TIMEOUT_S = 30.0
+
+SERVING = re.compile(r"serving https://(?P<host>[^\s:]+):(?P<port>\d+)")
+API_KEY = re.compile(r"admin API key for this run: (?P<key>\S+)")
+
+
+@dataclass
+class TandemServer:
+    process: subprocess.Popen
+    data_dir: Path
+    stderr_path: Path
+    host: str
+    port: int
+    api_key: str
+
+    @property
+    def ca_path(self) -> Path:
+        return self.data_dir / "certs" / "ca.pem"
+
+    @property
+    def signal_url(self) -> str:
+        return f"wss://{self.host}:{self.port}/v1/signal"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts only the development CA the server made in its data directory."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_path))
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(could not read {self.stderr_path}: {error})"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def tandem_server(request, tmp_path):
+    binary = Path(os.environ.get("TANDEM_BIN", str(DEFAULT_BIN)))
+    if not binary.is_file():
+        pytest.fail(f"tandem binary not found at {binary} (build it, or set TANDEM_BIN)")
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    stderr_path = tmp_path / "tandem.stderr"
+    # Settings come only from the flags below, not from the caller's TANDEM_* variables.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    command = [
+        str(binary), "serve", "--dev",
+        "--listen", "127.0.0.1:0",
+        "--data-dir", str(data_dir),
+        "--store", "memory",
+        "--node", "e2e",
+    ]
+    with open(stderr_path, "wb") as stderr_file:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file,
+            cwd=tmp_path, env=env)
+
+    server = None
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            text = stderr_path.read_text(errors="replace")
+            serving = SERVING.search(text)
+            key = API_KEY.search(text)
+            if serving and key:
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"tandem serve exited with {process.returncode} before serving")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tandem serve did not report its port within {STARTUP_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        server = TandemServer(
+            process=process, data_dir=data_dir, stderr_path=stderr_path,
+            host=serving["host"], port=int(serving["port"]), api_key=key["key"])
+        assert server.host == "127.0.0.1", f"dev server must listen on loopback, not {server.host}"
+        assert server.port != 0
+        assert server.ca_path.is_file(), f"no development CA at {server.ca_path}"
+    except Exception as error:
+        _stop(process)
+        pytest.fail(f"{error}\n--- tandem serve stderr ---\n{stderr_path.read_text(errors='replace')}")
+    except BaseException:
+        _stop(process)
+        raise
+
+    request.node._tandem_server = server
+    try:
+        yield server
+    finally:
+        _stop(process)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    server = getattr(item, "_tandem_server", None)
+    if server is not None and report.failed:
+        report.sections.append(("tandem serve stderr", server.stderr_text()))
+    return report
+
+
+@pytest.fixture
+def loopback_ice(monkeypatch):
+    """Keeps aiortc's ICE agent on 127.0.0.1.
+
+    aioice's gathering skips 127.0.0.1 and offers every other interface address; it looks
+    `get_host_addresses` up in `aioice.ice` at gathering time, so replacing it there is enough.
+    Peers must also pass an explicit (empty) ICE server list, or aiortc falls back to a public STUN
+    server.
+    """
+    calls = []
+
+    def loopback_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
+        calls.append((use_ipv4, use_ipv6))
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback_addresses)
+    return calls

@@ -1,0 +1,392 @@
+"""Two aiortc peers signal through a running `tandem serve --dev` over wss:// and call each other.
+
+Every packet stays on 127.0.0.0/8: the peers gather only 127.0.0.1 (see the `loopback_ice`
+fixture), are given no ICE servers, and drop any other candidate from the SDP they receive.
+"""
+
+import array
+import asyncio
+import ipaddress
+import json
+import math
+import secrets
+import urllib.request
+from dataclasses import dataclass, field
+
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from av import VideoFrame
+from websockets.asyncio.client import connect
+
+CALL_TIMEOUT_S = 30.0
+TEST_TIMEOUT_S = 50.0
+MIN_VIDEO_FRAMES = 20
+MIN_AUDIO_FRAMES = 50  # 1 s of 20 ms frames
+VIDEO_SIZE = (160, 120)
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+# --- media ---------------------------------------------------------------------------------------
+
+class FlatVideoTrack(VideoStreamTrack):
+    """Small flat grey frames at 30 fps whose brightness identifies the sender."""
+
+    def __init__(self, luma: int) -> None:
+        super().__init__()
+        self.luma = luma
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame(width=VIDEO_SIZE[0], height=VIDEO_SIZE[1], format="yuv420p")
+        y, u, v = frame.planes
+        y.update(bytes([self.luma]) * y.buffer_size)
+        u.update(b"\x80" * u.buffer_size)
+        v.update(b"\x80" * v.buffer_size)
+        frame.pts = pts
+        frame.time_base = time_base
+        return frame
+
+
+class ToneAudioTrack(AudioStreamTrack):
+    """A sine tone (8 kHz mono, 20 ms frames), so that received audio is distinguishable from silence."""
+
+    def __init__(self, hz: float) -> None:
+        super().__init__()
+        self.hz = hz
+
+    async def recv(self):
+        frame = await super().recv()  # paced silence; pts counts samples
+        rate = frame.sample_rate
+        samples = array.array("h", (
+            int(12000 * math.sin(2 * math.pi * self.hz * (frame.pts + i) / rate)) for i in range(frame.samples)))
+        frame.planes[0].update(samples.tobytes())
+        return frame
+
+
+def mean_luma(frame: VideoFrame) -> float:
+    plane = frame.planes[0]
+    data = bytes(plane)
+    width, height, stride = plane.width, plane.height, plane.line_size
+    return sum(sum(data[row * stride: row * stride + width]) for row in range(height)) / (width * height)
+
+
+def audio_peak(frame) -> int:
+    channels = len(frame.layout.channels)
+    assert frame.format.name == "s16", f"unexpected decoded audio format {frame.format.name}"
+    data = bytes(frame.planes[0])[: frame.samples * channels * 2]
+    samples = array.array("h", data)
+    return max((abs(s) for s in samples), default=0)
+
+
+@dataclass
+class Received:
+    video_frames: int = 0
+    audio_frames: int = 0
+    video_size: tuple = (0, 0)
+    video_luma: float = -1.0
+    audio_peak: int = 0
+    tracks: list = field(default_factory=list)
+    enough: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def check(self) -> None:
+        if self.video_frames >= MIN_VIDEO_FRAMES and self.audio_frames >= MIN_AUDIO_FRAMES:
+            self.enough.set()
+
+
+async def consume(track, received: Received) -> None:
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        if track.kind == "video":
+            received.video_frames += 1
+            received.video_size = (frame.width, frame.height)
+            received.video_luma = mean_luma(frame)
+        else:
+            received.audio_frames += 1
+            # The decoder's first frames may be concealment; look at the loudest frame seen.
+            received.audio_peak = max(received.audio_peak, audio_peak(frame))
+        received.check()
+
+
+# --- loopback SDP ----------------------------------------------------------------------------------
+
+def candidate_addresses(sdp: str) -> list[str]:
+    """The connection address of every `a=candidate` line (the fifth field)."""
+    return [line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")]
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) in LOOPBACK
+    except ValueError:  # an mDNS name or anything else
+        return False
+
+
+def loopback_only(sdp: str) -> tuple[str, int]:
+    """Drops every candidate outside 127.0.0.0/8; returns the SDP and how many were dropped."""
+    kept, dropped = [], 0
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=candidate:") and not is_loopback(line.split()[4]):
+            dropped += 1
+            continue
+        kept.append(line)
+    return "\r\n".join(kept), dropped
+
+
+def assert_loopback_sdp(sdp: str, who: str) -> None:
+    addresses = candidate_addresses(sdp)
+    assert addresses, f"{who}: SDP carries no candidates:\n{sdp}"
+    assert all(a == "127.0.0.1" for a in addresses), f"{who}: non-loopback candidates {addresses}"
+    assert " typ srflx" not in sdp and " typ relay" not in sdp, f"{who}: server candidates in SDP"
+
+
+def nominated_pairs(pc: RTCPeerConnection) -> list[tuple[tuple, tuple]]:
+    pairs = []
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.sender.transport.transport
+        for pair in ice._connection._nominated.values():
+            pairs.append((pair.local_addr, pair.remote_addr))
+    return pairs
+
+
+# --- one peer --------------------------------------------------------------------------------------
+
+class Peer:
+    def __init__(self, name: str, session: str, server, luma: int, hz: float) -> None:
+        self.name = name
+        self.session = session
+        self.server = server
+        self.luma = luma
+        self.hz = hz
+        self.ws = None
+        self.welcome = None
+        self.epoch = None
+        self.polite = None
+        self.participant = None
+        self.remote_peer = None
+        self.offered = False
+        self.errors: list = []
+        self.switches: list = []
+        self.other: list = []
+        self.pongs: dict = {}
+        self.dropped_candidates = 0
+        self.remote_sdps: list = []
+        self.received = Received()
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.video = FlatVideoTrack(luma)
+        self.audio = ToneAudioTrack(hz)
+        self.pc.addTrack(self.audio)
+        self.pc.addTrack(self.video)
+        self.tasks: list = []
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+            elif self.pc.connectionState == "failed":
+                self.failed.set()
+
+        @self.pc.on("track")
+        def _track(track) -> None:
+            self.received.tracks.append(track.kind)
+            self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def join(self) -> dict:
+        self.ws = await connect(
+            self.server.signal_url, ssl=self.server.ssl_context(), server_hostname="localhost",
+            open_timeout=10)
+        await self.send({"type": "join", "session": self.session, "name": self.name})
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        assert welcome.get("type") == "welcome", f"{self.name}: expected welcome, got {welcome}"
+        self.welcome = welcome
+        self.participant = welcome["participant"]
+        self.epoch = welcome["provider"]["epoch"]
+        self.polite = welcome["provider"]["polite"]
+        self.tasks.append(asyncio.ensure_future(self.read_loop()))
+        for peer in welcome["peers"]:
+            await self.saw_peer(peer["id"])
+        return welcome
+
+    async def saw_peer(self, peer_id: str) -> None:
+        self.remote_peer = peer_id
+        if not self.polite and not self.offered:
+            self.offered = True
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} offer")
+            await self.signal("offer", self.pc.localDescription.sdp)
+
+    async def signal(self, kind: str, sdp: str) -> None:
+        await self.send({"type": "signal", "to": self.remote_peer,
+                         "data": {"kind": kind, "epoch": self.epoch, "sdp": sdp}})
+
+    async def on_signal(self, sender: str, data: dict) -> None:
+        assert data.get("epoch") == self.epoch, f"{self.name}: signal for epoch {data.get('epoch')}"
+        kind = data.get("kind")
+        if kind not in ("offer", "answer"):
+            return  # aiortc puts its candidates in the SDP; nothing trickles
+        self.remote_peer = sender
+        self.remote_sdps.append(data["sdp"])
+        sdp, dropped = loopback_only(data["sdp"])
+        self.dropped_candidates += dropped
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        if kind == "offer":
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} answer")
+            await self.signal("answer", self.pc.localDescription.sdp)
+
+    async def read_loop(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw)
+            kind = message.get("type")
+            if kind == "peer-joined":
+                await self.saw_peer(message["peer"]["id"])
+            elif kind == "signal":
+                await self.on_signal(message["from"], message["data"])
+            elif kind == "error":
+                self.errors.append(message)
+            elif kind == "provider":
+                self.switches.append(message)
+            elif kind == "pong":
+                self.pongs[message["t"]] = message
+            else:
+                self.other.append(message)
+
+    async def report_health(self, t: float) -> None:
+        await self.send({"type": "health", "epoch": self.epoch, "provider": "p2p", "media": "connected",
+                         "rttMs": 1, "lossPct": 0, "jitterMs": 1, "candidateType": "host",
+                         "frameHeight": VIDEO_SIZE[1]})
+        # Messages from one sender are handled in order: the pong comes after the health report.
+        await self.send({"type": "ping", "t": t})
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.pc.close()
+        if self.ws is not None:
+            try:
+                await self.send({"type": "leave"})
+            except Exception:
+                pass
+            await self.ws.close()
+
+    def read_loop_failure(self):
+        """The exception that ended the signaling reader, if any."""
+        reader = self.tasks[0] if self.tasks else None
+        if reader is not None and reader.done() and not reader.cancelled():
+            return reader.exception()
+        return None
+
+
+def get_session(server, session: str) -> dict:
+    request = urllib.request.Request(
+        f"{server.base_url}/v1/sessions/{session}", headers={"Authorization": f"Bearer {server.api_key}"})
+    with urllib.request.urlopen(request, context=server.ssl_context(), timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+async def wait_for(event: asyncio.Event, what: str, peers) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), CALL_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        state = {p.name: (p.pc.connectionState, p.received, p.errors, p.read_loop_failure()) for p in peers}
+        raise AssertionError(f"timed out waiting for {what}: {state}") from None
+
+
+# --- the test --------------------------------------------------------------------------------------
+
+async def call(server) -> None:
+    session = "e2e-" + secrets.token_hex(8)
+    ann = Peer("Ann", session, server, luma=200, hz=440)
+    ben = Peer("Ben", session, server, luma=60, hz=660)
+    peers = (ann, ben)
+    try:
+        wa = await ann.join()
+        wb = await ben.join()
+
+        for peer, welcome in ((ann, wa), (ben, wb)):
+            assert welcome["session"] == session
+            assert welcome["provider"]["name"] == "p2p"
+            assert welcome["provider"]["room"] == session
+            assert welcome["provider"]["iceServers"] == [], "the dev server hands out no ICE servers"
+        assert wa["peers"] == []
+        assert wb["peers"] == [{"id": ann.participant, "name": "Ann"}]
+        assert wa["provider"]["epoch"] == wb["provider"]["epoch"]
+        # The first joiner is impolite and makes the offer; the later joiner is polite.
+        assert ann.polite is False and ben.polite is True
+
+        for peer in peers:
+            await wait_for(peer.connected, f"{peer.name} connected", peers)
+            assert not peer.failed.is_set()
+        assert ann.offered and not ben.offered
+
+        for peer in peers:
+            await wait_for(peer.received.enough, f"{peer.name} receiving media", peers)
+
+        for peer, other in ((ann, ben), (ben, ann)):
+            r = peer.received
+            assert sorted(r.tracks) == ["audio", "video"], f"{peer.name} got tracks {r.tracks}"
+            assert r.video_frames >= MIN_VIDEO_FRAMES and r.audio_frames >= MIN_AUDIO_FRAMES
+            assert r.video_size == VIDEO_SIZE, f"{peer.name} decoded {r.video_size}"
+            # The picture is the other peer's, not our own and not garbage.
+            assert abs(r.video_luma - other.luma) < 25, f"{peer.name} sees luma {r.video_luma}, expected {other.luma}"
+            assert r.audio_peak > 2000, f"{peer.name} hears only silence (peak {r.audio_peak})"
+
+        # Loopback only, end to end: every SDP seen and every nominated pair.
+        for peer in peers:
+            assert peer.dropped_candidates == 0
+            for sdp in peer.remote_sdps:
+                assert_loopback_sdp(sdp, f"{peer.name} remote")
+            pairs = nominated_pairs(peer.pc)
+            assert pairs, f"{peer.name}: no nominated ICE pair"
+            for local, remote in pairs:
+                assert is_loopback(local[0]) and is_loopback(remote[0]), f"{peer.name}: pair {local} -> {remote}"
+
+        # Health reports on the p2p provider are accepted without complaint.
+        for i, peer in enumerate(peers):
+            await peer.report_health(1000 + i)
+        for i, peer in enumerate(peers):
+            for _ in range(200):
+                if 1000 + i in peer.pongs:
+                    break
+                await asyncio.sleep(0.05)
+            assert 1000 + i in peer.pongs, f"{peer.name}: no pong after health"
+
+        view = None
+        for _ in range(100):
+            view = await asyncio.to_thread(get_session, server, session)
+            healths = [p.get("health") or {} for p in view["participants"]]
+            if len(healths) == 2 and all(h.get("media") == "connected" for h in healths):
+                break
+            await asyncio.sleep(0.05)
+        assert view["session"] == session
+        assert view["provider"] == {"name": "p2p", "epoch": ann.epoch}
+        assert sorted(p["id"] for p in view["participants"]) == sorted([ann.participant, ben.participant])
+        assert sorted(p["name"] for p in view["participants"]) == ["Ann", "Ben"]
+        for p in view["participants"]:
+            assert p["state"] == "active"
+            assert p["health"]["media"] == "connected", view
+            assert p["health"]["provider"] == "p2p"
+            assert p["health"]["candidateType"] == "host"
+
+        for peer in peers:
+            assert peer.errors == [], f"{peer.name} got errors {peer.errors}"
+            assert peer.switches == [], f"{peer.name} saw provider switches {peer.switches}"
+            assert peer.read_loop_failure() is None, f"{peer.name}: {peer.read_loop_failure()!r}"
+    finally:
+        await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+
+
+def test_two_aiortc_peers_call_each_other_over_p2p(tandem_server, loopback_ice):
+    asyncio.run(asyncio.wait_for(call(tandem_server), TEST_TIMEOUT_S))
+    # Gathering went through the loopback-only replacement, and the server is still up.
+    assert loopback_ice, "aioice did not gather through get_host_addresses"
+    assert tandem_server.process.poll() is None, "tandem serve exited during the call"
