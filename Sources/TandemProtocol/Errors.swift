@@ -20,6 +20,8 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
 /// WebSocket close codes used by the signaling channel.
 public enum CloseCode {
     public static let normal: UInt16 = 1000
+    /// A socket that stopped reading while too many messages were queued for it; it may resume.
+    public static let slowConsumer: UInt16 = 1008
     public static let tooLarge: UInt16 = 1009
     public static let draining: UInt16 = 4000
     public static let unauthorized: UInt16 = 4401

@@ -77,7 +77,8 @@ public func buildServer(
         request, channel, logger in
         guard request.path?.split(separator: "?", maxSplits: 1).first == "/v1/signal" else { return .dontUpgrade }
         let (address, loopback) = describe(channel.remoteAddress)
-        let connection = Connection(id: hub.newConnectionID(), remoteAddress: address, isLoopback: loopback, maxQueued: config.maxQueuedFrames)
+        let connection = Connection(
+            id: hub.newConnectionID(), channel: channel, remoteAddress: address, isLoopback: loopback, maxQueued: config.maxQueuedFrames)
         return .upgrade([:]) { inbound, outbound, _ in
             await SignalingSocket(hub: hub, connection: connection, logger: logger).run(inbound: inbound, outbound: outbound)
         }

@@ -1,21 +1,21 @@
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOWebSocket
+import TandemProtocol
 
-/// One signaling socket as the rest of the server sees it: a bounded queue of frames that the socket's
-/// writer drains. Anyone may enqueue without waiting; a socket that stops reading is closed (4429 is
-/// not used for that: it is told 1008 and may resume) rather than letting its queue grow without bound.
+/// One signaling socket as the rest of the server sees it. Whoever produces a frame (the socket's own
+/// reader before the join, its room after) writes it straight into the socket's channel: no writer task
+/// and no hop through the cooperative pool on the way out. A socket that stops reading is closed with
+/// 1008 once more than `maxQueued` frames wait behind its full send buffer (it may resume). Closing goes
+/// through the socket's WebSocket handler, so the close handshake is done properly, after every frame
+/// written before it.
 final class Connection: Sendable {
-    enum Next {
-        case frames([[UInt8]])
-        case close(code: UInt16, reason: String)
-        case finished
-    }
-
     private struct State {
-        var frames: [[UInt8]] = []
         var close: (code: UInt16, reason: String)?
+        var closer: CheckedContinuation<(code: UInt16, reason: String)?, Never>?
         var finished = false
-        var waiter: CheckedContinuation<Void, Never>?
-        var joined = false
+        /// Frames written while the channel was not writable and not yet handed to the kernel.
+        var backlog = 0
     }
 
     let id: UInt64
@@ -23,88 +23,78 @@ final class Connection: Sendable {
     let remoteAddress: String?
     let isLoopback: Bool
     private let maxQueued: Int
+    private let channel: any Channel
     private let state = NIOLockedValueBox(State())
 
-    init(id: UInt64, remoteAddress: String?, isLoopback: Bool, maxQueued: Int) {
+    init(id: UInt64, channel: any Channel, remoteAddress: String?, isLoopback: Bool, maxQueued: Int) {
         self.id = id
+        self.channel = channel
         self.remoteAddress = remoteAddress
         self.isLoopback = isLoopback
         self.maxQueued = maxQueued
     }
 
-    /// Queues a frame. False when the socket is closing or its queue was full (it is then closed).
+    /// Writes a text frame. False when the socket is closing, or when it was too far behind (it is then
+    /// closed).
     @discardableResult
     func send(_ frame: [UInt8]) -> Bool {
-        let (accepted, waiter) = state.withLockedValue { s -> (Bool, CheckedContinuation<Void, Never>?) in
-            guard s.close == nil, !s.finished else { return (false, nil) }
-            if s.frames.count >= maxQueued {
-                s.close = (1008, "too many unread messages")
-                s.frames.removeAll()
-            } else {
-                s.frames.append(frame)
-            }
-            let w = s.waiter
-            s.waiter = nil
-            return (s.close == nil, w)
+        let writable = channel.isWritable
+        let accepted = state.withLockedValue { s -> Bool in
+            guard s.close == nil, !s.finished else { return false }
+            guard !writable else { return true }
+            s.backlog += 1
+            return s.backlog <= maxQueued
         }
-        waiter?.resume()
-        return accepted
+        guard accepted else {
+            if !writable { close(code: CloseCode.slowConsumer, reason: "too many unread messages") }
+            return false
+        }
+        var buffer = channel.allocator.buffer(capacity: frame.count)
+        buffer.writeBytes(frame)
+        let wsFrame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
+        if writable {
+            channel.writeAndFlush(wsFrame, promise: nil)
+        } else {
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { [state] _ in state.withLockedValue { $0.backlog -= 1 } }
+            channel.writeAndFlush(wsFrame, promise: written)
+        }
+        return true
     }
 
-    /// Asks the writer to send what is queued, then a close frame with `code`.
+    /// Asks for the socket to be closed with `code` after what was written so far. The first request wins.
     func close(code: UInt16, reason: String) {
-        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
-            if s.close == nil && !s.finished { s.close = (code, reason) }
-            let w = s.waiter
-            s.waiter = nil
-            return w
+        let closer = state.withLockedValue { s -> CheckedContinuation<(code: UInt16, reason: String)?, Never>? in
+            guard s.close == nil, !s.finished else { return nil }
+            s.close = (code, reason)
+            defer { s.closer = nil }
+            return s.closer
         }
-        waiter?.resume()
+        closer?.resume(returning: (code, reason))
     }
-
-    /// Set once the socket has joined a session (it then outlives the join timeout).
-    var hasJoined: Bool { state.withLockedValue { $0.joined } }
-    func markJoined() { state.withLockedValue { $0.joined = true } }
 
     var isClosing: Bool { state.withLockedValue { $0.close != nil || $0.finished } }
 
-    /// The socket is gone: drop whatever is queued.
+    /// The socket is gone: nothing more is written to it.
     func finish() {
-        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+        let closer = state.withLockedValue { s -> CheckedContinuation<(code: UInt16, reason: String)?, Never>? in
             s.finished = true
-            s.frames.removeAll()
-            let w = s.waiter
-            s.waiter = nil
-            return w
+            defer { s.closer = nil }
+            return s.closer
         }
-        waiter?.resume()
+        closer?.resume(returning: nil)
     }
 
-    /// Waits for work for the writer: every queued frame at once, then the close if one was asked for.
-    func next() async -> Next {
-        while true {
-            let ready: Next? = state.withLockedValue { s in
-                if s.finished { return .finished }
-                if !s.frames.isEmpty {
-                    let frames = s.frames
-                    s.frames.removeAll(keepingCapacity: true)
-                    return .frames(frames)
-                }
-                if let close = s.close {
-                    s.finished = true
-                    return .close(code: close.code, reason: close.reason)
-                }
+    /// Waits until a close is asked for; nil when the socket finished first.
+    func closeRequested() async -> (code: UInt16, reason: String)? {
+        await withCheckedContinuation { (c: CheckedContinuation<(code: UInt16, reason: String)?, Never>) in
+            let now = state.withLockedValue { s -> (code: UInt16, reason: String)?? in
+                if let close = s.close { return .some(close) }
+                if s.finished { return .some(nil) }
+                s.closer = c
                 return nil
             }
-            if let ready { return ready }
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLockedValue { s -> Bool in
-                    if s.finished || !s.frames.isEmpty || s.close != nil { return true }
-                    s.waiter = c
-                    return false
-                }
-                if resumeNow { c.resume() }
-            }
+            if let now { c.resume(returning: now) }
         }
     }
 }

@@ -44,6 +44,8 @@ enum RoomEvent: Sendable {
     case socketClosed(ParticipantID, connection: UInt64)
     /// The socket layer refused a message of a joined participant.
     case reject(ParticipantID, connection: UInt64, ProtocolError)
+    /// Close a participant's socket once what was queued before is sent.
+    case close(ParticipantID, connection: UInt64, code: UInt16, reason: String)
     case tick
     case forceSwitch(ProviderName, CheckedContinuation<Result<ProviderState, ProtocolError>, Never>)
     case snapshot(CheckedContinuation<RoomSnapshot?, Never>)
@@ -138,6 +140,9 @@ final class RoomCore {
             guard !closed, members[id]?.connection?.id == connection else { return }
             arbiter.activity(id, now: hub.now())
             sendError(id, error)
+        case let .close(id, connection, code, reason):
+            guard let socket = members[id]?.connection, socket.id == connection else { return }
+            socket.close(code: code, reason: reason)
         case .tick:
             guard !closed else { return }
             await perform(arbiter.tick(now: hub.now()))

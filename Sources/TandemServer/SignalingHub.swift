@@ -20,6 +20,8 @@ public final class SignalingHub: Service, Sendable {
     private let rooms = NIOLockedValueBox<[SessionID: Room]>([:])
     private let state = NIOLockedValueBox(HubState())
     private let nextConnection = NIOLockedValueBox<UInt64>(0)
+    /// Sockets that have not joined yet, with the time by which they must.
+    private let joinDeadlines = NIOLockedValueBox<[UInt64: (Connection, Instant)]>([:])
 
     struct HubState {
         var ready = true
@@ -55,6 +57,28 @@ public final class SignalingHub: Service, Sendable {
             n += 1
             return n
         }
+    }
+
+    /// A new socket must join within the join timeout; the once-a-second tick closes it (4408) otherwise.
+    /// One table for every socket rather than a timer task each keeps an idle connection small.
+    func awaitJoin(_ connection: Connection) {
+        let deadline = now() + config.joinTimeout
+        joinDeadlines.withLockedValue { $0[connection.id] = (connection, deadline) }
+    }
+
+    /// The socket joined, or is gone.
+    func forgetJoin(_ connection: Connection) {
+        _ = joinDeadlines.withLockedValue { $0.removeValue(forKey: connection.id) }
+    }
+
+    private func closeLateJoiners() {
+        let now = now()
+        let late = joinDeadlines.withLockedValue { table -> [Connection] in
+            let expired = table.filter { $0.value.1 <= now }
+            for id in expired.keys { table.removeValue(forKey: id) }
+            return expired.values.map(\.0)
+        }
+        for connection in late { connection.close(code: CloseCode.joinTimeout, reason: "no join within the time allowed") }
     }
 
     /// True while joins are accepted.
@@ -131,6 +155,7 @@ public final class SignalingHub: Service, Sendable {
                 } catch {
                     break
                 }
+                self.closeLateJoiners()
                 for room in self.allRooms() { room.post(.tick) }
                 sinceCleanup += 1
                 if sinceCleanup >= 60 {

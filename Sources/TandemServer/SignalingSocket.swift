@@ -21,40 +21,22 @@ struct SignalingSocket {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
         hub.metrics.connections.increment()
-        defer { hub.metrics.connections.decrement() }
-        let joinTimer = Task { [hub, connection] in
-            try await Task.sleep(for: hub.config.joinTimeout)
-            if !connection.hasJoined { connection.close(code: CloseCode.joinTimeout, reason: "no join within the time allowed") }
+        hub.awaitJoin(connection)
+        defer {
+            hub.metrics.connections.decrement()
+            hub.forgetJoin(connection)
         }
-        defer { joinTimer.cancel() }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await write(outbound) }
+            group.addTask {
+                if let (code, reason) = await connection.closeRequested() {
+                    try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
+                }
+            }
             group.addTask { await read(inbound) }
-            // Whichever ends first, the writer (close sent) or the reader (socket gone), ends the socket.
+            // Whichever ends first, the close sent or the reader (socket gone), ends the socket.
             _ = await group.next()
             connection.finish()
             group.cancelAll()
-        }
-    }
-
-    private func write(_ outbound: WebSocketOutboundWriter) async {
-        while true {
-            switch await connection.next() {
-            case .frames(let frames):
-                for frame in frames {
-                    let buffer = ByteBuffer(bytes: frame)
-                    do {
-                        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
-                    } catch {
-                        return
-                    }
-                }
-            case let .close(code, reason):
-                try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
-                return
-            case .finished:
-                return
-            }
         }
     }
 
@@ -63,14 +45,15 @@ struct SignalingSocket {
         var limit = SocketRateLimit(rate: hub.config.rateLimitPerSecond, burst: hub.config.rateLimitBurst, now: hub.now())
         do {
             for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
-                if connection.isClosing { break }
+                // Closing: what the peer still sends is ignored until the close handshake ends the stream.
+                if connection.isClosing { continue }
                 switch limit.check(now: hub.now()) {
                 case .allow: break
                 case .refuse(let answer):
                     if answer { reject(ProtocolError(.rateLimited, "more than \(Int(hub.config.rateLimitPerSecond)) messages a second"), joined) }
                     continue
                 case .close:
-                    connection.close(code: CloseCode.rateLimited, reason: "rate limit exceeded repeatedly")
+                    close(CloseCode.rateLimited, "rate limit exceeded repeatedly", joined)
                     continue
                 }
                 let bytes: [UInt8]
@@ -99,7 +82,7 @@ struct SignalingSocket {
                     }
                     if let result = await join(request) {
                         joined = .yes(result.0, result.1)
-                        connection.markJoined()
+                        hub.forgetJoin(connection)
                     }
                 case .yes(let id, let room):
                     if !room.post(.message(id, connection: connection.id, decoded)) {
@@ -161,6 +144,13 @@ struct SignalingSocket {
         hub.metrics.countError(error.code)
         connection.send(ServerMessage.error(error).encoded(seq: 0))
         if let close { connection.close(code: close, reason: error.message) }
+    }
+
+    /// Closes the socket after whatever it has been sent so far; a joined socket's room sends that, so
+    /// the close goes through the room too.
+    private func close(_ code: UInt16, _ reason: String, _ joined: Joined) {
+        if case .yes(let id, let room) = joined, room.post(.close(id, connection: connection.id, code: code, reason: reason)) { return }
+        connection.close(code: code, reason: reason)
     }
 
     private func reject(_ error: ProtocolError, _ joined: Joined) {

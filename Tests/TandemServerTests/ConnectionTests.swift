@@ -1,0 +1,72 @@
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import TandemProtocol
+import Testing
+
+@testable import TandemServer
+
+/// Holds every write, as a peer that has stopped reading would leave them.
+final class StalledPeer: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = WebSocketFrame
+    var held: [(WebSocketFrame, EventLoopPromise<Void>?)] = []
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        held.append((unwrapOutboundIn(data), promise))
+    }
+
+    func flush(context: ChannelHandlerContext) {}
+
+    /// The peer reads again: everything held goes out.
+    func drain() {
+        for (_, promise) in held { promise?.succeed() }
+        held.removeAll()
+    }
+}
+
+@Suite("A socket's outgoing frames")
+struct ConnectionTests {
+    func make(maxQueued: Int) throws -> (Connection, EmbeddedChannel, StalledPeer) {
+        let peer = StalledPeer()
+        let channel = EmbeddedChannel(handler: peer)
+        let connection = Connection(id: 1, channel: channel, remoteAddress: nil, isLoopback: true, maxQueued: maxQueued)
+        return (connection, channel, peer)
+    }
+
+    @Test func framesAreTextInOrder() throws {
+        let (connection, _, peer) = try make(maxQueued: 4)
+        for text in ["a", "b", "c"] { #expect(connection.send(Array(text.utf8))) }
+        #expect(peer.held.map { String(buffer: $0.0.data) } == ["a", "b", "c"])
+        #expect(peer.held.allSatisfy { $0.0.opcode == .text && $0.0.fin })
+    }
+
+    @Test func aPeerThatStopsReadingIsClosedWith1008() async throws {
+        let (connection, channel, peer) = try make(maxQueued: 3)
+        channel.isWritable = false
+        for _ in 0..<3 { #expect(connection.send([1])) }
+        #expect(!connection.send([2]))  // one too many
+        #expect(await connection.closeRequested()?.code == CloseCode.slowConsumer)
+        #expect(!connection.send([3]))  // nothing after the close
+        #expect(peer.held.count == 3)
+    }
+
+    @Test func theBacklogEmptiesWhenThePeerReadsAgain() throws {
+        let (connection, channel, peer) = try make(maxQueued: 2)
+        channel.isWritable = false
+        #expect(connection.send([1]) && connection.send([2]))
+        peer.drain()
+        #expect(connection.send([3]) && connection.send([4]))  // the two waiting were written
+        #expect(!connection.isClosing)
+    }
+
+    @Test func theFirstCloseWinsAndFinishWakesTheCloser() async throws {
+        let (connection, _, _) = try make(maxQueued: 2)
+        connection.close(code: 4409, reason: "replaced")
+        connection.close(code: 1000, reason: "later")
+        #expect(await connection.closeRequested()?.code == 4409)
+        let (other, _, _) = try make(maxQueued: 2)
+        other.finish()
+        #expect(await other.closeRequested() == nil)
+        #expect(!other.send([1]))
+    }
+}
