@@ -121,10 +121,11 @@ public final class MemoryStore: SessionStore {
 
     public func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws {
         state.withLockedValue { s in
-            var samples = s.health[session, default: [:]][sample.participant, default: []]
-            samples.append(sample)
-            if samples.count > Self.keptSamples { samples.removeFirst(samples.count - Self.keptSamples) }
-            s.health[session, default: [:]][sample.participant] = samples
+            // In place: copying the participant's samples out and back would copy them on every report.
+            s.health[session, default: [:]][sample.participant, default: []].append(sample)
+            if let count = s.health[session]?[sample.participant]?.count, count > Self.keptSamples {
+                s.health[session]?[sample.participant]?.removeFirst(count - Self.keptSamples)
+            }
         }
     }
 

@@ -41,26 +41,41 @@ struct LoadResult: Sendable {
     var firstError: String?
 }
 
-/// A one-shot gate: everybody who waits is let through once it opens.
+/// A one-shot gate: everybody who waits is let through once it opens, or when their task is cancelled.
 final class Gate: Sendable {
-    private let state = NIOLockedValueBox<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private struct State {
+        var open = false
+        var next = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let state = NIOLockedValueBox(State())
 
     func wait() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLockedValue { s -> Bool in
-                if s.open { return true }
-                s.waiters.append(c)
-                return false
+        let id = state.withLockedValue { s in
+            s.next += 1
+            return s.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLockedValue { s -> Bool in
+                    if s.open || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
             }
-            if now { c.resume() }
+        } onCancel: {
+            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
+
+    var isOpen: Bool { state.withLockedValue { $0.open } }
 
     func open() {
         let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
             s.open = true
-            defer { s.waiters = [] }
-            return s.waiters
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
         }
         for w in waiters { w.resume() }
     }
@@ -275,6 +290,16 @@ struct ConnectionScript: Sendable {
                 await finish.wait()
                 try await outbound.close(.normalClosure, reason: nil)
             }
+            // Heartbeats from the join on, as a real client sends them: a silent participant times out.
+            group.addTask {
+                let epoch = peer.state.withLockedValue { $0.epoch }
+                let health = #"{"type":"health","epoch":\#(epoch),"provider":"p2p","media":"connected","rttMs":40,"lossPct":0.5,"jitterMs":5,"bitrateKbps":1500}"#
+                try await Task.sleep(for: plan.heartbeat * Double.random(in: 0.2..<1))
+                while !finish.isOpen {
+                    try await outbound.write(.text(health))
+                    try await Task.sleep(for: plan.heartbeat)
+                }
+            }
             // Reads until the server closes (after our close).
             for try await message in inbound.messages(maxSize: 1 << 16) {
                 guard case .text(let text) = message, let json = try? JSONParser.parse(Array(text.utf8)) else { continue }
@@ -322,7 +347,9 @@ struct ConnectionScript: Sendable {
                     continue
                 }
             }
-            try await group.waitForAll()
+            if !finish.isOpen { sink.yield(.failed("the server closed the connection")) }
+            group.cancelAll()
+            try? await group.waitForAll()
         }
     }
 
@@ -335,20 +362,13 @@ struct ConnectionScript: Sendable {
         try await outbound.write(.text(signal(to: to, epoch: epoch, #""kind":"end-of-candidates""#)))
     }
 
-    /// Steady signals at this connection's share of the rate, spread over the interval, with a health
-    /// report every heartbeat.
+    /// Steady signals at this connection's share of the rate, spread over the interval.
     private func sendSteady(_ outbound: WebSocketOutboundWriter, to: String, epoch: Int) async throws {
         guard let stop = stopAt.withLockedValue({ $0 }) else { return }
         let interval = plan.interval
         var next = ContinuousClock.now + interval * Double.random(in: 0..<1)
-        var nextHealth = ContinuousClock.now + plan.heartbeat * Double.random(in: 0..<1)
-        let health = #"{"type":"health","epoch":\#(epoch),"provider":"p2p","media":"connected","rttMs":40,"lossPct":0.5,"jitterMs":5,"bitrateKbps":1500}"#
         while next < stop {
             try await Task.sleep(until: next)
-            if next >= nextHealth {
-                try await outbound.write(.text(health))
-                nextHealth += plan.heartbeat
-            }
             let body = #""kind":"candidate","candidate":"\#(Self.candidate)","sdpMid":"0","sdpMLineIndex":0,"t":\#(nanosSinceOrigin())"#
             try await outbound.write(.text(signal(to: to, epoch: epoch, body)))
             next += interval
