@@ -73,6 +73,12 @@ final class Connection: Sendable {
         closer?.resume(returning: (code, reason))
     }
 
+    /// Drops the TCP connection without a close handshake, for a peer that cannot take one.
+    func abort() {
+        finish()
+        channel.close(promise: nil)
+    }
+
     var isClosing: Bool { state.withLockedValue { $0.close != nil || $0.finished } }
 
     /// The socket is gone: nothing more is written to it.

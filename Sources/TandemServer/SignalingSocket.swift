@@ -29,7 +29,13 @@ struct SignalingSocket {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 if let (code, reason) = await connection.closeRequested() {
+                    // A peer that stopped reading never takes the close frame either: drop it after a while.
+                    let abort = Task {
+                        try await Task.sleep(for: .seconds(10))
+                        connection.abort()
+                    }
                     try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
+                    abort.cancel()
                 }
             }
             group.addTask { await read(inbound) }

@@ -69,4 +69,16 @@ struct ConnectionTests {
         #expect(await other.closeRequested() == nil)
         #expect(!other.send([1]))
     }
+
+    @Test func abortDropsTheChannel() throws {
+        let (connection, channel, _) = try make(maxQueued: 2)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        // Plain Bools: a failed expectation would describe the channel, and describing an embedded
+        // channel's pipeline traps.
+        let activeBefore = channel.isActive
+        connection.abort()
+        let activeAfter = channel.isActive
+        #expect(activeBefore && !activeAfter)
+        #expect(!connection.send([1]))
+    }
 }
