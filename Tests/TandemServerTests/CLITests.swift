@@ -61,6 +61,19 @@ struct CLITests {
         }
     }
 
+    /// Settings that take free text (or none) cannot be given a wrong value.
+    static let checkedKeys = ConfigLoader.keys.filter {
+        !["dev", "no-tls", "secret", "api-key", "data-dir", "node", "ice-servers", "tls-key"].contains($0)
+    }
+
+    /// Each flag reaches its own setting: a value that setting refuses is reported under its name.
+    @Test(arguments: checkedKeys)
+    func eachFlagSetsItsOwnSetting(key: String) throws {
+        let r = try runTandem(["serve", "--no-tls", "--secret", "s", "--store", "memory", "--\(key)", "no-such-value"])
+        #expect(r.status != 0)
+        #expect(r.err.contains(key), "\(r.err)")
+    }
+
     @Test func tokenPrintsAVerifiableToken() throws {
         let r = try runTandem(["token", "--session", "s1", "--identity", "ann", "--ttl", "60"], environment: ["TANDEM_SECRET": "cli-secret"])
         #expect(r.status == 0)

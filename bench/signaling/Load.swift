@@ -272,7 +272,6 @@ struct ConnectionScript: Sendable {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         let peer = LoadRun.Peer()
-        var reportedBurst = false
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await outbound.write(.text(#"{"type":"join","session":"\#(session)","name":"bench"}"#))
@@ -292,10 +291,11 @@ struct ConnectionScript: Sendable {
             }
             // Heartbeats from the join on, as a real client sends them: a silent participant times out.
             group.addTask {
-                let epoch = peer.state.withLockedValue { $0.epoch }
-                let health = #"{"type":"health","epoch":\#(epoch),"provider":"p2p","media":"connected","rttMs":40,"lossPct":0.5,"jitterMs":5,"bitrateKbps":1500}"#
                 try await Task.sleep(for: plan.heartbeat * Double.random(in: 0.2..<1))
                 while !finish.isOpen {
+                    // The epoch as the welcome gave it, which arrives after this task starts.
+                    let epoch = peer.state.withLockedValue { $0.epoch }
+                    let health = #"{"type":"health","epoch":\#(epoch),"provider":"p2p","media":"connected","rttMs":40,"lossPct":0.5,"jitterMs":5,"bitrateKbps":1500}"#
                     try await outbound.write(.text(health))
                     try await Task.sleep(for: plan.heartbeat)
                 }
@@ -337,8 +337,7 @@ struct ConnectionScript: Sendable {
                         s.burstReceived += 1
                         return s.burstReceived
                     }
-                    if received == plan.candidatesPerBurst + 2, !reportedBurst {
-                        reportedBurst = true
+                    if received == plan.candidatesPerBurst + 2 {
                         sink.yield(.burstDone)
                     }
                 case "error":

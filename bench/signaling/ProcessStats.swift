@@ -5,7 +5,7 @@ final class ServerProcess: @unchecked Sendable {
     let name: String
     let process: Process
     let port: Int
-    private let stderrLines: LineCollector
+    private let output: LineCollector
 
     /// Starts `arguments` and waits for the line that carries the bound port (`portPrefix` followed by
     /// digits) on stdout or stderr.
@@ -18,10 +18,10 @@ final class ServerProcess: @unchecked Sendable {
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        stderrLines = LineCollector()
+        output = LineCollector()
         let found = LineCollector.PortWaiter(prefix: portPrefix)
         for pipe in [out, err] {
-            let collector = stderrLines
+            let collector = output
             pipe.fileHandleForReading.readabilityHandler = { handle in
                 let data = handle.availableData
                 guard !data.isEmpty else {
@@ -36,7 +36,7 @@ final class ServerProcess: @unchecked Sendable {
         try process.run()
         guard let port = found.wait(seconds: 60) else {
             process.terminate()
-            throw BenchError("\(name) did not report its port; it said:\n\(stderrLines.text)")
+            throw BenchError("\(name) did not report its port; it said:\n\(output.text)")
         }
         self.port = port
     }
@@ -70,11 +70,9 @@ final class ServerProcess: @unchecked Sendable {
         process.terminate()
         process.waitUntilExit()
     }
-
-    var log: String { stderrLines.text }
 }
 
-/// Collects a child's output, and finds the port it announces.
+/// Collects a child's stdout and stderr, and finds the port it announces.
 final class LineCollector: @unchecked Sendable {
     private let lock = NSLock()
     private var buffer = ""
