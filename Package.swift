@@ -31,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "TandemProtocol", exclude: ["PROTOCOL.md"], swiftSettings: strict),
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
+        .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(
             name: "TandemStore",
             dependencies: [
@@ -94,6 +95,7 @@ let package = Package(
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
+        .testTarget(name: "TandemSTUNTests", dependencies: ["TandemSTUN"], swiftSettings: strict),
         .testTarget(
             name: "TandemServerTests",
             dependencies: [

@@ -1,0 +1,576 @@
+/// The TURN server (RFC 8656, RFC 6156) as a state machine: messages and ticks in, actions out. It owns
+/// the allocations of one I/O loop; what loops share lives in ``RelayResources``. It opens no sockets
+/// and reads no clock: the I/O layer passes the time in and performs the actions.
+public struct TURNServer: Sendable {
+    public enum Action: Sendable, Equatable {
+        /// A STUN response or indication for the client.
+        case reply([UInt8], to: ClientID)
+        /// Bind UDP relay sockets on these addresses for the allocation, then call `relayOpened` or `relayFailed`.
+        case openRelay(AllocationID, [TransportAddress])
+        /// Close the allocation's relay sockets.
+        case closeRelay(AllocationID)
+        /// Send the data of a Send indication from the allocation's relay socket to the peer.
+        case sendToPeer(AllocationID, TransportAddress, [UInt8])
+    }
+
+    /// Where a ChannelData message from a client goes.
+    public enum ClientRoute: Sendable, Equatable {
+        case peer(AllocationID, TransportAddress)
+        case drop
+    }
+
+    /// How a datagram from a peer reaches the client.
+    public enum PeerRoute: Sendable, Equatable {
+        case channel(UInt16, ClientID)
+        case dataIndication(ClientID)
+        case drop
+    }
+
+    struct Channel: Sendable {
+        var peer: TransportAddress
+        var expiry: Double
+    }
+
+    struct Allocation: Sendable {
+        enum Phase: Sendable { case opening(attempt: Int), active }
+        let id: AllocationID
+        let client: ClientID
+        let username: String
+        let identity: String
+        let key: [UInt8]
+        let sha256Integrity: Bool
+        var phase: Phase
+        var relayed: [TransportAddress]
+        var expiry: Double
+        var permissions: [IPAddress: Double] = [:]
+        var channels: [UInt16: Channel] = [:]
+        var channelByPeer: [TransportAddress: UInt16] = [:]
+        /// The Allocate that made it, to answer retransmissions.
+        let request: STUNMessage
+        var response: [UInt8] = []
+        var reservationToken: UInt64?
+        var wantsFingerprint: Bool
+        var budgetToPeers = 0
+        var budgetToClient = 0
+        /// The address family a dual allocation could not get, for ADDRESS-ERROR-CODE.
+        var missingFamily = false
+    }
+
+    public let policy: TURNPolicy
+    let resources: RelayResources
+    let nonces: NonceMaker
+    public private(set) var now: TURNInstant
+    var allocations: [AllocationID: Allocation] = [:]
+    var byClient: [ClientID: AllocationID] = [:]
+    var nextID: AllocationID
+    var allocateCounts: [IPAddress: Int] = [:]
+    public var counters = TURNCounters()
+
+    /// `idBase` keeps allocation ids of the loops of one server apart.
+    public init(policy: TURNPolicy, resources: RelayResources, nonceKey: [UInt8], now: TURNInstant, idBase: AllocationID = 0) {
+        self.policy = policy
+        self.resources = resources
+        nonces = NonceMaker(key: nonceKey, lifetime: policy.nonceLifetime)
+        self.now = now
+        nextID = idBase + 1
+    }
+
+    public var allocationCount: Int { allocations.count }
+    public var permissionCount: Int { allocations.values.reduce(0) { $0 + $1.permissions.count } }
+    public var channelCount: Int { allocations.values.reduce(0) { $0 + $1.channels.count } }
+
+    /// The relayed addresses of the client's allocation, if it has one.
+    public func relayedAddresses(of client: ClientID) -> [TransportAddress] {
+        byClient[client].flatMap { allocations[$0]?.relayed } ?? []
+    }
+
+    // MARK: Time
+
+    /// Advances the clock: ends expired allocations, permissions, channels and reservations, and
+    /// refills bandwidth budgets. Call about once a second.
+    public mutating func tick(_ time: TURNInstant) -> [Action] {
+        now = time
+        let t = time.monotonic
+        allocateCounts.removeAll(keepingCapacity: true)
+        resources.expireReservations(now: t)
+        var actions: [Action] = []
+        for id in Array(allocations.keys) {
+            guard var a = allocations[id] else { continue }
+            if a.expiry < t {
+                actions += end(id)
+                continue
+            }
+            a.permissions = a.permissions.filter { $0.value >= t }
+            for (number, channel) in a.channels where channel.expiry < t {
+                a.channels[number] = nil
+                a.channelByPeer[channel.peer] = nil
+            }
+            a.budgetToPeers = policy.bandwidthLimit
+            a.budgetToClient = policy.bandwidthLimit
+            allocations[id] = a
+        }
+        return actions
+    }
+
+    // MARK: Packet path
+
+    /// Routes a ChannelData message's payload; `length` counts for the bandwidth cap and counters.
+    public mutating func routeChannelData(_ number: UInt16, length: Int, from client: ClientID) -> ClientRoute {
+        guard let id = byClient[client], let a = allocations[id], let channel = a.channels[number],
+            let expiry = a.permissions[channel.peer.ip], expiry >= now.monotonic
+        else {
+            counters.dropped += 1
+            return .drop
+        }
+        if policy.bandwidthLimit > 0 {
+            guard a.budgetToPeers >= length else {
+                counters.dropped += 1
+                return .drop
+            }
+            allocations[id]!.budgetToPeers -= length
+        }
+        counters.packetsToPeers += 1
+        counters.bytesToPeers += length
+        return .peer(id, channel.peer)
+    }
+
+    /// Routes a datagram that reached an allocation's relay socket from `peer`.
+    public mutating func routePeerData(to id: AllocationID, from peer: TransportAddress, length: Int) -> PeerRoute {
+        guard let a = allocations[id], let expiry = a.permissions[peer.ip], expiry >= now.monotonic else {
+            counters.dropped += 1
+            return .drop
+        }
+        if policy.bandwidthLimit > 0 {
+            guard a.budgetToClient >= length else {
+                counters.dropped += 1
+                return .drop
+            }
+            allocations[id]!.budgetToClient -= length
+        }
+        counters.packetsToClients += 1
+        counters.bytesToClients += length
+        if let number = a.channelByPeer[peer] { return .channel(number, a.client) }
+        return .dataIndication(a.client)
+    }
+
+    /// The client's end of the connection went away (TCP, TLS): its allocation ends with it.
+    public mutating func clientClosed(_ client: ClientID) -> [Action] {
+        guard let id = byClient[client] else { return [] }
+        return end(id)
+    }
+
+    // MARK: Relay sockets
+
+    /// The relay sockets of a pending allocation are bound: answer the Allocate.
+    public mutating func relayOpened(_ id: AllocationID) -> [Action] {
+        guard var a = allocations[id], case .opening = a.phase else { return [] }
+        a.phase = .active
+        var b = STUNMessageBuilder(answering: a.request, class: .success)
+        for address in a.relayed { b.append(STUNAttribute.xorRelayedAddress, xorAddress: policy.advertised(address)) }
+        if a.missingFamily {
+            b.append(STUNAttribute.addressErrorCode, [0x02, 0, 4, 40] + Array("Address Family not Supported".utf8))
+        }
+        b.append(STUNAttribute.lifetime, uint32: UInt32(max(0, (a.expiry - now.monotonic).rounded())))
+        if let token = a.reservationToken { b.append(STUNAttribute.reservationToken, (0..<8).map { UInt8(truncatingIfNeeded: token >> (56 - 8 * $0)) }) }
+        b.append(STUNAttribute.xorMappedAddress, xorAddress: a.client.remote)
+        let bytes = sign(&b, key: a.key, sha256: a.sha256Integrity, fingerprint: a.wantsFingerprint)
+        a.response = bytes
+        allocations[id] = a
+        counters.allocationsCreated += 1
+        return [.reply(bytes, to: a.client)]
+    }
+
+    /// Binding a relay socket failed (the port is taken by another process): try other ports a few
+    /// times, then answer 508.
+    public mutating func relayFailed(_ id: AllocationID) -> [Action] {
+        guard var a = allocations[id], case .opening(let attempt) = a.phase else { return [] }
+        for address in a.relayed { resources.returnPort(address.port) }
+        if let token = a.reservationToken { resources.cancel(token: token) }
+        a.reservationToken = nil
+        let evenPort = a.request.value(STUNAttribute.evenPort)
+        let reserve = evenPort.map { ($0.first ?? 0) & 0x80 != 0 } ?? false
+        if attempt < 3, a.request.value(STUNAttribute.reservationToken) == nil,
+            let ports = takePorts(count: a.relayed.count, even: evenPort != nil, reserve: reserve)
+        {
+            a.relayed = zip(a.relayed, ports.ports).map { TransportAddress(ip: $0.ip, port: $1) }
+            a.reservationToken = ports.token
+            a.phase = .opening(attempt: attempt + 1)
+            allocations[id] = a
+            return [.openRelay(id, a.relayed)]
+        }
+        a.relayed = []
+        allocations[id] = a
+        let reply = errorResponse(a.request, .insufficientCapacity, key: a.key, sha256: a.sha256Integrity)
+        let actions = removeAllocation(id, closeSockets: false) + [.reply(reply, to: a.client)]
+        countErrors(actions)
+        return actions
+    }
+
+    // MARK: Messages
+
+    /// Handles one STUN message from a client. Bytes that are not STUN are dropped without an answer,
+    /// so that the server never reflects garbage.
+    public mutating func receive(_ bytes: [UInt8], from client: ClientID) -> [Action] {
+        guard let message = try? STUNMessage(parsing: bytes) else { return [] }
+        let actions = handle(message, from: client)
+        countErrors(actions)
+        return actions
+    }
+
+    private mutating func handle(_ message: STUNMessage, from client: ClientID) -> [Action] {
+        switch (message.messageClass, message.method) {
+        case (.request, .binding):
+            return [.reply(bindingResponse(message, client), to: client)]
+        case (.request, .allocate), (.request, .refresh), (.request, .createPermission), (.request, .channelBind):
+            return authenticatedRequest(message, from: client)
+        case (.request, _):
+            return [.reply(errorResponse(message, .badRequest, reason: "Unknown method"), to: client)]
+        case (.indication, .send):
+            return sendIndication(message, from: client)
+        default:
+            return []  // other indications, and responses: nothing to answer
+        }
+    }
+
+    private func bindingResponse(_ request: STUNMessage, _ client: ClientID) -> [UInt8] {
+        let unknown = request.unknownRequiredAttributes(known: Self.knownAttributes)
+        if !unknown.isEmpty { return errorResponse(request, .unknownAttribute, unknown: unknown) }
+        var b = STUNMessageBuilder(answering: request, class: .success)
+        b.append(STUNAttribute.xorMappedAddress, xorAddress: client.remote)
+        if request.hasFingerprint { b.appendFingerprint() }
+        return b.bytes
+    }
+
+    private mutating func sendIndication(_ message: STUNMessage, from client: ClientID) -> [Action] {
+        guard let id = byClient[client], let a = allocations[id], case .active = a.phase,
+            let peer = message.xorAddress(STUNAttribute.xorPeerAddress), let data = message.value(STUNAttribute.data),
+            let expiry = a.permissions[peer.ip], expiry >= now.monotonic
+        else {
+            counters.dropped += 1
+            return []
+        }
+        if policy.bandwidthLimit > 0 {
+            guard a.budgetToPeers >= data.count else {
+                counters.dropped += 1
+                return []
+            }
+            allocations[id]!.budgetToPeers -= data.count
+        }
+        counters.packetsToPeers += 1
+        counters.bytesToPeers += data.count
+        return [.sendToPeer(id, peer, Array(data))]
+    }
+
+    // MARK: Authentication (RFC 8489 §9.2, long-term credentials with REST usernames)
+
+    struct Credential {
+        var username: String
+        var identity: String
+        var key: [UInt8]
+        var sha256: Bool
+    }
+
+    private mutating func authenticatedRequest(_ message: STUNMessage, from client: ClientID) -> [Action] {
+        if message.method == .allocate, policy.allocateRatePerSource > 0 {
+            let count = allocateCounts[client.remote.ip, default: 0] + 1
+            allocateCounts[client.remote.ip] = count
+            if count > policy.allocateRatePerSource {
+                return [.reply(errorResponse(message, .allocationQuotaReached, reason: "Allocate rate limit"), to: client)]
+            }
+        }
+        let credential: Credential
+        switch authenticate(message, client: client) {
+        case .failure(let reply): return [.reply(reply, to: client)]
+        case .success(let c): credential = c
+        }
+        let unknown = message.unknownRequiredAttributes(known: Self.knownAttributes)
+        if !unknown.isEmpty {
+            return [.reply(errorResponse(message, .unknownAttribute, key: credential.key, sha256: credential.sha256, unknown: unknown), to: client)]
+        }
+        if message.method != .allocate, let id = byClient[client], let a = allocations[id], a.username != credential.username {
+            return [.reply(errorResponse(message, .wrongCredentials, key: credential.key, sha256: credential.sha256), to: client)]
+        }
+        switch message.method {
+        case .allocate: return allocate(message, client, credential)
+        case .refresh: return refresh(message, client, credential)
+        case .createPermission: return createPermission(message, client, credential)
+        default: return channelBind(message, client, credential)
+        }
+    }
+
+    enum AuthResult {
+        case success(Credential)
+        case failure([UInt8])
+    }
+
+    private func authenticate(_ m: STUNMessage, client: ClientID) -> AuthResult {
+        guard m.hasIntegrity else { return .failure(challenge(m, .unauthorized, client)) }
+        guard let username = m.string(STUNAttribute.username), let realm = m.string(STUNAttribute.realm),
+            let nonce = m.string(STUNAttribute.nonce)
+        else { return .failure(errorResponse(m, .badRequest, reason: "USERNAME, REALM and NONCE are required")) }
+        switch nonces.check(nonce, for: client.remote.ip, now: now.monotonic) {
+        case .invalid, .stale: return .failure(challenge(m, .staleNonce, client))
+        case .valid: break
+        }
+        guard realm == policy.realm else { return .failure(challenge(m, .unauthorized, client)) }
+        // RFC 8489 §9.2.4: the algorithm lists must be both absent or both present and unaltered.
+        var algorithm = PasswordAlgorithm.md5
+        switch (m.value(STUNAttribute.passwordAlgorithms), m.value(STUNAttribute.passwordAlgorithm)) {
+        case (nil, nil): break
+        case (let list?, let chosen?):
+            guard Array(list) == Self.passwordAlgorithmsValue, chosen.count >= 4,
+                let a = PasswordAlgorithm(rawValue: UInt16(chosen[chosen.startIndex]) << 8 | UInt16(chosen[chosen.startIndex + 1]))
+            else { return .failure(errorResponse(m, .badRequest, reason: "PASSWORD-ALGORITHM mismatch")) }
+            algorithm = a
+        default:
+            return .failure(errorResponse(m, .badRequest, reason: "PASSWORD-ALGORITHM mismatch"))
+        }
+        guard let rest = TURNCredentials.parse(username: username) else { return .failure(challenge(m, .unauthorized, client)) }
+        if m.method == .allocate, rest.expiry < now.unix { return .failure(challenge(m, .unauthorized, client, reason: "Credential expired")) }
+        for secret in policy.secrets {
+            let password = TURNCredentials.password(secret: Array(secret.utf8), username: username)
+            let key = TURNCredentials.longTermKey(username: username, realm: realm, password: password, algorithm: algorithm)
+            if m.verifyIntegrity(key: key) {
+                return .success(Credential(username: username, identity: String(rest.identity), key: key, sha256: m.integritySHA256Offset != nil))
+            }
+        }
+        return .failure(challenge(m, .unauthorized, client))
+    }
+
+    /// A 401 or 438 that carries what the client needs to try again, and nothing more.
+    private func challenge(_ request: STUNMessage, _ code: STUNErrorCode, _ client: ClientID, reason: String? = nil) -> [UInt8] {
+        var b = STUNMessageBuilder(answering: request, class: .error)
+        b.appendError(code, reason: reason)
+        b.append(STUNAttribute.realm, string: policy.realm)
+        b.append(STUNAttribute.nonce, string: nonces.make(for: client.remote.ip, now: now.monotonic))
+        b.append(STUNAttribute.passwordAlgorithms, Self.passwordAlgorithmsValue)
+        if request.hasFingerprint { b.appendFingerprint() }
+        return b.bytes
+    }
+
+    static let passwordAlgorithmsValue: [UInt8] = [0, 2, 0, 0, 0, 1, 0, 0]
+
+    // MARK: Allocate (RFC 8656 §7.2)
+
+    private mutating func allocate(_ m: STUNMessage, _ client: ClientID, _ c: Credential) -> [Action] {
+        func fail(_ code: STUNErrorCode, _ reason: String? = nil) -> [Action] {
+            [.reply(errorResponse(m, code, reason: reason, key: c.key, sha256: c.sha256), to: client)]
+        }
+        if let id = byClient[client], let a = allocations[id] {
+            guard a.request.transactionID == m.transactionID else { return fail(.allocationMismatch) }
+            if case .active = a.phase { return [.reply(a.response, to: client)] }
+            return []  // still opening: the answer is on its way
+        }
+        guard let transport = m.value(STUNAttribute.requestedTransport), transport.count == 4 else {
+            return fail(.badRequest, "REQUESTED-TRANSPORT is required")
+        }
+        guard transport.first == 17 else { return fail(.unsupportedTransport) }
+        let evenPort = m.value(STUNAttribute.evenPort)
+        let token = m.value(STUNAttribute.reservationToken)
+        let family = m.value(STUNAttribute.requestedAddressFamily)
+        let additional = m.value(STUNAttribute.additionalAddressFamily)
+        if token != nil, evenPort != nil || family != nil || additional != nil {
+            return fail(.badRequest, "RESERVATION-TOKEN excludes EVEN-PORT and address families")
+        }
+        if family != nil, additional != nil { return fail(.badRequest, "two address family attributes") }
+        if let evenPort, evenPort.isEmpty { return fail(.badRequest, "EVEN-PORT is empty") }
+        var wantV6 = false
+        var wantBoth = false
+        if let family {
+            guard family.count == 4, family.first == 0x01 || family.first == 0x02 else { return fail(.addressFamilyNotSupported) }
+            wantV6 = family.first == 0x02
+        }
+        if let additional {
+            guard additional.count == 4, additional.first == 0x02 else { return fail(.addressFamilyNotSupported) }
+            wantBoth = true
+        }
+        let primary = wantV6 ? policy.relayIPv6 : policy.relayIPv4
+        guard let primary else { return fail(.addressFamilyNotSupported) }
+        var ips = [primary]
+        var missingFamily = false
+        if wantBoth {
+            if let v6 = policy.relayIPv6 { ips.append(v6) } else { missingFamily = true }
+        }
+        if wantBoth, evenPort != nil { return fail(.badRequest, "EVEN-PORT with a dual allocation") }
+        guard resources.acquire(identity: c.identity) else { return fail(.allocationQuotaReached) }
+
+        var ports: [UInt16]
+        var reservation: UInt64?
+        if let token {
+            guard token.count == 8, let port = resources.redeem(token: token.reduce(0) { $0 << 8 | UInt64($1) }, now: now.monotonic) else {
+                resources.release(identity: c.identity)
+                return fail(.insufficientCapacity, "Unknown or expired RESERVATION-TOKEN")
+            }
+            ports = [port]
+        } else {
+            let reserve = evenPort.map { $0[$0.startIndex] & 0x80 != 0 } ?? false
+            guard let taken = takePorts(count: ips.count, even: evenPort != nil, reserve: reserve) else {
+                resources.release(identity: c.identity)
+                return fail(.insufficientCapacity)
+            }
+            ports = taken.ports
+            reservation = taken.token
+        }
+        let id = nextID
+        nextID += 1
+        let requested = m.uint32(STUNAttribute.lifetime).map(Double.init) ?? policy.defaultLifetime
+        let lifetime = min(max(requested, policy.defaultLifetime), policy.maxLifetime)
+        var a = Allocation(
+            id: id, client: client, username: c.username, identity: c.identity, key: c.key, sha256Integrity: c.sha256,
+            phase: .opening(attempt: 0), relayed: zip(ips, ports).map { TransportAddress(ip: $0, port: $1) },
+            expiry: now.monotonic + lifetime, request: m, wantsFingerprint: m.hasFingerprint)
+        a.reservationToken = reservation
+        a.budgetToPeers = policy.bandwidthLimit
+        a.budgetToClient = policy.bandwidthLimit
+        a.missingFamily = missingFamily
+        allocations[id] = a
+        byClient[client] = id
+        return [.openRelay(id, a.relayed)]
+    }
+
+    private func takePorts(count: Int, even: Bool, reserve: Bool) -> (ports: [UInt16], token: UInt64?)? {
+        var ports: [UInt16] = []
+        var token: UInt64?
+        for i in 0..<count {
+            guard let taken = resources.takePort(even: even && i == 0, reservePair: reserve && i == 0, now: now.monotonic,
+                reservationLifetime: policy.reservationLifetime)
+            else {
+                for p in ports { resources.returnPort(p) }
+                if let token { resources.cancel(token: token) }
+                return nil
+            }
+            ports.append(taken.port)
+            if let t = taken.token { token = t }
+        }
+        return (ports, token)
+    }
+
+    // MARK: Refresh (RFC 8656 §7.3)
+
+    private mutating func refresh(_ m: STUNMessage, _ client: ClientID, _ c: Credential) -> [Action] {
+        guard let id = byClient[client], let a = allocations[id], case .active = a.phase else {
+            return [.reply(errorResponse(m, .allocationMismatch, key: c.key, sha256: c.sha256), to: client)]
+        }
+        if let family = m.value(STUNAttribute.requestedAddressFamily), family.count == 4,
+            !a.relayed.contains(where: { $0.ip.isV6 == (family.first == 0x02) })
+        {
+            return [.reply(errorResponse(m, .peerAddressFamilyMismatch, key: c.key, sha256: c.sha256), to: client)]
+        }
+        let requested = m.uint32(STUNAttribute.lifetime).map(Double.init) ?? policy.defaultLifetime
+        var actions: [Action] = []
+        let granted: UInt32
+        if requested == 0 {
+            granted = 0
+            actions = end(id)
+        } else {
+            let lifetime = min(max(requested, policy.defaultLifetime), policy.maxLifetime)
+            allocations[id]!.expiry = now.monotonic + lifetime
+            granted = UInt32(lifetime)
+        }
+        var b = STUNMessageBuilder(answering: m, class: .success)
+        b.append(STUNAttribute.lifetime, uint32: granted)
+        actions.append(.reply(sign(&b, key: c.key, sha256: c.sha256, fingerprint: m.hasFingerprint), to: client))
+        return actions
+    }
+
+    // MARK: CreatePermission (RFC 8656 §9)
+
+    private mutating func createPermission(_ m: STUNMessage, _ client: ClientID, _ c: Credential) -> [Action] {
+        func fail(_ code: STUNErrorCode, _ reason: String? = nil) -> [Action] {
+            [.reply(errorResponse(m, code, reason: reason, key: c.key, sha256: c.sha256), to: client)]
+        }
+        guard let id = byClient[client], let a = allocations[id], case .active = a.phase else { return fail(.allocationMismatch) }
+        let values = m.all(STUNAttribute.xorPeerAddress)
+        guard !values.isEmpty else { return fail(.badRequest, "XOR-PEER-ADDRESS is required") }
+        var peers: [IPAddress] = []
+        for value in values {
+            guard let peer = m.xorAddress(value) else { return fail(.badRequest, "malformed XOR-PEER-ADDRESS") }
+            guard a.relayed.contains(where: { $0.ip.isV6 == peer.ip.isV6 }) else { return fail(.peerAddressFamilyMismatch) }
+            guard policy.peerFilter.permits(peer.ip) else { return fail(.forbidden, "Peer address not allowed") }
+            peers.append(peer.ip)
+        }
+        let fresh = Set(peers).subtracting(a.permissions.keys).count
+        guard a.permissions.count + fresh <= policy.maxPermissionsPerAllocation else { return fail(.insufficientCapacity, "Too many permissions") }
+        for ip in peers { allocations[id]!.permissions[ip] = now.monotonic + policy.permissionLifetime }
+        var b = STUNMessageBuilder(answering: m, class: .success)
+        return [.reply(sign(&b, key: c.key, sha256: c.sha256, fingerprint: m.hasFingerprint), to: client)]
+    }
+
+    // MARK: ChannelBind (RFC 8656 §11)
+
+    private mutating func channelBind(_ m: STUNMessage, _ client: ClientID, _ c: Credential) -> [Action] {
+        func fail(_ code: STUNErrorCode, _ reason: String? = nil) -> [Action] {
+            [.reply(errorResponse(m, code, reason: reason, key: c.key, sha256: c.sha256), to: client)]
+        }
+        guard let id = byClient[client], let a = allocations[id], case .active = a.phase else { return fail(.allocationMismatch) }
+        guard let raw = m.value(STUNAttribute.channelNumber), raw.count == 4 else { return fail(.badRequest, "CHANNEL-NUMBER is required") }
+        let number = UInt16(raw[raw.startIndex]) << 8 | UInt16(raw[raw.startIndex + 1])
+        guard (0x4000...0x4FFF).contains(number) else { return fail(.badRequest, "channel number out of range") }
+        guard let peer = m.xorAddress(STUNAttribute.xorPeerAddress) else { return fail(.badRequest, "XOR-PEER-ADDRESS is required") }
+        guard a.relayed.contains(where: { $0.ip.isV6 == peer.ip.isV6 }) else { return fail(.peerAddressFamilyMismatch) }
+        guard policy.peerFilter.permits(peer.ip) else { return fail(.forbidden, "Peer address not allowed") }
+        if let bound = a.channels[number], bound.peer != peer { return fail(.badRequest, "channel bound to another peer") }
+        if let other = a.channelByPeer[peer], other != number { return fail(.badRequest, "peer bound to another channel") }
+        if a.channels[number] == nil, a.channels.count >= policy.maxPermissionsPerAllocation { return fail(.insufficientCapacity, "Too many channels") }
+        if a.permissions[peer.ip] == nil, a.permissions.count >= policy.maxPermissionsPerAllocation {
+            return fail(.insufficientCapacity, "Too many permissions")
+        }
+        allocations[id]!.channels[number] = Channel(peer: peer, expiry: now.monotonic + policy.channelLifetime)
+        allocations[id]!.channelByPeer[peer] = number
+        allocations[id]!.permissions[peer.ip] = now.monotonic + policy.permissionLifetime
+        var b = STUNMessageBuilder(answering: m, class: .success)
+        return [.reply(sign(&b, key: c.key, sha256: c.sha256, fingerprint: m.hasFingerprint), to: client)]
+    }
+
+    // MARK: Helpers
+
+    private mutating func end(_ id: AllocationID) -> [Action] {
+        removeAllocation(id, closeSockets: true)
+    }
+
+    private mutating func removeAllocation(_ id: AllocationID, closeSockets: Bool) -> [Action] {
+        guard let a = allocations.removeValue(forKey: id) else { return [] }
+        if byClient[a.client] == id { byClient[a.client] = nil }
+        for address in a.relayed { resources.returnPort(address.port) }
+        // An unredeemed reservation dies with the allocation that made it.
+        if let token = a.reservationToken { resources.cancel(token: token) }
+        resources.release(identity: a.identity)
+        if case .active = a.phase { counters.allocationsEnded += 1 }
+        return closeSockets && !a.relayed.isEmpty ? [.closeRelay(id)] : []
+    }
+
+    private func sign(_ b: inout STUNMessageBuilder, key: [UInt8], sha256: Bool, fingerprint: Bool) -> [UInt8] {
+        if sha256 { b.appendIntegritySHA256(key: key) } else { b.appendIntegrity(key: key) }
+        if fingerprint { b.appendFingerprint() }
+        return b.bytes
+    }
+
+    private func errorResponse(_ request: STUNMessage, _ code: STUNErrorCode, reason: String? = nil, key: [UInt8]? = nil,
+        sha256: Bool = false, unknown: [UInt16] = []) -> [UInt8]
+    {
+        var b = STUNMessageBuilder(answering: request, class: .error)
+        b.appendError(code, reason: reason)
+        if !unknown.isEmpty { b.appendUnknownAttributes(unknown) }
+        if let key { return sign(&b, key: key, sha256: sha256, fingerprint: request.hasFingerprint) }
+        if request.hasFingerprint { b.appendFingerprint() }
+        return b.bytes
+    }
+
+    private mutating func countErrors(_ actions: [Action]) {
+        for case .reply(let bytes, _) in actions where bytes.count >= 28 && bytes[1] & 0x10 != 0 && bytes[0] & 0x01 != 0 {
+            // An error response: ERROR-CODE comes first in every one this server writes.
+            guard bytes[20] == 0x00, bytes[21] == 0x09 else { continue }
+            counters.errorsByCode[Int(bytes[26] & 0x07) * 100 + Int(bytes[27]), default: 0] += 1
+        }
+    }
+
+    /// Comprehension-required attributes this server understands (or may safely ignore).
+    static let knownAttributes: Set<UInt16> = [
+        STUNAttribute.mappedAddress, STUNAttribute.username, STUNAttribute.errorCode, STUNAttribute.unknownAttributes,
+        STUNAttribute.channelNumber, STUNAttribute.lifetime, STUNAttribute.bandwidth, STUNAttribute.xorPeerAddress,
+        STUNAttribute.data, STUNAttribute.realm, STUNAttribute.nonce, STUNAttribute.xorRelayedAddress,
+        STUNAttribute.requestedAddressFamily, STUNAttribute.evenPort, STUNAttribute.requestedTransport,
+        STUNAttribute.dontFragment, STUNAttribute.passwordAlgorithm, STUNAttribute.xorMappedAddress,
+        STUNAttribute.reservationToken, STUNAttribute.priority, STUNAttribute.useCandidate, STUNAttribute.padding,
+    ]
+}
