@@ -33,6 +33,20 @@ let package = Package(
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(
+            name: "TandemTURN",
+            dependencies: [
+                "TandemSTUN",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            // sockaddr fields come through CNIOLinux, which no product exposes to member lookup.
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+        ),
+        .target(
             name: "TandemStore",
             dependencies: [
                 "TandemProtocol", "TandemArbiter", "CSQLite",
@@ -43,7 +57,7 @@ let package = Package(
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -99,7 +113,8 @@ let package = Package(
         .testTarget(
             name: "TandemServerTests",
             dependencies: [
-                "TandemServer",
+                "TandemServer", "TandemSTUN", "TandemTURN",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,7 +1,8 @@
 /// ChannelData messages (RFC 8656 §12.4) and the framing of TURN over a byte stream (§12.5).
 public enum TURNFraming {
-    /// Channel numbers a client may bind.
-    public static let channelNumbers: ClosedRange<UInt16> = 0x4000...0x4FFF
+    /// Channel numbers a client may bind: RFC 8656 narrowed them to 0x4000–0x4FFF, but clients written
+    /// to RFC 5766 (coturn's own among them) still use up to 0x7FFE, so those are accepted too.
+    public static let channelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFE
 
     /// True when a datagram's first byte starts a ChannelData message rather than STUN.
     @inline(__always)

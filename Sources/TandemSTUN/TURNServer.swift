@@ -86,6 +86,9 @@ public struct TURNServer: Sendable {
 
     // MARK: Time
 
+    /// Sets the clock without expiring anything, for messages that arrive between ticks.
+    public mutating func setTime(_ time: TURNInstant) { now = time }
+
     /// Advances the clock: ends expired allocations, permissions, channels and reservations, and
     /// refills bandwidth budgets. Call about once a second.
     public mutating func tick(_ time: TURNInstant) -> [Action] {
@@ -505,7 +508,7 @@ public struct TURNServer: Sendable {
         guard let id = byClient[client], let a = allocations[id], case .active = a.phase else { return fail(.allocationMismatch) }
         guard let raw = m.value(STUNAttribute.channelNumber), raw.count == 4 else { return fail(.badRequest, "CHANNEL-NUMBER is required") }
         let number = UInt16(raw[raw.startIndex]) << 8 | UInt16(raw[raw.startIndex + 1])
-        guard (0x4000...0x4FFF).contains(number) else { return fail(.badRequest, "channel number out of range") }
+        guard TURNFraming.channelNumbers.contains(number) else { return fail(.badRequest, "channel number out of range") }
         guard let peer = m.xorAddress(STUNAttribute.xorPeerAddress) else { return fail(.badRequest, "XOR-PEER-ADDRESS is required") }
         guard a.relayed.contains(where: { $0.ip.isV6 == peer.ip.isV6 }) else { return fail(.peerAddressFamilyMismatch) }
         guard policy.peerFilter.permits(peer.ip) else { return fail(.forbidden, "Peer address not allowed") }

@@ -6,7 +6,9 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 import TandemStore
+import TandemTURN
 
 /// Error while setting the server up, said in one line.
 public struct SetupError: Error, CustomStringConvertible {
@@ -90,10 +92,20 @@ public func buildServer(
     case .files(let certificate, let key):
         server = try .tls(http, tlsConfiguration: makeTLSConfiguration(certificate: certificate, key: key))
     }
+    var services: [any Service] = [hub]
+    if let turn = config.turn, turn.runsService {
+        var service = turn.service
+        if !service.tlsListen.isEmpty, service.tls == nil, case .files(let certificate, let key) = config.tls {
+            service.tls = try makeTLSConfiguration(certificate: certificate, key: key)
+        }
+        services.append(TURNService(configuration: service, logger: logger) { [mint = hub.iceServers] udp, tls in
+            mint.listening(udpAndTCP: udp, tls: tls)
+        })
+    }
     let app = Application(
         router: router, server: server,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tandem/\(config.version)"),
-        services: [hub],
+        services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
         logger: logger)
     return TandemServer(application: app, hub: hub)

@@ -13,7 +13,7 @@ public struct ConfigLoader {
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
         "stale-after", "ice-servers", "log-level",
-    ]
+    ] + turnKeys
 
     var flags: [String: String]
     var environment: [String: String]
@@ -106,22 +106,22 @@ public struct ConfigLoader {
     static func format(_ d: Double) -> String { d.rounded() == d ? String(Int(d)) : String(d) }
 
     /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6).
-    public static func parseListen(_ text: String) throws -> (String, Int) {
+    public static func parseListen(_ text: String, key: String = "listen") throws -> (String, Int) {
         let host: Substring
         let port: Substring
         if text.hasPrefix("[") {
             guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                throw SetupError("listen must be HOST:PORT or [IPv6]:PORT, not \"\(text)\"")
+                throw SetupError("\(key) must be HOST:PORT or [IPv6]:PORT, not \"\(text)\"")
             }
             host = text[text.index(after: text.startIndex)..<close]
             port = text[text.index(close, offsetBy: 2)...]
         } else {
-            guard let colon = text.lastIndex(of: ":") else { throw SetupError("listen must be HOST:PORT, not \"\(text)\"") }
+            guard let colon = text.lastIndex(of: ":") else { throw SetupError("\(key) must be HOST:PORT, not \"\(text)\"") }
             host = text[..<colon]
             port = text[text.index(after: colon)...]
         }
         guard !host.isEmpty, let p = Int(port), (0...65535).contains(p) else {
-            throw SetupError("listen must be HOST:PORT with a port from 0 to 65535, not \"\(text)\"")
+            throw SetupError("\(key) must be HOST:PORT with a port from 0 to 65535, not \"\(text)\"")
         }
         return (String(host), p)
     }
@@ -208,6 +208,7 @@ public struct ConfigLoader {
         if let v = try number("alert-min-bitrate-kbps", in: 0...1_000_000) { c.arbiter.lowBandwidthKbps = v }
         if let v = try milliseconds("stale-after", in: 1000...3_600_000) { c.arbiter.staleAfter = v }
         c.iceServers = try iceServers()
+        c.turn = try turnSettings(dev: c.dev, tls: c.tls, notes: &notes)
         return (c, notes)
     }
 

@@ -395,7 +395,7 @@ final class RoomCore {
     func providerInfo(for id: ParticipantID, name: ProviderName, epoch: Int) -> ProviderInfo {
         ProviderInfo(
             name: name, epoch: epoch, room: session, polite: name == .p2p ? (arbiter.participants[id]?.polite ?? true) : true,
-            iceServers: hub.config.iceServers)
+            iceServers: hub.iceServers.servers(for: members[id]?.identity ?? id.rawValue))
     }
 
     private func presence(_ id: ParticipantID, state: PeerConnectionState) -> PresenceRecord {

@@ -57,6 +57,8 @@ public struct ServerConfig: Sendable {
     public var maxQueuedFrames = 1024
     /// ICE servers handed out in every provider object.
     public var iceServers: [ICEServer] = []
+    /// Tandem's own TURN service and REST credentials for it and for external TURN servers.
+    public var turn: TURNSettings?
     public var version = TandemVersion.current
 
     public init() {}

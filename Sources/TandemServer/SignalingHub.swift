@@ -16,6 +16,7 @@ public final class SignalingHub: Service, Sendable {
     public let metrics: ServerMetrics
     let logger: Logger
     let tokens: JoinTokens?
+    let iceServers: ICEServerMint
     private let origin = ContinuousClock.now
     private let rooms = NIOLockedValueBox<[SessionID: Room]>([:])
     private let state = NIOLockedValueBox(HubState())
@@ -34,6 +35,7 @@ public final class SignalingHub: Service, Sendable {
         self.metrics = metrics
         self.logger = logger
         tokens = config.secret.map(JoinTokens.init(secret:))
+        iceServers = ICEServerMint(settings: config.turn, staticServers: config.iceServers)
     }
 
     /// Monotonic time for the arbiter.

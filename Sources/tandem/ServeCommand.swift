@@ -78,6 +78,42 @@ struct ServeCommand: AsyncParsableCommand {
     var staleAfter: String?
     @Option(help: "ICE server URLs handed to clients, comma-separated.")
     var iceServers: String?
+    @Option(help: "TURN and STUN over UDP and TCP on IP:PORT (repeatable; 3478 is the standard port).")
+    var turnListen: [String] = []
+    @Option(help: "TURN over TLS (TURNS) on IP:PORT, with the server's certificate (repeatable; 5349 is standard, 443 gets through strict firewalls).")
+    var turnsListen: [String] = []
+    @Option(help: "Shared secret of the TURN REST credentials (also for external TURN servers in --turn-urls).")
+    var turnSecret: String?
+    @Option(help: "Host name or address clients reach TURN at (default the --turn-listen address).")
+    var turnPublicHost: String?
+    @Option(help: "Address relay sockets are bound to, one IPv4 and one IPv6 at most (repeatable; default the --turn-listen address).")
+    var turnRelayIp: [String] = []
+    @Option(help: "Address advertised for relayed candidates when the server sits behind a 1:1 NAT (repeatable, one per family).")
+    var turnExternalIp: [String] = []
+    @Option(help: "Relay port range, LOW-HIGH (default 49152-65535).")
+    var turnRelayPorts: String?
+    @Option(help: "TURN realm (default tandem).")
+    var turnRealm: String?
+    @Flag(help: "Let TURN relay to loopback peers (for tests on one machine).")
+    var turnAllowLoopbackPeers = false
+    @Option(help: "Peer addresses or prefixes allowed although in a private or reserved range (repeatable).")
+    var turnAllowPeers: [String] = []
+    @Option(help: "Peer addresses or prefixes always denied (repeatable).")
+    var turnDenyPeers: [String] = []
+    @Option(help: "Most TURN allocations per identity, 0 for no limit (default 64).")
+    var turnUserQuota: String?
+    @Option(help: "Most TURN allocations in all, 0 for no limit (default 0).")
+    var turnTotalQuota: String?
+    @Option(help: "Bytes per second one allocation may relay each way, 0 for no cap (default 0).")
+    var turnMaxBps: String?
+    @Option(help: "Allocate requests one source IP may send per second, 0 for no limit (default 200).")
+    var turnAllocateRate: String?
+    @Option(help: "Event loops of the TURN service (default the number of cores).")
+    var turnThreads: String?
+    @Option(help: "Lifetime of minted TURN credentials, in seconds (default 86400).")
+    var turnCredentialTtl: String?
+    @Option(help: "External turn:, turns: or stun: URLs sharing --turn-secret, handed out with minted credentials (repeatable).")
+    var turnUrls: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
     @Option(help: "JSON config file with any of these settings.")
@@ -87,6 +123,13 @@ struct ServeCommand: AsyncParsableCommand {
         var flags: [String: String] = [:]
         if dev { flags["dev"] = "true" }
         if noTls { flags["no-tls"] = "true" }
+        if turnAllowLoopbackPeers { flags["turn-allow-loopback-peers"] = "true" }
+        let lists: [(String, [String])] = [
+            ("turn-listen", turnListen), ("turns-listen", turnsListen), ("turn-relay-ip", turnRelayIp),
+            ("turn-external-ip", turnExternalIp), ("turn-allow-peers", turnAllowPeers), ("turn-deny-peers", turnDenyPeers),
+            ("turn-urls", turnUrls),
+        ]
+        for (key, values) in lists where !values.isEmpty { flags[key] = values.joined(separator: ",") }
         let options: [(String, String?)] = [
             ("listen", listen), ("tls-cert", tlsCert), ("tls-key", tlsKey), ("secret", secret), ("api-key", apiKey),
             ("store", store), ("data-dir", dataDir), ("node", node), ("heartbeat-interval", heartbeatInterval),
@@ -96,7 +139,10 @@ struct ServeCommand: AsyncParsableCommand {
             ("switch-loss-pct", switchLossPct), ("switch-jitter-ms", switchJitterMs), ("switch-reports", switchReports),
             ("cool-down", coolDown), ("alert-rtt-ms", alertRttMs), ("alert-loss-pct", alertLossPct),
             ("alert-jitter-ms", alertJitterMs), ("alert-min-bitrate-kbps", alertMinBitrateKbps), ("stale-after", staleAfter),
-            ("ice-servers", iceServers), ("log-level", logLevel), ("config", config),
+            ("ice-servers", iceServers), ("log-level", logLevel), ("config", config), ("turn-secret", turnSecret),
+            ("turn-public-host", turnPublicHost), ("turn-relay-ports", turnRelayPorts), ("turn-realm", turnRealm),
+            ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota), ("turn-max-bps", turnMaxBps),
+            ("turn-allocate-rate", turnAllocateRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
         ]
         for case let (key, value?) in options { flags[key] = value }
 

@@ -337,7 +337,7 @@ struct TURNServerTests {
         guard let (id, _) = c.allocate(&h) else { Issue.record("no allocation"); return }
         let a = TransportAddress("127.0.0.1:5000")!
         #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x3FFF), Client.peer("127.0.0.1:5000")])) == 400)
-        #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x5000), Client.peer("127.0.0.1:5000")])) == 400)
+        #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x7FFF), Client.peer("127.0.0.1:5000")])) == 400)
         #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x4000)])) == 400)
         #expect(c.reply(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("127.0.0.1:5000")]))?.messageClass == .success)
         #expect(c.reply(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("127.0.0.1:5000")]))?.messageClass == .success)

@@ -1,0 +1,114 @@
+import Foundation
+import TandemSTUN
+import TandemTURN
+
+extension ConfigLoader {
+    static let turnKeys = [
+        "turn-listen", "turns-listen", "turn-secret", "turn-public-host", "turn-relay-ip", "turn-external-ip",
+        "turn-relay-ports", "turn-realm", "turn-allow-loopback-peers", "turn-allow-peers", "turn-deny-peers",
+        "turn-user-quota", "turn-total-quota", "turn-max-bps", "turn-allocate-rate", "turn-threads",
+        "turn-credential-ttl", "turn-urls",
+    ]
+
+    func list(_ key: String) -> [String] {
+        (text(key) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    func addresses(_ key: String) throws -> [TransportAddress] {
+        try list(key).map { item in
+            let (host, port) = try Self.parseListen(item, key: key)
+            guard let ip = IPAddress(host) else { throw SetupError("\(key) takes IP:PORT ([IPv6]:PORT), not \"\(item)\"") }
+            return TransportAddress(ip: ip, port: UInt16(port))
+        }
+    }
+
+    func prefixes(_ key: String) throws -> [IPPrefix] {
+        try list(key).map { item in
+            guard let prefix = IPPrefix(item) else { throw SetupError("\(key) takes addresses or prefixes like 10.0.0.0/8, not \"\(item)\"") }
+            return prefix
+        }
+    }
+
+    /// The TURN settings, or nil when neither our own TURN nor external TURN URLs are configured.
+    func turnSettings(dev: Bool, tls: TLSSetting, notes: inout [String]) throws -> TURNSettings? {
+        let listen = try addresses("turn-listen")
+        let tlsListen = try addresses("turns-listen")
+        let external = list("turn-urls")
+        for url in external where !(url.hasPrefix("turn:") || url.hasPrefix("turns:") || url.hasPrefix("stun:")) {
+            throw SetupError("turn-urls takes turn:, turns: and stun: URLs, not \"\(url)\"")
+        }
+        let ownKeys = Self.turnKeys.filter { $0 != "turn-listen" && $0 != "turns-listen" && $0 != "turn-urls" && $0 != "turn-secret" }
+        guard !listen.isEmpty || !tlsListen.isEmpty || !external.isEmpty else {
+            if let stray = ownKeys.first(where: { text($0) != nil }) ?? (text("turn-secret") != nil ? "turn-secret" : nil) {
+                throw SetupError("\(stray) needs --turn-listen, --turns-listen or --turn-urls")
+            }
+            return nil
+        }
+        if !tlsListen.isEmpty, tls == .disabled { throw SetupError("turns-listen needs the TLS certificate (--tls-cert and --tls-key)") }
+
+        var secret = text("turn-secret")
+        if secret == nil {
+            guard dev, external.isEmpty else { throw SetupError("give --turn-secret: TURN credentials are signed with it") }
+            secret = Self.randomSecret()
+            notes.append("TURN credentials are signed with a secret made for this run; give --turn-secret to share it with other TURN servers")
+        }
+        let firstIP = (listen + tlsListen).first?.ip
+        let specific = firstIP.flatMap { ip in ip == IPAddress("0.0.0.0") || ip == IPAddress("::") ? nil : ip }
+        guard let publicHost = text("turn-public-host") ?? specific?.description ?? (listen.isEmpty && tlsListen.isEmpty ? "" : nil) else {
+            throw SetupError("give --turn-public-host: TURN listens on every address, so clients need to be told which one to use")
+        }
+        var settings = TURNSettings(secret: secret!, publicHost: publicHost)
+        settings.externalURLs = external
+        if let ttl = try integer("turn-credential-ttl", in: 60...31_536_000) { settings.credentialTTL = .seconds(ttl) }
+
+        var service = TURNServiceConfiguration()
+        service.listen = listen
+        service.tlsListen = tlsListen
+        var policy = TURNPolicy()
+        policy.secrets = [secret!]
+        if let realm = text("turn-realm") {
+            guard !realm.isEmpty, realm.utf8.count <= 127 else { throw SetupError("turn-realm must be 1 to 127 bytes") }
+            policy.realm = realm
+        }
+        let relayIPs = try list("turn-relay-ip").map { item in
+            guard let ip = IPAddress(item) else { throw SetupError("turn-relay-ip takes an IP address, not \"\(item)\"") }
+            return ip
+        }
+        let relays = relayIPs.isEmpty ? specific.map { [$0] } ?? [] : relayIPs
+        if service.listen.isEmpty == false || service.tlsListen.isEmpty == false {
+            guard !relays.isEmpty else { throw SetupError("give --turn-relay-ip: TURN listens on every address, so relayed addresses need one") }
+        }
+        for ip in relays {
+            if ip.isV6 {
+                guard policy.relayIPv6 == nil else { throw SetupError("turn-relay-ip takes at most one IPv6 address") }
+                policy.relayIPv6 = ip
+            } else {
+                guard policy.relayIPv4 == nil else { throw SetupError("turn-relay-ip takes at most one IPv4 address") }
+                policy.relayIPv4 = ip
+            }
+        }
+        for item in list("turn-external-ip") {
+            guard let ip = IPAddress(item) else { throw SetupError("turn-external-ip takes an IP address, not \"\(item)\"") }
+            if ip.isV6 { policy.externalIPv6 = ip } else { policy.externalIPv4 = ip }
+        }
+        var allow = try prefixes("turn-allow-peers")
+        if try bool("turn-allow-loopback-peers") { allow += PeerFilter.loopbackAllowed.allow }
+        policy.peerFilter = PeerFilter(allow: allow, deny: try prefixes("turn-deny-peers"))
+        if let v = try integer("turn-max-bps", in: 0...1_000_000_000) { policy.bandwidthLimit = v }
+        if let v = try integer("turn-allocate-rate", in: 0...1_000_000) { policy.allocateRatePerSource = v }
+        service.policy = policy
+
+        if let ports = text("turn-relay-ports") {
+            let parts = ports.split(separator: "-").compactMap { UInt16($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, parts[0] >= 1024, parts[0] < parts[1] else {
+                throw SetupError("turn-relay-ports must be LOW-HIGH with 1024 <= LOW < HIGH <= 65535, not \"\(ports)\"")
+            }
+            service.limits.ports = parts[0]...parts[1]
+        }
+        if let v = try integer("turn-user-quota", in: 0...1_000_000) { service.limits.perIdentity = v }
+        if let v = try integer("turn-total-quota", in: 0...1_000_000) { service.limits.total = v }
+        if let v = try integer("turn-threads", in: 1...256) { service.threads = v }
+        settings.service = service
+        return settings
+    }
+}
