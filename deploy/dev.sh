@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(pkg-config libsqlite3-dev)
+# coturn's client tools (turnutils_uclient, turnutils_peer) test our TURN service.
+TEST_APT_PACKAGES=(coturn)
 
 install_apt() {
     local missing=()
@@ -23,10 +25,14 @@ run)
     shift
     install_apt "${APT_PACKAGES[@]}"
     swift build -c release --product tandem
-    exec .build/release/tandem serve --dev "$@"
+    # TURN on loopback too, so that the demo's ICE servers work out of the box.
+    case " $* " in
+    *" --turn-listen"*) exec .build/release/tandem serve --dev "$@" ;;
+    *) exec .build/release/tandem serve --dev --turn-listen 127.0.0.1:3478 "$@" ;;
+    esac
     ;;
 test)
-    install_apt "${APT_PACKAGES[@]}"
+    install_apt "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
     swift build --build-tests
     swift test --skip-build
     # End to end: independent WebRTC peers (aiortc) through a running `tandem serve`.

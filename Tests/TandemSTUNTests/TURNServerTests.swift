@@ -487,3 +487,59 @@ struct TURNServerTests {
         #expect(reply.has(STUNAttribute.addressErrorCode))
     }
 }
+
+/// A fixed-seed generator, so that a failure can be replayed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite("TURN server against hostile input")
+struct TURNHostileInputTests {
+    @Test func mutatedRequestsAndChannelDataNeverTrapAndAreAnsweredSensibly() {
+        var rng = SplitMix64(state: 0x7A2D)
+        var h = Harness()
+        var c = Client()
+        guard let (id, _) = c.allocate(&h) else { Issue.record("no allocation"); return }
+        _ = c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("127.0.0.1:5000")])
+        let seeds: [[UInt8]] = [
+            c.request(.allocate, [Client.udp, (STUNAttribute.evenPort, [0x80])]),
+            c.request(.createPermission, [Client.peer("127.0.0.1:9")]),
+            c.request(.channelBind, [Client.channel(0x4001), Client.peer("127.0.0.1:9")]),
+            c.request(.refresh, [Client.lifetime(600)]),
+            c.request(.allocate, [Client.udp, (STUNAttribute.reservationToken, [1, 2, 3, 4, 5, 6, 7, 8])], sha256: true),
+            RFC5769.longTermRequest, RFC5769.request,
+        ]
+        var answered = 0
+        for i in 0..<20_000 {
+            var bytes = seeds[i % seeds.count]
+            switch rng.next() % 4 {
+            case 0:  // flip bytes
+                for _ in 0..<(1 + rng.next() % 4) { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+            case 1:  // truncate, keeping the header's length
+                bytes = Array(bytes.prefix(Int(rng.next() % UInt64(bytes.count))))
+            case 2:  // random attribute lengths
+                if bytes.count > 26 { bytes[22] = UInt8(truncatingIfNeeded: rng.next()); bytes[23] = UInt8(truncatingIfNeeded: rng.next()) }
+            default:  // noise
+                bytes = (0..<Int(rng.next() % 120)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            }
+            let actions = h.server.receive(bytes, from: c.id)
+            for case .reply(let reply, _) in actions {
+                answered += 1
+                // Whatever goes back is itself a well-formed STUN message.
+                #expect((try? STUNMessage(parsing: reply)) != nil)
+            }
+            let number = UInt16(truncatingIfNeeded: rng.next())
+            _ = h.server.routeChannelData(number, length: Int(rng.next() % 70_000), from: c.id)
+            _ = h.server.routePeerData(to: id &+ rng.next() % 2, from: TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: rng.next())), port: 1), length: 10)
+        }
+        #expect(answered > 300)  // most mutations break the fingerprint and are dropped silently
+        #expect(h.server.allocationCount >= 1)
+    }
+}

@@ -21,6 +21,14 @@ STARTUP_TIMEOUT_S = 30.0
 
 SERVING = re.compile(r"serving https://(?P<host>[^\s:]+):(?P<port>\d+)")
 API_KEY = re.compile(r"admin API key for this run: (?P<key>\S+)")
+TURN_LISTEN = re.compile(r"turn listening on udp\+tcp 127\.0\.0\.1:(?P<port>\d+)")
+TURNS_LISTEN = re.compile(r"turn listening on tls 127\.0\.0\.1:(?P<port>\d+)")
+TURN_SECRET = "e2e-turn-secret"
+TURN_ARGS = [
+    "--turn-listen", "127.0.0.1:0", "--turns-listen", "127.0.0.1:0", "--turn-secret", TURN_SECRET,
+    "--turn-allow-loopback-peers", "--turn-deny-peers", "127.0.0.3", "--turn-user-quota", "0",
+    "--turn-allocate-rate", "0",
+]
 
 
 @dataclass
@@ -31,6 +39,8 @@ class TandemServer:
     host: str
     port: int
     api_key: str
+    turn_port: int | None = None
+    turns_port: int | None = None
 
     @property
     def ca_path(self) -> Path:
@@ -71,6 +81,16 @@ def _stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def tandem_server(request, tmp_path):
+    yield from _launch(request, tmp_path, [])
+
+
+@pytest.fixture
+def tandem_turn_server(request, tmp_path):
+    """A server that also runs its TURN service on loopback (UDP, TCP and TLS on ports of its choosing)."""
+    yield from _launch(request, tmp_path, TURN_ARGS)
+
+
+def _launch(request, tmp_path, extra_args):
     binary = Path(os.environ.get("TANDEM_BIN", str(DEFAULT_BIN)))
     if not binary.is_file():
         pytest.fail(f"tandem binary not found at {binary} (build it, or set TANDEM_BIN)")
@@ -86,7 +106,7 @@ def tandem_server(request, tmp_path):
         "--data-dir", str(data_dir),
         "--store", "memory",
         "--node", "e2e",
-    ]
+    ] + extra_args
     with open(stderr_path, "wb") as stderr_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file,
@@ -99,7 +119,9 @@ def tandem_server(request, tmp_path):
             text = stderr_path.read_text(errors="replace")
             serving = SERVING.search(text)
             key = API_KEY.search(text)
-            if serving and key:
+            turn = TURN_LISTEN.search(text)
+            turns = TURNS_LISTEN.search(text)
+            if serving and key and (not extra_args or (turn and turns)):
                 break
             if process.poll() is not None:
                 raise RuntimeError(f"tandem serve exited with {process.returncode} before serving")
@@ -108,7 +130,8 @@ def tandem_server(request, tmp_path):
             time.sleep(0.05)
         server = TandemServer(
             process=process, data_dir=data_dir, stderr_path=stderr_path,
-            host=serving["host"], port=int(serving["port"]), api_key=key["key"])
+            host=serving["host"], port=int(serving["port"]), api_key=key["key"],
+            turn_port=int(turn["port"]) if turn else None, turns_port=int(turns["port"]) if turns else None)
         assert server.host == "127.0.0.1", f"dev server must listen on loopback, not {server.host}"
         assert server.port != 0
         assert server.ca_path.is_file(), f"no development CA at {server.ca_path}"

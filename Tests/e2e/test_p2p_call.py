@@ -13,7 +13,8 @@ import secrets
 import urllib.request
 from dataclasses import dataclass, field
 
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription)
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from av import VideoFrame
 from websockets.asyncio.client import connect
@@ -135,26 +136,31 @@ def loopback_only(sdp: str) -> tuple[str, int]:
     return "\r\n".join(kept), dropped
 
 
-def assert_loopback_sdp(sdp: str, who: str) -> None:
+def assert_loopback_sdp(sdp: str, who: str, relay: bool = False) -> None:
+    """Only 127.0.0.1 candidates: host ones for a direct call, relayed ones (from our TURN) for a relay call."""
     addresses = candidate_addresses(sdp)
     assert addresses, f"{who}: SDP carries no candidates:\n{sdp}"
     assert all(a == "127.0.0.1" for a in addresses), f"{who}: non-loopback candidates {addresses}"
-    assert " typ srflx" not in sdp and " typ relay" not in sdp, f"{who}: server candidates in SDP"
+    types = [line.split()[7] for line in sdp.splitlines() if line.startswith("a=candidate:")]
+    assert set(types) == {"relay" if relay else "host"}, f"{who}: candidate types {types}"
 
 
 def nominated_pairs(pc: RTCPeerConnection) -> list[tuple[tuple, tuple]]:
+    return [(pair.local_addr, pair.remote_addr) for pair in nominated(pc)]
+
+
+def nominated(pc: RTCPeerConnection) -> list:
     pairs = []
     for transceiver in pc.getTransceivers():
         ice = transceiver.sender.transport.transport
-        for pair in ice._connection._nominated.values():
-            pairs.append((pair.local_addr, pair.remote_addr))
+        pairs.extend(ice._connection._nominated.values())
     return pairs
 
 
 # --- one peer --------------------------------------------------------------------------------------
 
 class Peer:
-    def __init__(self, name: str, session: str, server, luma: int, hz: float) -> None:
+    def __init__(self, name: str, session: str, server, luma: int, hz: float, turn_transport: str | None = None) -> None:
         self.name = name
         self.session = session
         self.server = server
@@ -176,12 +182,17 @@ class Peer:
         self.received = Received()
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # With a TURN transport, the call may use relayed candidates only, from the ICE servers in welcome.
+        self.turn_transport = turn_transport
         self.video = FlatVideoTrack(luma)
         self.audio = ToneAudioTrack(hz)
+        self.tasks: list = []
+        self.make_pc(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+    def make_pc(self, configuration: RTCConfiguration) -> None:
+        self.pc = RTCPeerConnection(configuration)
         self.pc.addTrack(self.audio)
         self.pc.addTrack(self.video)
-        self.tasks: list = []
 
         @self.pc.on("connectionstatechange")
         def _state() -> None:
@@ -209,6 +220,16 @@ class Peer:
         self.participant = welcome["participant"]
         self.epoch = welcome["provider"]["epoch"]
         self.polite = welcome["provider"]["polite"]
+        if self.turn_transport:
+            servers = []
+            for entry in welcome["provider"]["iceServers"]:
+                urls = [u for u in entry["urls"] if u.startswith("turn:") and u.endswith("transport=" + self.turn_transport)]
+                if urls:
+                    servers.append(RTCIceServer(urls=urls, username=entry["username"], credential=entry["credential"]))
+            assert servers, f"{self.name}: no {self.turn_transport} TURN server in welcome {welcome['provider']}"
+            await self.pc.close()
+            self.make_pc(RTCConfiguration(
+                iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.tasks.append(asyncio.ensure_future(self.read_loop()))
         for peer in welcome["peers"]:
             await self.saw_peer(peer["id"])
@@ -219,7 +240,7 @@ class Peer:
         if not self.polite and not self.offered:
             self.offered = True
             await self.pc.setLocalDescription(await self.pc.createOffer())
-            assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} offer")
+            assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} offer", relay=bool(self.turn_transport))
             await self.signal("offer", self.pc.localDescription.sdp)
 
     async def signal(self, kind: str, sdp: str) -> None:
@@ -238,7 +259,7 @@ class Peer:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         if kind == "offer":
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-            assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} answer")
+            assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} answer", relay=bool(self.turn_transport))
             await self.signal("answer", self.pc.localDescription.sdp)
 
     async def read_loop(self) -> None:
