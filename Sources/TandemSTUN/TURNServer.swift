@@ -125,16 +125,30 @@ public struct TURNServer: Sendable {
             counters.dropped += 1
             return .drop
         }
-        if policy.bandwidthLimit > 0 {
-            guard a.budgetToPeers >= length else {
-                counters.dropped += 1
-                return .drop
-            }
-            allocations[id]!.budgetToPeers -= length
-        }
-        counters.packetsToPeers += 1
-        counters.bytesToPeers += length
+        guard spend(length, of: id, toPeer: true) else { return .drop }
         return .peer(id, channel.peer)
+    }
+
+    /// Charges `length` bytes to the allocation's bandwidth budget and counts them; false (and counted
+    /// as dropped) when the budget is spent.
+    @inline(__always)
+    private mutating func spend(_ length: Int, of id: AllocationID, toPeer: Bool) -> Bool {
+        if policy.bandwidthLimit > 0 {
+            let budget = toPeer ? allocations[id]!.budgetToPeers : allocations[id]!.budgetToClient
+            guard budget >= length else {
+                counters.dropped += 1
+                return false
+            }
+            if toPeer { allocations[id]!.budgetToPeers -= length } else { allocations[id]!.budgetToClient -= length }
+        }
+        if toPeer {
+            counters.packetsToPeers += 1
+            counters.bytesToPeers += length
+        } else {
+            counters.packetsToClients += 1
+            counters.bytesToClients += length
+        }
+        return true
     }
 
     /// Routes a datagram that reached an allocation's relay socket from `peer`.
@@ -143,15 +157,7 @@ public struct TURNServer: Sendable {
             counters.dropped += 1
             return .drop
         }
-        if policy.bandwidthLimit > 0 {
-            guard a.budgetToClient >= length else {
-                counters.dropped += 1
-                return .drop
-            }
-            allocations[id]!.budgetToClient -= length
-        }
-        counters.packetsToClients += 1
-        counters.bytesToClients += length
+        guard spend(length, of: id, toPeer: false) else { return .drop }
         if let number = a.channelByPeer[peer] { return .channel(number, a.client) }
         return .dataIndication(a.client)
     }
@@ -252,15 +258,7 @@ public struct TURNServer: Sendable {
             counters.dropped += 1
             return []
         }
-        if policy.bandwidthLimit > 0 {
-            guard a.budgetToPeers >= data.count else {
-                counters.dropped += 1
-                return []
-            }
-            allocations[id]!.budgetToPeers -= data.count
-        }
-        counters.packetsToPeers += 1
-        counters.bytesToPeers += data.count
+        guard spend(data.count, of: id, toPeer: true) else { return [] }
         return [.sendToPeer(id, peer, Array(data))]
     }
 
