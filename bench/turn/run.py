@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import resource
+import selectors
 import shutil
 import signal
 import subprocess
@@ -154,12 +155,18 @@ def allocations(ns, pid, count):
     process = ns.popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     connected = None
     deadline = t0 + 120
-    for line in process.stdout:
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    # Wait (never past the deadline) for uclient to report its allocations done and its packets sent.
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        line = process.stdout.readline()
+        if not line:
+            break
         if "Total connect time" in line and connected is None:
             connected = time.monotonic()
         if "tot_send_msgs=" in line and connected is not None:
-            break
-        if time.monotonic() > deadline:
             break
     time.sleep(1)
     rss1 = rss_kb(pid)
