@@ -8,12 +8,6 @@ public enum TURNFraming {
     @inline(__always)
     public static func isChannelData(firstByte: UInt8) -> Bool { firstByte & 0xC0 == 0x40 }
 
-    /// The 4-byte ChannelData header.
-    @inline(__always)
-    public static func channelHeader(number: UInt16, length: Int) -> (UInt8, UInt8, UInt8, UInt8) {
-        (UInt8(number >> 8), UInt8(number & 0xFF), UInt8(length >> 8), UInt8(length & 0xFF))
-    }
-
     public enum Frame: Equatable, Sendable {
         /// A whole STUN message or ChannelData message of this many bytes, padding included.
         case complete(Int)

@@ -109,17 +109,9 @@ public struct STUNMessage: Sendable {
         let s = value.startIndex
         let family = value[s + 1]
         let port = (UInt16(value[s + 2]) << 8 | UInt16(value[s + 3])) ^ 0x2112
-        let mask = xorMask(transactionID)
-        switch (family, value.count) {
-        case (0x01, 8):
-            let raw = zip(value[(s + 4)...], mask).map { $0 ^ $1 }
-            return IPAddress(bytes: raw).map { TransportAddress(ip: $0, port: port) }
-        case (0x02, 20):
-            let raw = zip(value[(s + 4)...], mask).map { $0 ^ $1 }
-            return IPAddress(bytes: raw).map { TransportAddress(ip: $0, port: port) }
-        default:
-            return nil
-        }
+        guard (family == 0x01 && value.count == 8) || (family == 0x02 && value.count == 20) else { return nil }
+        let raw = zip(value[(s + 4)...], xorMask(transactionID)).map { $0 ^ $1 }
+        return IPAddress(bytes: raw).map { TransportAddress(ip: $0, port: port) }
     }
 
     /// Unknown comprehension-required attributes, for a 420 answer.

@@ -79,11 +79,6 @@ public struct TURNServer: Sendable {
     public var permissionCount: Int { allocations.values.reduce(0) { $0 + $1.permissions.count } }
     public var channelCount: Int { allocations.values.reduce(0) { $0 + $1.channels.count } }
 
-    /// The relayed addresses of the client's allocation, if it has one.
-    public func relayedAddresses(of client: ClientID) -> [TransportAddress] {
-        byClient[client].flatMap { allocations[$0]?.relayed } ?? []
-    }
-
     // MARK: Time
 
     /// Sets the clock without expiring anything, for messages that arrive between ticks.
@@ -96,50 +91,75 @@ public struct TURNServer: Sendable {
         let t = time.monotonic
         allocateCounts.removeAll(keepingCapacity: true)
         resources.expireReservations(now: t)
-        var actions: [Action] = []
-        for id in Array(allocations.keys) {
-            guard var a = allocations[id] else { continue }
-            if a.expiry < t {
-                actions += end(id)
-                continue
+        var expired: [AllocationID] = []
+        var i = allocations.startIndex
+        while i != allocations.endIndex {
+            // In place: an allocation is a large value, and most ticks change nothing in it.
+            if allocations.values[i].expiry < t {
+                expired.append(allocations.values[i].id)
+            } else {
+                Self.expireEntries(&allocations.values[i], now: t, budget: policy.bandwidthLimit)
             }
-            a.permissions = a.permissions.filter { $0.value >= t }
-            for (number, channel) in a.channels where channel.expiry < t {
-                a.channels[number] = nil
-                a.channelByPeer[channel.peer] = nil
-            }
-            a.budgetToPeers = policy.bandwidthLimit
-            a.budgetToClient = policy.bandwidthLimit
-            allocations[id] = a
+            allocations.formIndex(after: &i)
         }
-        return actions
+        return expired.flatMap { end($0) }
+    }
+
+    private static func expireEntries(_ a: inout Allocation, now t: Double, budget: Int) {
+        if a.permissions.values.contains(where: { $0 < t }) { a.permissions = a.permissions.filter { $0.value >= t } }
+        for (number, channel) in a.channels where channel.expiry < t {
+            a.channels[number] = nil
+            a.channelByPeer[channel.peer] = nil
+        }
+        a.budgetToPeers = budget
+        a.budgetToClient = budget
     }
 
     // MARK: Packet path
 
     /// Routes a ChannelData message's payload; `length` counts for the bandwidth cap and counters.
+    /// The allocation is read and charged in place through its index: copying it per packet would
+    /// retain and release every one of its fields.
     public mutating func routeChannelData(_ number: UInt16, length: Int, from client: ClientID) -> ClientRoute {
-        guard let id = byClient[client], let a = allocations[id], let channel = a.channels[number],
-            let expiry = a.permissions[channel.peer.ip], expiry >= now.monotonic
+        guard let id = byClient[client], let i = allocations.index(forKey: id),
+            let peer = allocations.values[i].channels[number]?.peer, permits(peer, at: i),
+            spend(length, at: i, toPeer: true)
         else {
             counters.dropped += 1
             return .drop
         }
-        guard spend(length, of: id, toPeer: true) else { return .drop }
-        return .peer(id, channel.peer)
+        return .peer(id, peer)
     }
 
-    /// Charges `length` bytes to the allocation's bandwidth budget and counts them; false (and counted
-    /// as dropped) when the budget is spent.
+    /// Routes a datagram that reached an allocation's relay socket from `peer`.
+    public mutating func routePeerData(to id: AllocationID, from peer: TransportAddress, length: Int) -> PeerRoute {
+        guard let i = allocations.index(forKey: id), permits(peer, at: i), spend(length, at: i, toPeer: false) else {
+            counters.dropped += 1
+            return .drop
+        }
+        let client = allocations.values[i].client
+        if let number = allocations.values[i].channelByPeer[peer] { return .channel(number, client) }
+        return .dataIndication(client)
+    }
+
     @inline(__always)
-    private mutating func spend(_ length: Int, of id: AllocationID, toPeer: Bool) -> Bool {
+    private func permits(_ peer: TransportAddress, at i: Dictionary<AllocationID, Allocation>.Index) -> Bool {
+        guard let expiry = allocations.values[i].permissions[peer.ip] else { return false }
+        return expiry >= now.monotonic
+    }
+
+    /// Charges `length` bytes to the allocation's bandwidth budget and counts them; false when the
+    /// budget is spent.
+    @inline(__always)
+    private mutating func spend(_ length: Int, at i: Dictionary<AllocationID, Allocation>.Index, toPeer: Bool) -> Bool {
         if policy.bandwidthLimit > 0 {
-            let budget = toPeer ? allocations[id]!.budgetToPeers : allocations[id]!.budgetToClient
-            guard budget >= length else {
-                counters.dropped += 1
-                return false
+            if toPeer {
+                guard allocations.values[i].budgetToPeers >= length else { return false }
+                allocations.values[i].budgetToPeers -= length
+            } else {
+                guard allocations.values[i].budgetToClient >= length else { return false }
+                allocations.values[i].budgetToClient -= length
             }
-            if toPeer { allocations[id]!.budgetToPeers -= length } else { allocations[id]!.budgetToClient -= length }
         }
         if toPeer {
             counters.packetsToPeers += 1
@@ -149,17 +169,6 @@ public struct TURNServer: Sendable {
             counters.bytesToClients += length
         }
         return true
-    }
-
-    /// Routes a datagram that reached an allocation's relay socket from `peer`.
-    public mutating func routePeerData(to id: AllocationID, from peer: TransportAddress, length: Int) -> PeerRoute {
-        guard let a = allocations[id], let expiry = a.permissions[peer.ip], expiry >= now.monotonic else {
-            counters.dropped += 1
-            return .drop
-        }
-        guard spend(length, of: id, toPeer: false) else { return .drop }
-        if let number = a.channelByPeer[peer] { return .channel(number, a.client) }
-        return .dataIndication(a.client)
     }
 
     /// The client's end of the connection went away (TCP, TLS): its allocation ends with it.
@@ -196,10 +205,8 @@ public struct TURNServer: Sendable {
         for address in a.relayed { resources.returnPort(address.port) }
         if let token = a.reservationToken { resources.cancel(token: token) }
         a.reservationToken = nil
-        let evenPort = a.request.value(STUNAttribute.evenPort)
-        let reserve = evenPort.map { ($0.first ?? 0) & 0x80 != 0 } ?? false
         if attempt < 3, a.request.value(STUNAttribute.reservationToken) == nil,
-            let ports = takePorts(count: a.relayed.count, even: evenPort != nil, reserve: reserve)
+            let ports = takePorts(count: a.relayed.count, for: a.request)
         {
             a.relayed = zip(a.relayed, ports.ports).map { TransportAddress(ip: $0.ip, port: $1) }
             a.reservationToken = ports.token
@@ -210,9 +217,7 @@ public struct TURNServer: Sendable {
         a.relayed = []
         allocations[id] = a
         let reply = errorResponse(a.request, .insufficientCapacity, key: a.key, sha256: a.sha256Integrity)
-        let actions = removeAllocation(id, closeSockets: false) + [.reply(reply, to: a.client)]
-        countErrors(actions)
-        return actions
+        return removeAllocation(id, closeSockets: false) + [.reply(reply, to: a.client)]
     }
 
     // MARK: Messages
@@ -221,12 +226,6 @@ public struct TURNServer: Sendable {
     /// so that the server never reflects garbage.
     public mutating func receive(_ bytes: [UInt8], from client: ClientID) -> [Action] {
         guard let message = try? STUNMessage(parsing: bytes) else { return [] }
-        let actions = handle(message, from: client)
-        countErrors(actions)
-        return actions
-    }
-
-    private mutating func handle(_ message: STUNMessage, from client: ClientID) -> [Action] {
         switch (message.messageClass, message.method) {
         case (.request, .binding):
             return [.reply(bindingResponse(message, client), to: client)]
@@ -241,7 +240,7 @@ public struct TURNServer: Sendable {
         }
     }
 
-    private func bindingResponse(_ request: STUNMessage, _ client: ClientID) -> [UInt8] {
+    private mutating func bindingResponse(_ request: STUNMessage, _ client: ClientID) -> [UInt8] {
         let unknown = request.unknownRequiredAttributes(known: Self.knownAttributes)
         if !unknown.isEmpty { return errorResponse(request, .unknownAttribute, unknown: unknown) }
         var b = STUNMessageBuilder(answering: request, class: .success)
@@ -251,14 +250,13 @@ public struct TURNServer: Sendable {
     }
 
     private mutating func sendIndication(_ message: STUNMessage, from client: ClientID) -> [Action] {
-        guard let id = byClient[client], let a = allocations[id], case .active = a.phase,
+        guard let id = byClient[client], let i = allocations.index(forKey: id), case .active = allocations.values[i].phase,
             let peer = message.xorAddress(STUNAttribute.xorPeerAddress), let data = message.value(STUNAttribute.data),
-            let expiry = a.permissions[peer.ip], expiry >= now.monotonic
+            permits(peer, at: i), spend(data.count, at: i, toPeer: true)
         else {
             counters.dropped += 1
             return []
         }
-        guard spend(data.count, of: id, toPeer: true) else { return [] }
         return [.sendToPeer(id, peer, Array(data))]
     }
 
@@ -304,7 +302,7 @@ public struct TURNServer: Sendable {
         case failure([UInt8])
     }
 
-    private func authenticate(_ m: STUNMessage, client: ClientID) -> AuthResult {
+    private mutating func authenticate(_ m: STUNMessage, client: ClientID) -> AuthResult {
         guard m.hasIntegrity else { return .failure(challenge(m, .unauthorized, client)) }
         guard let username = m.string(STUNAttribute.username), let realm = m.string(STUNAttribute.realm),
             let nonce = m.string(STUNAttribute.nonce)
@@ -339,7 +337,8 @@ public struct TURNServer: Sendable {
     }
 
     /// A 401 or 438 that carries what the client needs to try again, and nothing more.
-    private func challenge(_ request: STUNMessage, _ code: STUNErrorCode, _ client: ClientID, reason: String? = nil) -> [UInt8] {
+    private mutating func challenge(_ request: STUNMessage, _ code: STUNErrorCode, _ client: ClientID, reason: String? = nil) -> [UInt8] {
+        counters.errorsByCode[code.rawValue, default: 0] += 1
         var b = STUNMessageBuilder(answering: request, class: .error)
         b.appendError(code, reason: reason)
         b.append(STUNAttribute.realm, string: policy.realm)
@@ -404,8 +403,7 @@ public struct TURNServer: Sendable {
             }
             ports = [port]
         } else {
-            let reserve = evenPort.map { $0[$0.startIndex] & 0x80 != 0 } ?? false
-            guard let taken = takePorts(count: ips.count, even: evenPort != nil, reserve: reserve) else {
+            guard let taken = takePorts(count: ips.count, for: m) else {
                 resources.release(identity: c.identity)
                 return fail(.insufficientCapacity)
             }
@@ -429,7 +427,11 @@ public struct TURNServer: Sendable {
         return [.openRelay(id, a.relayed)]
     }
 
-    private func takePorts(count: Int, even: Bool, reserve: Bool) -> (ports: [UInt16], token: UInt64?)? {
+    /// Ports for an Allocate: the first even, and its successor reserved, when EVEN-PORT asks (R bit).
+    private func takePorts(count: Int, for request: STUNMessage) -> (ports: [UInt16], token: UInt64?)? {
+        let evenPort = request.value(STUNAttribute.evenPort)
+        let even = evenPort != nil
+        let reserve = evenPort.map { ($0.first ?? 0) & 0x80 != 0 } ?? false
         var ports: [UInt16] = []
         var token: UInt64?
         for i in 0..<count {
@@ -546,23 +548,17 @@ public struct TURNServer: Sendable {
         return b.bytes
     }
 
-    private func errorResponse(_ request: STUNMessage, _ code: STUNErrorCode, reason: String? = nil, key: [UInt8]? = nil,
+    /// An error response, counted by code for `/metrics`.
+    private mutating func errorResponse(_ request: STUNMessage, _ code: STUNErrorCode, reason: String? = nil, key: [UInt8]? = nil,
         sha256: Bool = false, unknown: [UInt16] = []) -> [UInt8]
     {
+        counters.errorsByCode[code.rawValue, default: 0] += 1
         var b = STUNMessageBuilder(answering: request, class: .error)
         b.appendError(code, reason: reason)
         if !unknown.isEmpty { b.appendUnknownAttributes(unknown) }
         if let key { return sign(&b, key: key, sha256: sha256, fingerprint: request.hasFingerprint) }
         if request.hasFingerprint { b.appendFingerprint() }
         return b.bytes
-    }
-
-    private mutating func countErrors(_ actions: [Action]) {
-        for case .reply(let bytes, _) in actions where bytes.count >= 28 && bytes[1] & 0x10 != 0 && bytes[0] & 0x01 != 0 {
-            // An error response: ERROR-CODE comes first in every one this server writes.
-            guard bytes[20] == 0x00, bytes[21] == 0x09 else { continue }
-            counters.errorsByCode[Int(bytes[26] & 0x07) * 100 + Int(bytes[27]), default: 0] += 1
-        }
     }
 
     /// Comprehension-required attributes this server understands (or may safely ignore).

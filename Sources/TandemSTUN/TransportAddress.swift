@@ -11,12 +11,6 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     public var low: UInt64
     public var isV6: Bool
 
-    public init(v4 bytes: (UInt8, UInt8, UInt8, UInt8)) {
-        high = 0
-        low = UInt64(bytes.0) << 24 | UInt64(bytes.1) << 16 | UInt64(bytes.2) << 8 | UInt64(bytes.3)
-        isV6 = false
-    }
-
     public init(v4 value: UInt32) {
         high = 0
         low = UInt64(value)

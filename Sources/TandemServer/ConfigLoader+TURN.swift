@@ -29,6 +29,13 @@ extension ConfigLoader {
         }
     }
 
+    func ips(_ key: String) throws -> [IPAddress] {
+        try list(key).map { item in
+            guard let ip = IPAddress(item) else { throw SetupError("\(key) takes an IP address, not \"\(item)\"") }
+            return ip
+        }
+    }
+
     /// The TURN settings, or nil when neither our own TURN nor external TURN URLs are configured.
     func turnSettings(dev: Bool, tls: TLSSetting, notes: inout [String]) throws -> TURNSettings? {
         let listen = try addresses("turn-listen")
@@ -37,46 +44,44 @@ extension ConfigLoader {
         for url in external where !(url.hasPrefix("turn:") || url.hasPrefix("turns:") || url.hasPrefix("stun:")) {
             throw SetupError("turn-urls takes turn:, turns: and stun: URLs, not \"\(url)\"")
         }
-        let ownKeys = Self.turnKeys.filter { $0 != "turn-listen" && $0 != "turns-listen" && $0 != "turn-urls" && $0 != "turn-secret" }
-        guard !listen.isEmpty || !tlsListen.isEmpty || !external.isEmpty else {
-            if let stray = ownKeys.first(where: { text($0) != nil }) ?? (text("turn-secret") != nil ? "turn-secret" : nil) {
+        let serves = !listen.isEmpty || !tlsListen.isEmpty
+        guard serves || !external.isEmpty else {
+            if let stray = Self.turnKeys.first(where: { text($0) != nil }) {
                 throw SetupError("\(stray) needs --turn-listen, --turns-listen or --turn-urls")
             }
             return nil
         }
         if !tlsListen.isEmpty, tls == .disabled { throw SetupError("turns-listen needs the TLS certificate (--tls-cert and --tls-key)") }
 
-        var secret = text("turn-secret")
-        if secret == nil {
+        let secret: String
+        if let given = text("turn-secret") {
+            secret = given
+        } else {
             guard dev, external.isEmpty else { throw SetupError("give --turn-secret: TURN credentials are signed with it") }
             secret = Self.randomSecret()
             notes.append("TURN credentials are signed with a secret made for this run; give --turn-secret to share it with other TURN servers")
         }
-        let firstIP = (listen + tlsListen).first?.ip
-        let specific = firstIP.flatMap { ip in ip == IPAddress("0.0.0.0") || ip == IPAddress("::") ? nil : ip }
-        guard let publicHost = text("turn-public-host") ?? specific?.description ?? (listen.isEmpty && tlsListen.isEmpty ? "" : nil) else {
+        // A specific listening address doubles as the public host and the relay address.
+        let specific = (listen + tlsListen).first.map(\.ip).flatMap { $0 == IPAddress("0.0.0.0") || $0 == IPAddress("::") ? nil : $0 }
+        let publicHost = text("turn-public-host") ?? specific?.description
+        if serves, publicHost == nil {
             throw SetupError("give --turn-public-host: TURN listens on every address, so clients need to be told which one to use")
         }
-        var settings = TURNSettings(secret: secret!, publicHost: publicHost)
+        var settings = TURNSettings(secret: secret, publicHost: publicHost ?? "")
         settings.externalURLs = external
         if let ttl = try integer("turn-credential-ttl", in: 60...31_536_000) { settings.credentialTTL = .seconds(ttl) }
 
-        var service = TURNServiceConfiguration()
-        service.listen = listen
-        service.tlsListen = tlsListen
-        var policy = TURNPolicy()
-        policy.secrets = [secret!]
+        settings.service.listen = listen
+        settings.service.tlsListen = tlsListen
+        var policy = settings.service.policy
         if let realm = text("turn-realm") {
             guard !realm.isEmpty, realm.utf8.count <= 127 else { throw SetupError("turn-realm must be 1 to 127 bytes") }
             policy.realm = realm
         }
-        let relayIPs = try list("turn-relay-ip").map { item in
-            guard let ip = IPAddress(item) else { throw SetupError("turn-relay-ip takes an IP address, not \"\(item)\"") }
-            return ip
-        }
+        let relayIPs = try ips("turn-relay-ip")
         let relays = relayIPs.isEmpty ? specific.map { [$0] } ?? [] : relayIPs
-        if service.listen.isEmpty == false || service.tlsListen.isEmpty == false {
-            guard !relays.isEmpty else { throw SetupError("give --turn-relay-ip: TURN listens on every address, so relayed addresses need one") }
+        if serves, relays.isEmpty {
+            throw SetupError("give --turn-relay-ip: TURN listens on every address, so relayed addresses need one")
         }
         for ip in relays {
             if ip.isV6 {
@@ -87,8 +92,7 @@ extension ConfigLoader {
                 policy.relayIPv4 = ip
             }
         }
-        for item in list("turn-external-ip") {
-            guard let ip = IPAddress(item) else { throw SetupError("turn-external-ip takes an IP address, not \"\(item)\"") }
+        for ip in try ips("turn-external-ip") {
             if ip.isV6 { policy.externalIPv6 = ip } else { policy.externalIPv4 = ip }
         }
         var allow = try prefixes("turn-allow-peers")
@@ -96,19 +100,18 @@ extension ConfigLoader {
         policy.peerFilter = PeerFilter(allow: allow, deny: try prefixes("turn-deny-peers"))
         if let v = try integer("turn-max-bps", in: 0...1_000_000_000) { policy.bandwidthLimit = v }
         if let v = try integer("turn-allocate-rate", in: 0...1_000_000) { policy.allocateRatePerSource = v }
-        service.policy = policy
+        settings.service.policy = policy
 
         if let ports = text("turn-relay-ports") {
             let parts = ports.split(separator: "-").compactMap { UInt16($0.trimmingCharacters(in: .whitespaces)) }
             guard parts.count == 2, parts[0] >= 1024, parts[0] < parts[1] else {
                 throw SetupError("turn-relay-ports must be LOW-HIGH with 1024 <= LOW < HIGH <= 65535, not \"\(ports)\"")
             }
-            service.limits.ports = parts[0]...parts[1]
+            settings.service.limits.ports = parts[0]...parts[1]
         }
-        if let v = try integer("turn-user-quota", in: 0...1_000_000) { service.limits.perIdentity = v }
-        if let v = try integer("turn-total-quota", in: 0...1_000_000) { service.limits.total = v }
-        if let v = try integer("turn-threads", in: 1...256) { service.threads = v }
-        settings.service = service
+        if let v = try integer("turn-user-quota", in: 0...1_000_000) { settings.service.limits.perIdentity = v }
+        if let v = try integer("turn-total-quota", in: 0...1_000_000) { settings.service.limits.total = v }
+        if let v = try integer("turn-threads", in: 1...256) { settings.service.threads = v }
         return settings
     }
 }

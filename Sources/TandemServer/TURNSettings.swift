@@ -8,18 +8,20 @@ import TandemTURN
 /// server (coturn) that shares the secret.
 public struct TURNSettings: Sendable {
     public var service = TURNServiceConfiguration()
-    /// The REST scheme's shared secret.
-    public var secret: String
     /// The host name or address clients reach TURN at.
     public var publicHost: String
     public var credentialTTL: Duration = .seconds(86_400)
     /// `turn:`/`turns:`/`stun:` URLs of external servers that share `secret`.
     public var externalURLs: [String] = []
 
+    /// `secret` is the REST scheme's shared secret; it becomes the service's first (minting) secret.
     public init(secret: String, publicHost: String) {
-        self.secret = secret
+        service.policy.secrets = [secret]
         self.publicHost = publicHost
     }
+
+    /// The secret credentials are minted with: the first of the service's, which verifies them too.
+    public var secret: String { service.policy.secrets[0] }
 
     /// True when this process runs the TURN service itself.
     public var runsService: Bool { !service.listen.isEmpty || !service.tlsListen.isEmpty }

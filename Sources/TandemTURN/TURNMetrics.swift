@@ -1,4 +1,5 @@
 import Metrics
+import TandemSTUN
 import Synchronization
 
 /// The TURN service's figures in `/metrics`. Shards count without locks and add their deltas here
@@ -17,16 +18,14 @@ public final class TURNMetrics: Sendable {
 
     public init() {}
 
-    func add(created c: Int, packetsToPeers pp: Int, bytesToPeers bp: Int, packetsToClients pc: Int, bytesToClients bc: Int,
-        dropped d: Int, errors: [Int: Int])
-    {
-        if c > 0 { created.increment(by: c) }
-        if pp > 0 { packetsToPeers.increment(by: pp) }
-        if bp > 0 { bytesToPeers.increment(by: bp) }
-        if pc > 0 { packetsToClients.increment(by: pc) }
-        if bc > 0 { bytesToClients.increment(by: bc) }
-        if d > 0 { dropped.increment(by: d) }
-        for (code, n) in errors where n > 0 {
+    func add(_ c: TURNCounters) {
+        if c.allocationsCreated > 0 { created.increment(by: c.allocationsCreated) }
+        if c.packetsToPeers > 0 { packetsToPeers.increment(by: c.packetsToPeers) }
+        if c.bytesToPeers > 0 { bytesToPeers.increment(by: c.bytesToPeers) }
+        if c.packetsToClients > 0 { packetsToClients.increment(by: c.packetsToClients) }
+        if c.bytesToClients > 0 { bytesToClients.increment(by: c.bytesToClients) }
+        if c.dropped > 0 { dropped.increment(by: c.dropped) }
+        for (code, n) in c.errorsByCode where n > 0 {
             Counter(label: "tandem_turn_errors_total", dimensions: [("code", String(code))]).increment(by: n)
         }
     }

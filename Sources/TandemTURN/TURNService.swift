@@ -67,6 +67,11 @@ public final class TURNService: Service, Sendable {
             try await loop.submit { shard.start() }.get()
         }
         var servers: [any Channel] = []
+        func shutDown() async {
+            for channel in servers { try? await channel.close() }
+            for shard in shards { try? await shard.loop.flatSubmit { shard.close() }.get() }
+            try? await group.shutdownGracefully()
+        }
         do {
             var udp: [TransportAddress] = []
             for (i, address) in configuration.listen.enumerated() {
@@ -89,17 +94,11 @@ public final class TURNService: Service, Sendable {
             }
             onListening(udp, tls)
         } catch {
-            for channel in servers { try? await channel.close() }
-            for shard in shards { try? await shard.loop.flatSubmit { shard.close() }.get() }
-            try? await group.shutdownGracefully()
+            await shutDown()
             throw error
         }
-
         try? await gracefulShutdown()
-
-        for channel in servers { try? await channel.close() }
-        for shard in shards { try? await shard.loop.flatSubmit { shard.close() }.get() }
-        try? await group.shutdownGracefully()
+        await shutDown()
     }
 
     private func shardMap(_ shards: [TURNShard]) -> [ObjectIdentifier: TURNShard] {

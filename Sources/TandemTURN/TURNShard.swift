@@ -22,7 +22,6 @@ final class TURNShard: @unchecked Sendable {
     var relays: [AllocationID: [any Channel]] = [:]
     var nextStreamEndpoint: UInt32 = 1 << 20
     var dirty: [any Channel] = []
-    var published = TURNCounters()
     var tickTask: RepeatedTask?
     var closing = false
 
@@ -43,7 +42,7 @@ final class TURNShard: @unchecked Sendable {
     // MARK: From clients
 
     /// A datagram or stream frame from a client.
-    func clientBytes(_ buffer: inout ByteBuffer, from client: ClientID, stream: Bool) {
+    func clientBytes(_ buffer: inout ByteBuffer, from client: ClientID) {
         guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
         if TURNFraming.isChannelData(firstByte: first) {
             guard let number = buffer.readInteger(as: UInt16.self), let length = buffer.readInteger(as: UInt16.self),
@@ -198,16 +197,12 @@ final class TURNShard: @unchecked Sendable {
         publish()
     }
 
+    /// Hands this second's counts to `/metrics` and starts counting afresh.
     func publish() {
         let c = server.counters
-        metrics.add(
-            created: c.allocationsCreated - published.allocationsCreated,
-            packetsToPeers: c.packetsToPeers - published.packetsToPeers, bytesToPeers: c.bytesToPeers - published.bytesToPeers,
-            packetsToClients: c.packetsToClients - published.packetsToClients, bytesToClients: c.bytesToClients - published.bytesToClients,
-            dropped: c.dropped - published.dropped,
-            errors: c.errorsByCode.reduce(into: [:]) { $0[$1.key] = $1.value - (published.errorsByCode[$1.key] ?? 0) })
+        server.counters = TURNCounters()
+        metrics.add(c)
         metrics.setGauges(shard: index, allocations: server.allocationCount, permissions: server.permissionCount, channels: server.channelCount)
-        published = c
     }
 
     func close() -> EventLoopFuture<Void> {
@@ -262,7 +257,7 @@ final class DatagramListenerHandler: ChannelInboundHandler, @unchecked Sendable 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var envelope = unwrapInboundIn(data)
         guard let remote = TransportAddress(envelope.remoteAddress) else { return }
-        shard.clientBytes(&envelope.data, from: ClientID(remote: remote, endpoint: endpoint), stream: false)
+        shard.clientBytes(&envelope.data, from: ClientID(remote: remote, endpoint: endpoint))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) { shard.flush() }
@@ -307,7 +302,7 @@ final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let client else { return }
         var frame = unwrapInboundIn(data)
-        shard.clientBytes(&frame, from: client, stream: true)
+        shard.clientBytes(&frame, from: client)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) { shard.flush() }

@@ -331,6 +331,17 @@ struct TURNServerTests {
         #expect(c.errorCode(c.send(&h, .createPermission, [Client.peer("[::1]:9")])) == 443)
     }
 
+    @Test func permissionsPerAllocationAreCapped() {
+        var h = Harness { $0.maxPermissionsPerAllocation = 2 }
+        var c = Client()
+        guard c.allocate(&h) != nil else { Issue.record("no allocation"); return }
+        #expect(c.reply(c.send(&h, .createPermission, [Client.peer("127.0.0.1:1"), Client.peer("127.0.0.2:1")]))?.messageClass == .success)
+        #expect(c.reply(c.send(&h, .createPermission, [Client.peer("127.0.0.1:9")]))?.messageClass == .success)  // a refresh
+        #expect(c.errorCode(c.send(&h, .createPermission, [Client.peer("127.0.0.3:1")])) == 508)
+        #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("127.0.0.4:1")])) == 508)
+        #expect(h.server.permissionCount == 2)
+    }
+
     @Test func channelsBindOnePeerToOneNumberAndCarryData() {
         var h = Harness()
         var c = Client()

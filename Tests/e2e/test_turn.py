@@ -102,6 +102,15 @@ def test_uclient_relays_every_packet(tandem_turn_server, echo_peer, flags):
     assert sent >= 1000 and received == sent and lost == 0, result.stdout[-2000:]
     after = wait_metric(tandem_turn_server, 'tandem_turn_packets_total{direction="to_client"}', before + sent)
     assert after - before >= sent, "the server's counters do not show the relayed packets"
+    if "-t" in flags:
+        # An allocation made over TCP or TLS ends with its connection.
+        left = metric(metrics(tandem_turn_server), "tandem_turn_allocations")
+        for _ in range(50):
+            if left == 0:
+                break
+            time.sleep(0.1)
+            left = metric(metrics(tandem_turn_server), "tandem_turn_allocations")
+        assert left == 0, f"{left} allocations outlived their TCP connections"
 
 
 def test_a_denied_peer_gets_403(tandem_turn_server, echo_peer):
