@@ -34,20 +34,37 @@ final class Connection: Sendable {
         self.maxQueued = maxQueued
     }
 
-    /// Writes a text frame. False when the socket is closing, or when it was too far behind (it is then
-    /// closed).
+    enum SendOutcome: Equatable {
+        case sent
+        /// The socket is closing or gone; the frame stays in the resume log only.
+        case refused
+        /// The socket was too far behind: this frame was refused and the socket is now closed (1008).
+        case closedSlow
+    }
+
+    /// Writes a text frame, unless the socket is closing or too far behind (it is then closed).
     @discardableResult
-    func send(_ frame: [UInt8]) -> Bool {
-        let writable = channel.isWritable
-        let accepted = state.withLockedValue { s -> Bool in
-            guard s.close == nil, !s.finished else { return false }
-            guard !writable else { return true }
-            s.backlog += 1
-            return s.backlog <= maxQueued
+    func send(_ frame: [UInt8]) -> SendOutcome {
+        enum Decision {
+            case write, refuse
+            case overflow(Closer?)
         }
-        guard accepted else {
-            if !writable { close(code: CloseCode.slowConsumer, reason: "too many unread messages") }
-            return false
+        let writable = channel.isWritable
+        let decision = state.withLockedValue { s -> Decision in
+            guard s.close == nil, !s.finished else { return .refuse }
+            guard !writable else { return .write }
+            s.backlog += 1
+            if s.backlog <= maxQueued { return .write }
+            return .overflow(Self.requestClose(&s, code: CloseCode.slowConsumer, reason: "too many unread messages"))
+        }
+        switch decision {
+        case .refuse:
+            return .refused
+        case .overflow(let closer):
+            closer?.resume(returning: (CloseCode.slowConsumer, "too many unread messages"))
+            return .closedSlow
+        case .write:
+            break
         }
         var buffer = channel.allocator.buffer(capacity: frame.count)
         buffer.writeBytes(frame)
@@ -59,17 +76,22 @@ final class Connection: Sendable {
             written.futureResult.whenComplete { [state] _ in state.withLockedValue { $0.backlog -= 1 } }
             channel.writeAndFlush(wsFrame, promise: written)
         }
-        return true
+        return .sent
+    }
+
+    typealias Closer = CheckedContinuation<(code: UInt16, reason: String)?, Never>
+
+    /// Records the first close request; returns the waiting closer to wake, if any.
+    private static func requestClose(_ s: inout State, code: UInt16, reason: String) -> Closer? {
+        guard s.close == nil, !s.finished else { return nil }
+        s.close = (code, reason)
+        defer { s.closer = nil }
+        return s.closer
     }
 
     /// Asks for the socket to be closed with `code` after what was written so far. The first request wins.
     func close(code: UInt16, reason: String) {
-        let closer = state.withLockedValue { s -> CheckedContinuation<(code: UInt16, reason: String)?, Never>? in
-            guard s.close == nil, !s.finished else { return nil }
-            s.close = (code, reason)
-            defer { s.closer = nil }
-            return s.closer
-        }
+        let closer = state.withLockedValue { Self.requestClose(&$0, code: code, reason: reason) }
         closer?.resume(returning: (code, reason))
     }
 
@@ -83,7 +105,7 @@ final class Connection: Sendable {
 
     /// The socket is gone: nothing more is written to it.
     func finish() {
-        let closer = state.withLockedValue { s -> CheckedContinuation<(code: UInt16, reason: String)?, Never>? in
+        let closer = state.withLockedValue { s -> Closer? in
             s.finished = true
             defer { s.closer = nil }
             return s.closer
@@ -93,7 +115,7 @@ final class Connection: Sendable {
 
     /// Waits until a close is asked for; nil when the socket finished first.
     func closeRequested() async -> (code: UInt16, reason: String)? {
-        await withCheckedContinuation { (c: CheckedContinuation<(code: UInt16, reason: String)?, Never>) in
+        await withCheckedContinuation { (c: Closer) in
             let now = state.withLockedValue { s -> (code: UInt16, reason: String)?? in
                 if let close = s.close { return .some(close) }
                 if s.finished { return .some(nil) }

@@ -362,8 +362,8 @@ final class RoomCore {
 
     // MARK: Sending
 
-    /// Frames `message` with the participant's next sequence number, logs it for resume and queues it
-    /// on the participant's socket if it has one.
+    /// Frames `message` with the participant's next sequence number, logs it for resume and writes it
+    /// to the participant's socket if it has one.
     func send(_ id: ParticipantID, _ message: ServerMessage) {
         guard var member = members[id] else { return }
         let seq = member.nextSeq
@@ -373,9 +373,7 @@ final class RoomCore {
         pendingLog.append(LoggedMessage(participant: id, seq: seq, frame: frame))
         hub.metrics.countOut(message.type)
         if case .error(let e) = message { hub.metrics.countError(e.code) }
-        if let connection = member.connection, !connection.send(frame) {
-            hub.metrics.slowConsumers.increment()
-        }
+        if member.connection?.send(frame) == .closedSlow { hub.metrics.slowConsumers.increment() }
     }
 
     func sendError(_ id: ParticipantID, _ error: ProtocolError) {

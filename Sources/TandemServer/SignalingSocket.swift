@@ -7,7 +7,7 @@ import TandemArbiter
 import TandemProtocol
 
 /// Serves one signaling WebSocket: reads and validates client messages, checks the join and its token,
-/// and hands everything after the join to the session's room; writes whatever the room queues.
+/// and hands everything after the join to the session's room, which writes to the socket's `Connection`.
 struct SignalingSocket {
     let hub: SignalingHub
     let connection: Connection
@@ -49,10 +49,12 @@ struct SignalingSocket {
     private func read(_ inbound: WebSocketInboundStream) async {
         var joined = Joined.no
         var limit = SocketRateLimit(rate: hub.config.rateLimitPerSecond, burst: hub.config.rateLimitBurst, now: hub.now())
+        // Set once this reader asked for a close, which a joined socket's room carries out later.
+        var closeAsked = false
         do {
             for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
                 // Closing: what the peer still sends is ignored until the close handshake ends the stream.
-                if connection.isClosing { continue }
+                if closeAsked || connection.isClosing { continue }
                 switch limit.check(now: hub.now()) {
                 case .allow: break
                 case .refuse(let answer):
@@ -60,6 +62,7 @@ struct SignalingSocket {
                     continue
                 case .close:
                     close(CloseCode.rateLimited, "rate limit exceeded repeatedly", joined)
+                    closeAsked = true
                     continue
                 }
                 let bytes: [UInt8]

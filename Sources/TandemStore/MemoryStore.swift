@@ -122,10 +122,7 @@ public final class MemoryStore: SessionStore {
     public func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws {
         state.withLockedValue { s in
             // In place: copying the participant's samples out and back would copy them on every report.
-            s.health[session, default: [:]][sample.participant, default: []].append(sample)
-            if let count = s.health[session]?[sample.participant]?.count, count > Self.keptSamples {
-                s.health[session]?[sample.participant]?.removeFirst(count - Self.keptSamples)
-            }
+            s.health[session, default: [:]][sample.participant, default: []].append(sample, keepingLast: Self.keptSamples)
         }
     }
 
@@ -135,8 +132,7 @@ public final class MemoryStore: SessionStore {
 
     public func recordAlert(_ session: SessionID, _ alert: AlertRecord) async throws {
         state.withLockedValue { s in
-            s.alerts[session, default: []].append(alert)
-            if s.alerts[session]!.count > Self.keptAlerts { s.alerts[session]!.removeFirst() }
+            s.alerts[session, default: []].append(alert, keepingLast: Self.keptAlerts)
         }
     }
 
@@ -182,5 +178,13 @@ public final class MemoryStore: SessionStore {
             }
             return report
         }
+    }
+}
+
+extension Array {
+    /// Appends, then drops the oldest elements beyond `limit`.
+    mutating func append(_ element: Element, keepingLast limit: Int) {
+        append(element)
+        if count > limit { removeFirst(count - limit) }
     }
 }

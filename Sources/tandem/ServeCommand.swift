@@ -70,7 +70,7 @@ struct ServeCommand: AsyncParsableCommand {
     var alertRttMs: String?
     @Option(help: "Loss above which a packet_loss alert is raised, in percent (default 5).")
     var alertLossPct: String?
-    @Option(help: "Jitter above which a report counts towards alerts, in ms (default 50).")
+    @Option(help: "Jitter above which a high_jitter alert is raised, in ms (default 50).")
     var alertJitterMs: String?
     @Option(help: "Bitrate below which a low_bandwidth alert is raised, in kbps (default 150).")
     var alertMinBitrateKbps: String?
@@ -177,7 +177,12 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw fail(error)
         }
-        try await server.application.runService()
+        do {
+            try await server.application.runService()
+        } catch {
+            // A failure while running (a port in use, say) is not a usage error.
+            throw fail(error)
+        }
     }
 }
 

@@ -35,7 +35,7 @@ struct ConnectionTests {
 
     @Test func framesAreTextInOrder() throws {
         let (connection, _, peer) = try make(maxQueued: 4)
-        for text in ["a", "b", "c"] { #expect(connection.send(Array(text.utf8))) }
+        for text in ["a", "b", "c"] { #expect(connection.send(Array(text.utf8)) == .sent) }
         #expect(peer.held.map { String(buffer: $0.0.data) } == ["a", "b", "c"])
         #expect(peer.held.allSatisfy { $0.0.opcode == .text && $0.0.fin })
     }
@@ -43,19 +43,19 @@ struct ConnectionTests {
     @Test func aPeerThatStopsReadingIsClosedWith1008() async throws {
         let (connection, channel, peer) = try make(maxQueued: 3)
         channel.isWritable = false
-        for _ in 0..<3 { #expect(connection.send([1])) }
-        #expect(!connection.send([2]))  // one too many
+        for _ in 0..<3 { #expect(connection.send([1]) == .sent) }
+        #expect(connection.send([2]) == .closedSlow)  // one too many
         #expect(await connection.closeRequested()?.code == CloseCode.slowConsumer)
-        #expect(!connection.send([3]))  // nothing after the close
+        #expect(connection.send([3]) == .refused)  // nothing after the close
         #expect(peer.held.count == 3)
     }
 
     @Test func theBacklogEmptiesWhenThePeerReadsAgain() throws {
         let (connection, channel, peer) = try make(maxQueued: 2)
         channel.isWritable = false
-        #expect(connection.send([1]) && connection.send([2]))
+        #expect(connection.send([1]) == .sent && connection.send([2]) == .sent)
         peer.drain()
-        #expect(connection.send([3]) && connection.send([4]))  // the two waiting were written
+        #expect(connection.send([3]) == .sent && connection.send([4]) == .sent)  // the two waiting were written
         #expect(!connection.isClosing)
     }
 
@@ -67,7 +67,19 @@ struct ConnectionTests {
         let (other, _, _) = try make(maxQueued: 2)
         other.finish()
         #expect(await other.closeRequested() == nil)
-        #expect(!other.send([1]))
+        #expect(other.send([1]) == .refused)
+
+        // A closer already waiting is woken by a close, and by the socket finishing.
+        let (waiting, _, _) = try make(maxQueued: 2)
+        let woken = Task { await waiting.closeRequested() }
+        try await Task.sleep(for: .milliseconds(50))
+        waiting.close(code: 4000, reason: "draining")
+        #expect(await woken.value?.code == 4000)
+        let (gone, _, _) = try make(maxQueued: 2)
+        let ended = Task { await gone.closeRequested() }
+        try await Task.sleep(for: .milliseconds(50))
+        gone.finish()
+        #expect(await ended.value == nil)
     }
 
     @Test func abortDropsTheChannel() throws {
@@ -79,6 +91,6 @@ struct ConnectionTests {
         connection.abort()
         let activeAfter = channel.isActive
         #expect(activeBefore && !activeAfter)
-        #expect(!connection.send([1]))
+        #expect(connection.send([1]) == .refused)
     }
 }

@@ -339,7 +339,10 @@ struct BadInputTests {
             let errors = messages.filter { $0["type"] == .string("error") }
             #expect(errors.first?["code"] == .string("rate_limited"))
             #expect(errors.count < 20)  // refusals are answered at most once a second, not once each
-            #expect(messages.filter { $0["type"] == .string("pong") }.count <= 6)
+            // The burst (5, less the join's token) is answered before the close, which goes through the
+            // room after them; nothing past the burst is.
+            let pongs = messages.filter { $0["type"] == .string("pong") }.count
+            #expect(pongs >= 4 && pongs <= 6)
             // Another session did not notice.
             other.send(#"{"type":"ping","t":1}"#)
             #expect(try await other.next("pong")["t"] == .number(1))

@@ -93,15 +93,9 @@ struct BenchCommand: AsyncParsableCommand {
 }
 
 enum Report {
-    static func ms(_ d: Duration) -> String {
-        let (s, a) = d.components
-        return String(format: "%.2f ms", Double(s) * 1000 + Double(a) / 1e15)
-    }
+    static func ms(_ d: Duration) -> String { String(format: "%.2f ms", d.seconds * 1e3) }
 
-    static func us(_ d: Duration) -> String {
-        let (s, a) = d.components
-        return String(format: "%.1f µs", Double(s) * 1e6 + Double(a) / 1e12)
-    }
+    static func us(_ d: Duration) -> String { String(format: "%.1f µs", d.seconds * 1e6) }
 
     static func print(_ r: LoadResult) {
         Swift.print("[\(r.target)] \(r.connections) connections (\(r.connectFailures) failed)")
@@ -117,12 +111,15 @@ enum Report {
 
     static func compare(tandem t: LoadResult, echo e: LoadResult) {
         func ratio(_ a: Double, _ b: Double) -> String { b == 0 ? "n/a" : String(format: "%.2f", a / b) }
-        let cpu = { (d: Duration) in Double(d.components.seconds) * 1e18 + Double(d.components.attoseconds) }
         Swift.print("[tandem / echo] \(t.connections) connections")
         Swift.print("  steady throughput ratio    \(ratio(t.steadyMessagesPerSecond, e.steadyMessagesPerSecond))")
-        Swift.print("  CPU per message ratio      \(ratio(cpu(t.serverCPUPerMessage), cpu(e.serverCPUPerMessage)))")
+        Swift.print("  CPU per message ratio      \(ratio(t.serverCPUPerMessage.seconds, e.serverCPUPerMessage.seconds))")
         Swift.print("  RSS per connection ratio   \(ratio(t.idleRSSPerConnection, e.idleRSSPerConnection))")
-        Swift.print("  p99 latency ratio          \(ratio(cpu(t.p99), cpu(e.p99)))")
+        Swift.print("  p99 latency ratio          \(ratio(t.p99.seconds, e.p99.seconds))")
         Swift.print("")
     }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

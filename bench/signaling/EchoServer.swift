@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import TandemProtocol
 import HummingbirdCore
 import HummingbirdTLS
 import HummingbirdWebSocket
@@ -14,11 +15,11 @@ enum EchoServer {
         var logger = Logger(label: "echo")
         logger.logLevel = .error
         let ws = WebSocketServerConfiguration(
-            maxFrameSize: 64 * 1024, autoPing: .enabled(timePeriod: pingInterval), closeTimeout: .seconds(5), validateUTF8: true)
+            maxFrameSize: ProtocolLimits.maxMessageBytes, autoPing: .enabled(timePeriod: pingInterval), closeTimeout: .seconds(5), validateUTF8: true)
         let http = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: ws)) {
             _, _, _ in
             .upgrade([:]) { inbound, outbound, _ in
-                for try await message in inbound.messages(maxSize: 64 * 1024) {
+                for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
                     if case .text(let text) = message { try await outbound.write(.text(text)) }
                 }
             }

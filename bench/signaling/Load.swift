@@ -91,8 +91,7 @@ final class Samples: Sendable {
 
 let benchOrigin = ContinuousClock.now
 func nanosSinceOrigin() -> Int64 {
-    let (s, a) = (ContinuousClock.now - benchOrigin).components
-    return s * 1_000_000_000 + a / 1_000_000_000
+    Int64((ContinuousClock.now - benchOrigin).seconds * 1e9)
 }
 
 /// Drives `plan` against one server: Tandem (`echo` false: pairs join one session each and relay to
@@ -113,7 +112,6 @@ struct LoadRun {
     /// One side of a call: its ids and what it has received.
     final class Peer: Sendable {
         struct State {
-            var me: String?
             var peer: String?
             var epoch = 1
             var burstReceived = 0
@@ -236,16 +234,15 @@ struct LoadRun {
             guard !latencies.isEmpty else { return .zero }
             return .nanoseconds(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))])
         }
-        let seconds = { (d: Duration) in Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         return LoadResult(
             target: echo ? "echo" : "tandem", connections: plan.connections, connectFailures: failures,
-            joinsPerSecond: Double(joined) / seconds(joinElapsed),
+            joinsPerSecond: Double(joined) / joinElapsed.seconds,
             idleRSSPerConnection: Double(rssIdle - rssBefore) / Double(max(1, joined)),
-            burstMessages: burstMessages, burstMessagesPerSecond: Double(burstMessages) / seconds(burstElapsed),
-            steadyMessages: latencies.count, steadyMessagesPerSecond: Double(latencies.count) / seconds(steadyElapsed),
+            burstMessages: burstMessages, burstMessagesPerSecond: Double(burstMessages) / burstElapsed.seconds,
+            steadyMessages: latencies.count, steadyMessagesPerSecond: Double(latencies.count) / steadyElapsed.seconds,
             p50: percentile(0.5), p99: percentile(0.99), p999: percentile(0.999),
             serverCPUPerMessage: latencies.isEmpty ? .zero : cpuUsed / latencies.count,
-            serverCPUShare: seconds(cpuUsed) / seconds(steadyElapsed), firstError: firstError)
+            serverCPUShare: cpuUsed.seconds / steadyElapsed.seconds, firstError: firstError)
     }
 }
 
@@ -276,11 +273,11 @@ struct ConnectionScript: Sendable {
             group.addTask {
                 try await outbound.write(.text(#"{"type":"join","session":"\#(session)","name":"bench"}"#))
                 if echo {
-                    peer.state.withLockedValue { $0.me = "self"; $0.peer = "self" }
+                    peer.state.withLockedValue { $0.peer = "self" }
                 }
                 await burst.wait()
                 await peer.waitForPeer()
-                let (to, epoch, first) = peer.state.withLockedValue { s in (s.peer!, s.epoch, s.me != nil && !s.isAnswerer) }
+                let (to, epoch, first) = peer.state.withLockedValue { s in (s.peer!, s.epoch, !s.isAnswerer) }
                 if echo || first {
                     try await sendBurst(outbound, to: to, epoch: epoch, sdpKind: "offer")
                 }
@@ -307,10 +304,7 @@ struct ConnectionScript: Sendable {
                 switch type {
                 case "welcome" where !echo:
                     let epoch = json["provider"]?["epoch"]?.intValue ?? 1
-                    peer.state.withLockedValue {
-                        $0.me = json["participant"]?.stringValue
-                        $0.epoch = epoch
-                    }
+                    peer.state.withLockedValue { $0.epoch = epoch }
                     if case .array(let peers)? = json["peers"], let other = peers.first?["id"]?.stringValue {
                         // The later joiner answers.
                         peer.state.withLockedValue { $0.isAnswerer = true }
