@@ -46,6 +46,10 @@ let package = Package(
             // sockaddr fields come through CNIOLinux, which no product exposes to member lookup.
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
         ),
+        // The browser client and demo page (clients/js), embedded in the binary at build time.
+        .executableTarget(name: "tandem-embed", swiftSettings: strict),
+        .plugin(name: "EmbedWebAssets", capability: .buildTool(), dependencies: ["tandem-embed"], path: "Sources/EmbedWebAssets"),
+        .target(name: "TandemWeb", swiftSettings: strict, plugins: ["EmbedWebAssets"]),
         .target(
             name: "TandemStore",
             dependencies: [
@@ -57,7 +61,7 @@ let package = Package(
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(pkg-config libsqlite3-dev)
-# coturn's client tools (turnutils_uclient, turnutils_peer) test our TURN service.
-TEST_APT_PACKAGES=(coturn)
+# coturn's client tools (turnutils_uclient, turnutils_peer) test our TURN service; headless Chromium
+# runs the browser client and the demo page.
+TEST_APT_PACKAGES=(coturn chromium chromium-driver)
 
 install_apt() {
     local missing=()
@@ -33,9 +34,12 @@ run)
     ;;
 test)
     install_apt "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
+    command -v node >/dev/null || install_apt nodejs
     swift build --build-tests
     swift test --skip-build
-    # End to end: independent WebRTC peers (aiortc) through a running `tandem serve`.
+    # The browser client's pure parts (protocol state machine, backoff, stats), in node's test runner.
+    node --test clients/js/test/
+    # End to end: independent WebRTC peers (aiortc) and headless Chromium through a running `tandem serve`.
     if [ ! -x .venv/bin/python ] || ! cmp -s Tests/e2e/requirements.txt .venv/requirements.txt; then
         python3 -c 'import ensurepip, venv' 2>/dev/null || install_apt python3-venv
         python3 -m venv .venv

@@ -71,6 +71,7 @@ public func buildServer(
     let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger)
     let router = Router()
     AdminAPI(hub: hub).register(on: router)
+    WebRoutes(serveDemo: config.serveDemo).register(on: router)
 
     let ws = WebSocketServerConfiguration(
         maxFrameSize: ProtocolLimitsServer.maxFrameBytes, autoPing: .enabled(timePeriod: config.heartbeatInterval),

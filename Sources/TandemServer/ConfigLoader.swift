@@ -12,7 +12,7 @@ public struct ConfigLoader {
         "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
-        "stale-after", "ice-servers", "log-level",
+        "stale-after", "ice-servers", "log-level", "no-demo",
     ] + turnKeys
 
     var flags: [String: String]
@@ -132,6 +132,7 @@ public struct ConfigLoader {
         var c = ServerConfig()
         var notes: [String] = []
         c.dev = try bool("dev")
+        c.serveDemo = try !bool("no-demo")
         let dataDir = text("data-dir") ?? "./data"
         (c.host, c.port) = try Self.parseListen(text("listen") ?? (c.dev ? "127.0.0.1:8443" : "0.0.0.0:8443"))
         if let store = text("store") {

@@ -36,6 +36,8 @@ public enum TLSSetting: Sendable, Equatable {
 /// Everything `tandem serve` can be told, after flags, environment and config file are merged.
 public struct ServerConfig: Sendable {
     public var dev = false
+    /// Serve the demo page at `/` (the client library at `/tandem.js` is always served).
+    public var serveDemo = true
     public var host = "0.0.0.0"
     public var port = 8443
     public var tls: TLSSetting = .disabled

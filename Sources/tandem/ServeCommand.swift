@@ -26,6 +26,8 @@ struct ServeCommand: AsyncParsableCommand {
     var tlsKey: String?
     @Flag(help: "Serve plain HTTP and ws:// (only behind a TLS-terminating proxy).")
     var noTls = false
+    @Flag(help: "Do not serve the demo page at / (the client library at /tandem.js is always served).")
+    var noDemo = false
     @Option(help: "Secret that signs and verifies join tokens (HS256).")
     var secret: String?
     @Option(help: "Bearer key for the admin API.")
@@ -123,6 +125,7 @@ struct ServeCommand: AsyncParsableCommand {
         var flags: [String: String] = [:]
         if dev { flags["dev"] = "true" }
         if noTls { flags["no-tls"] = "true" }
+        if noDemo { flags["no-demo"] = "true" }
         if turnAllowLoopbackPeers { flags["turn-allow-loopback-peers"] = "true" }
         let lists: [(String, [String])] = [
             ("turn-listen", turnListen), ("turns-listen", turnsListen), ("turn-relay-ip", turnRelayIp),

@@ -1,0 +1,289 @@
+"""The browser client library and the demo page in real headless Chromium.
+
+Each test runs the server and the browsers inside a network namespace of its own whose only interface
+is `lo`: Chromium gathers every interface it sees, so this keeps its media on loopback. Chromium gets
+fake camera and microphone devices and trusts only the server's own key (the dev certificate's SPKI).
+"""
+
+import base64
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from conftest import REPO_ROOT, _launch
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = REPO_ROOT / "artifacts"
+CLONE_NEWNET = 0x40000000
+MEDIA_TIMEOUT_S = 45
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns failed: {os.strerror(errno)}")
+
+
+@pytest.fixture
+def lo_only_netns():
+    """Moves this thread (and the processes it starts) into a fresh namespace with only `lo`."""
+    if os.geteuid() != 0:
+        pytest.fail("the browser tests need root to make a network namespace (ip netns add)")
+    name = f"tandem-e2e-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    original = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        _setns(target)
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        interfaces = subprocess.run(["ip", "-o", "link"], check=True, capture_output=True, text=True).stdout
+        assert [line.split(":")[1].strip() for line in interfaces.splitlines()] == ["lo"], interfaces
+        yield name
+    finally:
+        _setns(original)
+        os.close(original)
+        os.close(target)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def browser_server(request, tmp_path, lo_only_netns):
+    yield from _launch(request, tmp_path, turn=False)
+
+
+def spki_pin(certificate: Path) -> str:
+    cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+class Page:
+    """One headless Chromium showing the demo page."""
+
+    def __init__(self, server, tmp_path: Path, label: str, *, fake_media: bool = True, width: int = 1280, height: int = 800):
+        self.label = label
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for argument in [
+            "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+            f"--user-data-dir={tmp_path / ('chrome-' + label)}",
+            f"--ignore-certificate-errors-spki-list={spki_pin(server.data_dir / 'certs' / 'server.pem')}",
+            "--allow-loopback-in-peer-connection", f"--window-size={width},{height}",
+            "--autoplay-policy=no-user-gesture-required",
+        ]:
+            options.add_argument(argument)
+        if fake_media:
+            options.add_argument("--use-fake-device-for-media-stream")
+            options.add_argument("--use-fake-ui-for-media-stream")
+        else:
+            options.add_argument("--deny-permission-prompts")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self.server = server
+
+    def open(self, **query):
+        path = "/?" + "&".join(f"{k}={v}" for k, v in query.items())
+        self.driver.get(self.server.base_url + path)
+
+    def js(self, script: str, *args):
+        return self.driver.execute_script(script, *args)
+
+    def demo(self):
+        return self.js("return window.tandemDemo && {state: tandemDemo.call?.state ?? null, error: tandemDemo.error,"
+                       " participant: tandemDemo.call?.participant ?? null, provider: tandemDemo.call?.provider ?? null,"
+                       " frames: tandemDemo.call?.stats?.framesDecoded ?? 0, candidate: tandemDemo.call?.stats?.candidateType ?? null}")
+
+    def events(self, type_: str | None = None) -> list[dict]:
+        events = self.js("return window.tandemDemo ? tandemDemo.events : []") or []
+        return [e for e in events if type_ is None or e["type"] == type_]
+
+    def wait(self, what: str, predicate, timeout: float = MEDIA_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.demo()
+            if last and predicate(last):
+                return last
+            time.sleep(0.25)
+        raise AssertionError(f"{self.label}: {what} not reached within {timeout:.0f} s; last {last};"
+                             f" events {json.dumps(self.events())[-2000:]}; paths {self.paths()}\n{self.console()}")
+
+    def paths(self):
+        return self.js("return tandemDemo.call ? [...tandemDemo.call.paths.values()].map(p => ({id: p.id, polite: p.polite,"
+                       " connection: p.pc.connectionState, ice: p.pc.iceConnectionState, signaling: p.pc.signalingState,"
+                       " gathering: p.pc.iceGatheringState, local: p.pc.localDescription?.sdp?.length,"
+                       " remote: p.pc.remoteDescription?.sdp?.length, trace: p.trace.join(', ')})) : null")
+
+    def frames_grow(self, by: int = 15, timeout: float = MEDIA_TIMEOUT_S) -> int:
+        start = self.demo()["frames"]
+        self.wait(f"{by} more decoded frames than {start}", lambda d: d["frames"] >= start + by, timeout)
+        return start
+
+    def console(self) -> str:
+        try:
+            return "\n".join(entry["message"] for entry in self.driver.get_log("browser")[-30:])
+        except Exception as error:  # the log is a diagnostic only
+            return f"(no browser log: {error})"
+
+    def close(self):
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def pages(browser_server, tmp_path):
+    opened: list[Page] = []
+
+    def open_page(label: str, **kwargs) -> Page:
+        page = Page(browser_server, tmp_path, label, **kwargs)
+        opened.append(page)
+        return page
+
+    yield open_page
+    for page in opened:
+        page.close()
+
+
+def admin(server, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        server.base_url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=server.ssl_context(), timeout=10) as response:
+        return json.loads(response.read())
+
+
+def join_pair(pages, session: str) -> tuple[Page, Page]:
+    ann, bob = pages("ann"), pages("bob")
+    ann.open(session=session, name="Ann", autojoin=1, video=360)
+    ann.wait("waiting alone", lambda d: d["state"] == "waiting")
+    bob.open(session=session, name="Bob", autojoin=1, video=360)
+    for page in (ann, bob):
+        try:
+            page.wait("connected", lambda d: d["state"] == "connected")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nann paths: {ann.paths()}\nbob paths: {bob.paths()}") from None
+    # Frames decoded on both sides, from each other.
+    for page in (ann, bob):
+        page.frames_grow()
+    return ann, bob
+
+
+def test_two_pages_see_each_other(pages, browser_server):
+    ann, bob = join_pair(pages, "browser-pair")
+    a, b = ann.demo(), bob.demo()
+    assert a["provider"]["name"] == b["provider"]["name"] == "p2p"
+    assert a["provider"]["epoch"] == b["provider"]["epoch"] == 1
+    assert a["provider"]["polite"] != b["provider"]["polite"], "perfect negotiation needs one polite side"
+    assert a["candidate"] == "host" and b["candidate"] == "host"
+    # The remote stream is on screen and the peers know each other by name.
+    for page, other in ((ann, "Bob"), (bob, "Ann")):
+        assert page.js("return document.getElementById('remote-video').videoWidth") > 0
+        assert any(e.get("change") == "joined" and e["peer"]["name"] == other for e in page.events("peer")) or \
+            page.js("return tandemDemo.call.peers[0].name") == other
+
+    # The server heard the clients' health reports: connected on epoch 1, with real figures.
+    view = admin(browser_server, "GET", "/v1/sessions/browser-pair")
+    assert len(view["participants"]) == 2
+    for participant in view["participants"]:
+        health = participant["health"]
+        assert health["media"] == "connected" and health["epoch"] == 1 and health["provider"] == "p2p", health
+        assert health["candidateType"] == "host"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    bob.wait("the status panel filled in", lambda d: d["frames"] > 0)
+    time.sleep(1.5)  # one more stats tick so the panel shows bitrate and round trip
+    bob.driver.save_screenshot(str(ARTIFACTS / "demo-two-participants.png"))
+
+
+def test_forced_switch_moves_both_pages_together(pages, browser_server):
+    ann, bob = join_pair(pages, "browser-switch")
+    answer = admin(browser_server, "POST", "/v1/sessions/browser-switch/provider", {"name": "p2p"})
+    assert answer["provider"] == {"name": "p2p", "epoch": 2}
+    for page in (ann, bob):
+        page.wait("epoch 2", lambda d: d["provider"]["epoch"] == 2)
+        switch = [e for e in page.events("provider") if e["epoch"] == 2]
+        assert len(switch) == 1 and switch[0]["reason"] == "admin", switch
+    # Media flows again after the ICE restart, and both report connected on the new epoch.
+    for page in (ann, bob):
+        page.wait("connected on epoch 2", lambda d: d["state"] == "connected")
+        page.frames_grow()
+    deadline = time.monotonic() + MEDIA_TIMEOUT_S
+    while True:
+        view = admin(browser_server, "GET", "/v1/sessions/browser-switch")
+        healths = [p.get("health") or {} for p in view["participants"]]
+        if all(h.get("epoch") == 2 and h.get("media") == "connected" for h in healths):
+            break
+        assert time.monotonic() < deadline, f"the server did not hear connected on epoch 2: {healths}"
+        time.sleep(0.5)
+    assert [h["epoch"] for h in view["history"]] == [1, 2]
+
+
+def test_a_dropped_socket_resumes_and_media_continues(pages, browser_server):
+    ann, bob = join_pair(pages, "browser-resume")
+    before = ann.demo()["participant"]
+    ann.js("tandemDemo.call.dropSignaling()")
+    ann.wait("reconnecting, then connected again", lambda d: any(
+        e["type"] == "state" and e["state"] == "reconnecting" for e in ann.events()) and d["state"] == "connected")
+    assert ann.demo()["participant"] == before, "the resume kept the participant"
+    assert not [e for e in ann.events("error") if e.get("code") == "resume_failed"]
+    changes = []
+    deadline = time.monotonic() + MEDIA_TIMEOUT_S
+    while time.monotonic() < deadline:
+        changes = [e["change"] for e in bob.events("peer") if e["peer"]["id"] == before and e["change"] in ("reconnecting", "active")]
+        if changes[-2:] == ["reconnecting", "active"]:
+            break
+        time.sleep(0.25)
+    assert changes[-2:] == ["reconnecting", "active"], changes
+    # Media never depended on the socket: both keep decoding.
+    for page in (ann, bob):
+        page.frames_grow()
+    assert not [e for e in bob.events("peer") if e["change"] == "left"]
+
+
+def test_a_third_page_is_told_the_session_is_full(pages, browser_server):
+    ann, bob = join_pair(pages, "browser-full")
+    carol = pages("carol", width=390, height=844)
+    carol.open(session="browser-full", name="Carol", autojoin=1, video=240)
+    carol.wait("the join refused", lambda d: d["error"] is not None, timeout=20)
+    assert carol.demo()["error"]["code"] == "session_full"
+    message = carol.js("return document.getElementById('lobby-error').textContent")
+    assert "already has two people" in message
+    assert carol.js("return document.getElementById('lobby-error').hidden") is False
+    ARTIFACTS.mkdir(exist_ok=True)
+    carol.driver.save_screenshot(str(ARTIFACTS / "demo-session-full-phone.png"))
+    # The two inside carry on undisturbed.
+    for page in (ann, bob):
+        assert page.demo()["state"] == "connected"
+        page.frames_grow()
+    view = admin(browser_server, "GET", "/v1/sessions/browser-full")
+    assert sorted(p["name"] for p in view["participants"]) == ["Ann", "Bob"]
+
+
+def test_refused_camera_gets_a_clear_message(pages):
+    page = pages("denied", fake_media=False)
+    page.open(session="browser-denied", autojoin=1)
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline:
+        text = page.js("return document.getElementById('lobby-error').textContent") or ""
+        if text:
+            break
+        time.sleep(0.2)
+    assert "refused" in text or "No camera" in text, text
+    assert page.js("return document.getElementById('lobby').hidden") is False
