@@ -98,6 +98,19 @@ struct TestServer {
         return (client, welcome)
     }
 
+    /// One HTTP request with the response's headers and raw body.
+    func fetch(_ method: String, _ path: String, headers: [String: String] = [:]) async throws -> (status: Int, headers: [String: String], body: Data) {
+        var request = URLRequest(url: URL(string: httpBase + path)!)
+        request.httpMethod = method
+        request.cachePolicy = .reloadIgnoringLocalCacheData
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        var fields: [String: String] = [:]
+        for case let (name as String, value as String) in http.allHeaderFields { fields[name.lowercased()] = value }
+        return (http.statusCode, fields, data)
+    }
+
     /// One HTTP request; returns status and body.
     func http(_ method: String, _ path: String, key: String? = "test-key", body: String? = nil) async throws -> (Int, JSON?) {
         var request = URLRequest(url: URL(string: httpBase + path)!)

@@ -62,7 +62,7 @@ def lo_only_netns():
 
 @pytest.fixture
 def browser_server(request, tmp_path, lo_only_netns):
-    yield from _launch(request, tmp_path, turn=False)
+    yield from _launch(request, tmp_path, turn="turn" in request.node.name)
 
 
 def spki_pin(certificate: Path) -> str:
@@ -168,11 +168,22 @@ def admin(server, method: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def join_pair(pages, session: str) -> tuple[Page, Page]:
+def wait_for_health(server, session: str, predicate, timeout: float = 15) -> list[dict]:
+    """Waits until the server's view of every participant's last health report satisfies `predicate`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        healths = [p.get("health") or {} for p in admin(server, "GET", f"/v1/sessions/{session}")["participants"]]
+        if healths and all(predicate(h) for h in healths):
+            return healths
+        assert time.monotonic() < deadline, f"the server's health view never matched: {healths}"
+        time.sleep(0.5)
+
+
+def join_pair(pages, session: str, **query) -> tuple[Page, Page]:
     ann, bob = pages("ann"), pages("bob")
-    ann.open(session=session, name="Ann", autojoin=1, video=360)
+    ann.open(session=session, name="Ann", autojoin=1, video=360, **query)
     ann.wait("waiting alone", lambda d: d["state"] == "waiting")
-    bob.open(session=session, name="Bob", autojoin=1, video=360)
+    bob.open(session=session, name="Bob", autojoin=1, video=360, **query)
     for page in (ann, bob):
         try:
             page.wait("connected", lambda d: d["state"] == "connected")
@@ -197,13 +208,13 @@ def test_two_pages_see_each_other(pages, browser_server):
         assert any(e.get("change") == "joined" and e["peer"]["name"] == other for e in page.events("peer")) or \
             page.js("return tandemDemo.call.peers[0].name") == other
 
-    # The server heard the clients' health reports: connected on epoch 1, with real figures.
-    view = admin(browser_server, "GET", "/v1/sessions/browser-pair")
-    assert len(view["participants"]) == 2
-    for participant in view["participants"]:
-        health = participant["health"]
-        assert health["media"] == "connected" and health["epoch"] == 1 and health["provider"] == "p2p", health
-        assert health["candidateType"] == "host"
+    # The server hears the clients' health reports (on each change and each heartbeat): connected on
+    # epoch 1, with the figures getStats gave.
+    def reported(health: dict) -> bool:
+        return (health.get("media") == "connected" and health.get("epoch") == 1 and health.get("provider") == "p2p"
+                and health.get("candidateType") == "host" and "rttMs" in health)
+    healths = wait_for_health(browser_server, "browser-pair", reported)
+    assert len(healths) == 2
 
     ARTIFACTS.mkdir(exist_ok=True)
     bob.wait("the status panel filled in", lambda d: d["frames"] > 0)
@@ -223,15 +234,46 @@ def test_forced_switch_moves_both_pages_together(pages, browser_server):
     for page in (ann, bob):
         page.wait("connected on epoch 2", lambda d: d["state"] == "connected")
         page.frames_grow()
-    deadline = time.monotonic() + MEDIA_TIMEOUT_S
-    while True:
-        view = admin(browser_server, "GET", "/v1/sessions/browser-switch")
-        healths = [p.get("health") or {} for p in view["participants"]]
-        if all(h.get("epoch") == 2 and h.get("media") == "connected" for h in healths):
-            break
-        assert time.monotonic() < deadline, f"the server did not hear connected on epoch 2: {healths}"
-        time.sleep(0.5)
+    wait_for_health(browser_server, "browser-switch", lambda h: h.get("epoch") == 2 and h.get("media") == "connected")
+    view = admin(browser_server, "GET", "/v1/sessions/browser-switch")
     assert [h["epoch"] for h in view["history"]] == [1, 2]
+
+
+def test_the_failure_button_moves_the_session_once(pages, browser_server):
+    ann, bob = join_pair(pages, "browser-failure")
+    ann.js("document.getElementById('fail').click()")
+    for page in (ann, bob):
+        page.wait("epoch 2", lambda d: d["provider"]["epoch"] == 2)
+    # Bob's own report of the same failure arrives late, for epoch 1: it must not move the session again.
+    bob.js("tandemDemo.call.socket.send(JSON.stringify({type: 'health', epoch: 1, provider: 'p2p', media: 'failed'}))")
+    for page in (ann, bob):
+        page.wait("connected again", lambda d: d["state"] == "connected")
+        page.frames_grow()
+    view = admin(browser_server, "GET", "/v1/sessions/browser-failure")
+    # p2p is the only provider this server has, so the fallback is p2p again: an ICE restart.
+    assert [(h["epoch"], h["provider"], h["reason"]) for h in view["history"]] == [(1, "p2p", "join"), (2, "p2p", "failure")]
+    for page in (ann, bob):
+        # The join's own provider is `call.provider` when join() resolves; events tell the moves after it.
+        assert [(e["epoch"], e["reason"]) for e in page.events("provider")] == [(2, "failure")]
+
+
+def test_a_call_through_tandems_turn_only(pages, browser_server):
+    def to_clients() -> float:
+        with urllib.request.urlopen(f"{browser_server.base_url}/metrics", context=browser_server.ssl_context(), timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith('tandem_turn_packets_total{direction="to_client"}'):
+                    return float(line.split()[-1])
+        return 0.0
+
+    ann, bob = join_pair(pages, "browser-turn", ice="relay")
+    for page in (ann, bob):
+        assert page.demo()["candidate"] == "relay", page.demo()
+    before = to_clients()
+    for page in (ann, bob):
+        page.frames_grow()
+    time.sleep(1.5)  # counters reach /metrics once a second
+    assert to_clients() > before + 100, "the media did not go through Tandem's TURN"
+    wait_for_health(browser_server, "browser-turn", lambda h: h.get("candidateType") == "relay")
 
 
 def test_a_dropped_socket_resumes_and_media_continues(pages, browser_server):

@@ -786,6 +786,8 @@ class PeerPath {
  * - `alert` {kind, participant, value}; `stats` (a summary of the current path every second)
  * - `sfu` {provider, url, token, room, epoch}: join this room with the SFU's own SDK, then call `setSfuMedia`
  * - `error` (a TandemError; non-fatal unless `state` becomes `failed`)
+ * Events raised during the join (before `join()` resolves) reach only handlers given as `options.on`;
+ * afterwards `call.provider`, `call.peers` and `call.state` tell where things stand.
  */
 export class Call extends EventTarget {
     constructor(address, options, env = {}) {
@@ -806,6 +808,10 @@ export class Call extends EventTarget {
         this.remoteStream = null;
         this.welcome = null;
         this.log = options.log ?? (() => {});
+        // Handlers given to join() see the events raised while joining too (the first provider, the peers present).
+        for (const [type, handler] of Object.entries(options.on ?? {})) {
+            if (typeof handler === "function") this.on(type, handler);
+        }
         this.#joined = new Promise((resolve, reject) => { this.#settle = { resolve, reject }; });
         this.#joined.catch(() => {});
     }
@@ -1012,7 +1018,8 @@ export class Call extends EventTarget {
  * @param {string} address
  * @param {{session: string, token?: string, name?: string, localStream?: MediaStream|null,
  *          providers?: string[], device?: object, iceTransportPolicy?: "all"|"relay",
- *          reconnectForMs?: number, maxJoinAttempts?: number, log?: (...args: any[]) => void}} options
+ *          reconnectForMs?: number, maxJoinAttempts?: number, log?: (...args: any[]) => void,
+ *          on?: Record<string, (detail: any) => void>}} options
  * @returns {Promise<Call>}
  */
 export async function join(address, options) {

@@ -70,7 +70,7 @@ async function start() {
     const url = new URL(location.href);
     url.searchParams.set("session", session);
     // The shared link names the session only: a token and a name belong to one person.
-    for (const key of ["autojoin", "token", "name"]) url.searchParams.delete(key);
+    for (const key of ["autojoin", "token", "name", "ice"]) url.searchParams.delete(key);
     history.replaceState(null, "", url);
     $("session-label").textContent = session;
     $("session-tag").hidden = false;
@@ -80,12 +80,14 @@ async function start() {
     try {
         const call = await join(location.origin, {
             session, name: name || undefined, token: params.get("token") ?? undefined, localStream,
+            // `?ice=relay` sends all media through TURN: a quick check that a deployment's TURN works.
+            iceTransportPolicy: params.get("ice") === "relay" ? "relay" : undefined,
             log: (...args) => console.warn("[tandem]", ...args),
         });
         demo.call = call;
         wire(call);
         render(call);
-        log(`Joined ${session}`);
+        log(`Joined ${session} on ${PROVIDER_TEXT[call.provider.name] ?? call.provider.name}, epoch ${call.provider.epoch}`);
     } catch (error) {
         localStream.getTracks().forEach((t) => t.stop());
         demo.error = { code: error.code, message: error.message };
