@@ -221,6 +221,11 @@ export class SessionCore {
         this.lastReceivedAt = 0;
         this.disconnectedAt = null;
         this.attempts = 0;
+        this.everJoined = false;
+        this.openedAt = 0;
+        this.lastPingAt = 0;
+        /** Signals a path made while the socket was down, sent after the resume. */
+        this.outbox = [];
         this.state = "connecting";
         this.videoMaxHeight = null;
         this.closeReason = null;
@@ -228,8 +233,8 @@ export class SessionCore {
 
     /** The WebSocket opened: join, or resume when this participant exists already. */
     opened(now) {
-        this.attempts += 1;
         this.lastReceivedAt = now;
+        this.openedAt = now;
         const join = { type: "join", session: this.options.session };
         if (this.options.token) join.token = this.options.token;
         if (this.options.name) join.name = this.options.name;
@@ -248,10 +253,11 @@ export class SessionCore {
     received(message, now) {
         if (this.phase === "closed") return [];
         this.lastReceivedAt = now;
-        if (Number.isInteger(message.seq) && message.seq > 0) {
+        const freshWelcome = message.type === "welcome" && !message.resumed;
+        if (Number.isInteger(message.seq) && message.seq > 0 && !freshWelcome) {
             // A resumed socket replays what we missed; anything at or below lastSeq was handled already.
             if (message.seq <= this.lastSeq) return [];
-            if (message.type !== "welcome" || message.resumed) this.lastSeq = message.seq;
+            this.lastSeq = message.seq;
         }
         const actions = this.#handle(message, now);
         return this.#withState(actions);
@@ -291,6 +297,7 @@ export class SessionCore {
             this.peers.clear();
             this.provider = null;
             this.future = [];
+            this.outbox = [];
             this.lastSeq = Number.isInteger(m.seq) ? m.seq : 0;
         }
         const wasRejoin = fresh && this.participant !== null;
@@ -302,6 +309,8 @@ export class SessionCore {
             if (timeoutMs > 0) this.heartbeat.timeoutMs = timeoutMs;
         }
         this.phase = "joined";
+        this.everJoined = true;
+        this.lastPingAt = now;
         this.attempts = 0;
         this.disconnectedAt = null;
         this.backoff.reset();
@@ -313,6 +322,10 @@ export class SessionCore {
         }
         actions.push({ do: "welcome", message: m, resumed: !fresh, rejoined: wasRejoin });
         actions.push(...this.#provider(m.provider, "join"));
+        // What our paths said while the socket was down, if it is still for this epoch.
+        const held = this.outbox;
+        this.outbox = [];
+        for (const message of held) if (message.data.epoch === this.provider?.epoch) actions.push({ do: "send", message });
         if (!fresh) actions.push(...this.#report());
         return actions;
     }
@@ -387,6 +400,7 @@ export class SessionCore {
             }
             return [];
         }
+        this.sfuMedia = undefined;
         this.provider = {
             name: p.name, epoch: p.epoch, room: p.room ?? this.options.session, polite: p.polite === true,
             iceServers: Array.isArray(p.iceServers) ? p.iceServers : [], sfu: isObject(p.sfu) ? p.sfu : null,
@@ -462,6 +476,8 @@ export class SessionCore {
                 return [{ do: "emit", event: "error", detail: error }, ...this.opened(this.lastReceivedAt)];
             }
             if (FATAL_JOIN_ERRORS.has(m.code)) return this.#fail(error);
+            // Anything else (internal, rate_limited, a draining node): try again on a new socket.
+            return [{ do: "emit", event: "error", detail: error }, { do: "closeSocket", code: CLOSE.normal, reason: m.code ?? "retry", reconnect: true }];
         }
         return [{ do: "emit", event: "error", detail: error }];
     }
@@ -483,7 +499,8 @@ export class SessionCore {
             return this.#withState(this.#fail(new TandemError(fatal, reason || `the server closed the connection (${code})`, { closeCode: code })));
         }
         if (this.disconnectedAt === null) this.disconnectedAt = now;
-        const neverJoined = this.participant === null;
+        this.attempts += 1;
+        const neverJoined = !this.everJoined;
         const limit = this.options.maxJoinAttempts ?? 5;
         if (neverJoined && this.attempts >= limit) {
             return this.#withState(this.#fail(new TandemError("unreachable", `could not join after ${this.attempts} attempts (last close ${code})`, { closeCode: code })));
@@ -499,23 +516,30 @@ export class SessionCore {
 
     /** Called every heartbeat interval: keeps the socket alive, notices a dead one, reports health. */
     tick(now) {
+        if (this.phase === "joining" && now - this.openedAt > (this.options.joinTimeoutMs ?? 10_000)) {
+            return [{ do: "closeSocket", code: CLOSE.normal, reason: "no welcome", reconnect: true }];
+        }
         if (this.phase !== "joined") return [];
         // A socket that has heard nothing for two intervals is dead: the server would drop us at the timeout.
         const deadAfter = Math.min(2 * this.heartbeat.intervalMs, (2 * this.heartbeat.timeoutMs) / 3);
         if (now - this.lastReceivedAt > deadAfter) {
             return [{ do: "closeSocket", code: CLOSE.normal, reason: "heartbeat lost", reconnect: true }];
         }
+        if (now - this.lastPingAt < this.heartbeat.intervalMs) return [];
+        this.lastPingAt = now;
         return [{ do: "send", message: { type: "ping", t: now } }, ...this.#report()];
     }
 
     /** A media path's state changed or it was sampled. `flowing`: remote media arrived since the last sample. */
-    pathUpdate(id, { media, flowing = false }) {
+    pathUpdate(id, { media, flowing }) {
         const path = this.paths.get(id);
         if (!path) return [];
         const actions = [];
         const isCurrent = id === this.currentPath;
-        if (flowing && !path.flowing) {
-            path.flowing = true;
+        // Media that stops arriving (the peer's network died) stops counting as connected.
+        const rising = flowing === true && !path.flowing;
+        if (flowing !== undefined) path.flowing = flowing;
+        if (rising) {
             if (isCurrent) {
                 actions.push({ do: "show", path: id });
                 // The new path carries media: now the old ones can go.
@@ -542,7 +566,12 @@ export class SessionCore {
     pathSignal(id, data) {
         const path = this.paths.get(id);
         if (!path || id !== this.currentPath || this.phase === "closed" || !this.provider) return [];
-        return [{ do: "send", message: { type: "signal", to: path.remote, data: { ...data, epoch: this.provider.epoch } } }];
+        const message = { type: "signal", to: path.remote, data: { ...data, epoch: this.provider.epoch } };
+        if (this.phase !== "joined") {
+            if (this.outbox.length < MAX_FUTURE_SIGNALS) this.outbox.push(message);
+            return [];
+        }
+        return [{ do: "send", message }];
     }
 
     /** The app's SFU SDK changed state (new, connecting, connected, failed). */
@@ -592,10 +621,10 @@ export class SessionCore {
     /** The call's state as the app sees it: connecting, waiting, connected, reconnecting, closed or failed. */
     deriveState() {
         if (this.phase === "closed") return this.closeReason === "left" ? "closed" : "failed";
-        if (this.phase === "reconnecting" || (this.phase === "joining" && this.participant)) return "reconnecting";
+        if (this.phase === "reconnecting" || (this.phase === "joining" && this.everJoined)) return "reconnecting";
         if (this.phase !== "joined") return "connecting";
+        if (this.peers.size === 0) return "waiting";
         if (this.provider?.name === "sfu") return this.sfuMedia === "connected" ? "connected" : "connecting";
-        if (this.provider?.name === "p2p" && this.peers.size === 0) return "waiting";
         const showing = [...this.paths.values()].some((p) => p.flowing || (p.id === this.currentPath && p.media === "connected"));
         return showing ? "connected" : "connecting";
     }
@@ -719,7 +748,8 @@ class PeerPath {
                 }
             } else if (data.kind === "end-of-candidates") {
                 if (this.pc.remoteDescription) await this.pc.addIceCandidate().catch(() => {});
-            } else if (data.kind === "restart") {
+            } else if (data.kind === "restart" && !this.polite) {
+                if (this.pc.signalingState === "have-local-offer") await this.pc.setLocalDescription({ type: "rollback" });
                 this.pc.restartIce();
             }
         } catch (error) {
@@ -728,7 +758,7 @@ class PeerPath {
     }
 
     /** Next epoch on the same provider: the impolite side restarts ICE; the polite one asks it to. */
-    restart(epoch, polite, iceServers) {
+    async restart(epoch, polite, iceServers) {
         this.epoch = epoch;
         this.polite = this.remote === "server" ? true : polite;
         try {
@@ -736,8 +766,18 @@ class PeerPath {
         } catch (error) {
             this.log("new ICE servers refused", error);
         }
-        if (this.polite) this.onSignal({ kind: "restart" });
-        else this.pc.restartIce();
+        if (this.polite) {
+            this.onSignal({ kind: "restart" });
+            return;
+        }
+        try {
+            // An offer of the old epoch will never be answered (its answer is stale now): withdraw it,
+            // or restartIce() would wait for a stable state that never comes.
+            if (this.pc.signalingState === "have-local-offer") await this.pc.setLocalDescription({ type: "rollback" });
+        } catch (error) {
+            this.log("rollback failed", error);
+        }
+        this.pc.restartIce();
     }
 
     async sample(now) {
@@ -842,12 +882,14 @@ export class Call extends EventTarget {
     start() {
         this.#connect();
         this.#statsTimer = setInterval(() => this.#sampleAll(), 1000);
+        this.#heartbeatTimer = setInterval(() => this.#run(this.core.tick(this.env.now())), 1000);
         return this.#joined.then(() => this);
     }
 
     /** Leaves the session: the others see `peer-left` at once. */
     leave() {
         this.#run(this.core.leave());
+        this.#settle.reject(new TandemError("left", "left before the server welcomed this call"));
         this.#stop();
     }
 
@@ -903,7 +945,6 @@ export class Call extends EventTarget {
                 case "emit": this.#emit(action.event, action.detail); break;
                 case "welcome":
                     this.welcome = action.message;
-                    this.#startHeartbeat();
                     this.#settle.resolve();
                     break;
                 case "fail":
@@ -946,6 +987,21 @@ export class Call extends EventTarget {
     }
 
     #openPath(spec) {
+        let path;
+        try {
+            path = this.#makePath(spec);
+        } catch (error) {
+            // A configuration the browser refuses (say, a TURN entry without credentials): the path
+            // failed, which the server hears and answers by moving the session on.
+            this.#emit("error", new TandemError("media_failed", `cannot open a peer connection: ${error.message ?? error}`, { cause: error }));
+            queueMicrotask(() => this.#run(this.core.pathUpdate(spec.id, { media: "failed" })));
+            return;
+        }
+        this.paths.set(spec.id, path);
+        if (this.core.videoMaxHeight) path.applyVideo(this.core.videoMaxHeight);
+    }
+
+    #makePath(spec) {
         const path = new PeerPath(spec, {
             localStream: this.localStream,
             RTCPeerConnection: this.env.RTCPeerConnection,
@@ -955,8 +1011,7 @@ export class Call extends EventTarget {
             onTrack: () => this.#run(this.core.pathTrack(path.id)),
             onMedia: (_, media) => this.#run(this.core.pathUpdate(path.id, { media })),
         });
-        this.paths.set(spec.id, path);
-        if (this.core.videoMaxHeight) path.applyVideo(this.core.videoMaxHeight);
+        return path;
     }
 
     #show(id) {
@@ -967,15 +1022,9 @@ export class Call extends EventTarget {
         this.#emit("remotestream", { stream: path.stream, peer, provider: this.core.paths.get(id)?.provider, epoch: this.core.provider?.epoch });
     }
 
-    async #report(id, message) {
-        const path = id === null ? null : this.paths.get(id);
-        let summary = null;
-        try {
-            summary = path ? await path.sample(this.env.now()) : null;
-        } catch (error) {
-            this.log("stats failed", error);
-        }
-        if (summary && id === this.core.currentPath) this.stats = summary;
+    #report(id, message) {
+        // The sampler's last one-second summary: a fresh sample here would measure a random sliver of time.
+        const summary = id !== null && id === this.core.currentPath ? this.stats : null;
         this.#send({ ...message, ...healthFields(summary) });
     }
 
@@ -997,17 +1046,14 @@ export class Call extends EventTarget {
         }
     }
 
-    #startHeartbeat() {
-        clearInterval(this.#heartbeatTimer);
-        this.#heartbeatTimer = setInterval(() => this.#run(this.core.tick(this.env.now())), this.core.heartbeat.intervalMs);
-    }
-
     #stop() {
         clearInterval(this.#heartbeatTimer);
         clearInterval(this.#statsTimer);
         clearTimeout(this.#reconnectTimer);
         for (const path of this.paths.values()) path.close();
         this.paths.clear();
+        // A stream join() opened itself is ours to close: the camera light goes off with the call.
+        if (this.options.ownsStream) this.localStream?.getTracks().forEach((track) => track.stop());
     }
 }
 
@@ -1034,7 +1080,7 @@ export async function join(address, options) {
             throw new TandemError("media_denied", `camera and microphone are not available: ${error.message ?? error}`, { cause: error });
         }
     }
-    const call = new Call(address, { ...options, localStream });
+    const call = new Call(address, { ...options, localStream, ownsStream: options.localStream === undefined });
     return call.start();
 }
 

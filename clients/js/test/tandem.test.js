@@ -364,3 +364,81 @@ describe("SessionCore: the signaling socket", () => {
         assert.deepEqual(c.received({ type: "peer-joined", seq: 9, peer: { id: "x" } }, 10), []);
     });
 });
+
+describe("SessionCore: what the review found", () => {
+    const joined = () => core({ welcome: { provider: provider("p2p", 1), peers: [{ id: "bob" }] } });
+
+    test("a server that never accepts the socket fails the join too", () => {
+        const c = new SessionCore({ session: "s1", maxJoinAttempts: 3 }, { backoff: new Backoff({ jitter: 0 }) });
+        assert.equal(only(c.closed(1006, "", 0), "reconnect").length, 1);
+        assert.equal(only(c.closed(1006, "", 1), "reconnect").length, 1);
+        assert.equal(only(c.closed(1006, "", 2), "fail")[0].error.code, "unreachable");
+    });
+
+    test("signals made while the socket is down are sent after the resume, if still for this epoch", () => {
+        const c = joined();
+        const path = c.currentPath;
+        c.closed(1006, "", 10);
+        assert.deepEqual(c.pathSignal(path, { kind: "answer", sdp: "a" }), []);
+        c.opened(20);
+        const welcome = c.received({ type: "welcome", seq: 2, resumed: true, participant: "me", resumeKey: "k1", peers: [{ id: "bob" }], provider: provider("p2p", 1) }, 30);
+        assert.deepEqual(sent(welcome), [{ type: "signal", to: "bob", data: { kind: "answer", sdp: "a", epoch: 1 } }]);
+    });
+
+    test("a join answered by a passing error is retried on a new socket; a silent server too", () => {
+        const c = core();
+        const retried = c.received({ type: "error", seq: 0, code: "internal", message: "store unavailable", ref: "join" }, 10);
+        assert.equal(only(retried, "closeSocket")[0].reconnect, true);
+        assert.equal(only(retried, "fail").length, 0);
+        const silent = new SessionCore({ session: "s1" });
+        silent.opened(0);
+        assert.deepEqual(silent.tick(9000), []);
+        assert.equal(silent.tick(10_001)[0].reconnect, true);
+    });
+
+    test("a new participant's welcome is taken whatever seq the old one had reached", () => {
+        const c = joined();
+        c.received({ type: "pong", seq: 9, t: 1 }, 10);
+        c.closed(1006, "", 20);
+        c.opened(30);
+        const welcome = c.received({ type: "welcome", seq: 1, participant: "me2", resumeKey: "k2", peers: [{ id: "bob" }], provider: provider("p2p", 1) }, 40);
+        assert.equal(only(welcome, "welcome").length, 1);
+        assert.equal(c.participant, "me2");
+        assert.equal(c.lastSeq, 1);
+    });
+
+    test("media that stops arriving stops counting as connected", () => {
+        const c = joined();
+        c.pathUpdate(c.currentPath, { media: "connecting", flowing: true });
+        assert.equal(c.state, "connected");
+        c.pathUpdate(c.currentPath, { flowing: false });
+        assert.equal(c.state, "connecting");
+        assert.equal(only(c.pathUpdate(c.currentPath, { flowing: true }), "show").length, 1, "shown again when it comes back");
+    });
+
+    test("an SFU epoch starts unconnected even if an earlier one was", () => {
+        const c = joined();
+        c.received({ type: "provider", seq: 2, ...provider("sfu", 2), reason: "quality" }, 10);
+        c.sfuUpdate("connected");
+        c.received({ type: "provider", seq: 3, ...provider("p2p", 3), reason: "admin" }, 20);
+        const back = c.received({ type: "provider", seq: 4, ...provider("sfu", 4), reason: "admin" }, 30);
+        assert.equal(only(back, "report")[0].message.media, "connecting");
+        assert.equal(c.state, "connecting");
+    });
+
+    test("alone on the relay is waiting, not connected", () => {
+        const c = core({ welcome: { provider: provider("relay", 1) } });
+        const [open] = [...c.paths.values()];
+        c.pathUpdate(open.id, { media: "connected", flowing: true });
+        assert.equal(c.state, "waiting");
+    });
+
+    test("after a refused resume the call still reads as reconnecting and keeps trying", () => {
+        const c = joined();
+        c.closed(1006, "", 10);
+        c.opened(20);
+        c.received({ type: "error", seq: 0, code: "resume_failed", message: "gone", ref: "join" }, 30);
+        assert.equal(c.state, "reconnecting");
+        for (let i = 0; i < 8; i++) assert.equal(only(c.closed(1006, "", 40 + i), "fail").length, 0);
+    });
+});
