@@ -15,12 +15,15 @@ struct WebRoutes {
 
     func register(on router: Router<BasicRequestContext>) {
         for asset in WebAsset.all.values where serveDemo || !asset.isDemo {
-            router.get(RouterPath(asset.route)) { request, _ in Self.respond(asset, to: request) }
-            router.head(RouterPath(asset.route)) { request, _ in Self.respond(asset, to: request, withBody: false) }
+            // One buffer per file for the server's life: responses share it instead of copying the bytes.
+            let body = ByteBuffer(bytes: asset.body)
+            router.get(RouterPath(asset.route)) { request, _ in Self.respond(asset, body: body, to: request) }
+            router.head(RouterPath(asset.route)) { request, _ in Self.respond(asset, body: nil, to: request) }
         }
     }
 
-    static func respond(_ asset: WebAsset, to request: Request, withBody: Bool = true) -> Response {
+    /// `body` nil answers a HEAD: the same headers, no bytes.
+    static func respond(_ asset: WebAsset, body: ByteBuffer?, to request: Request) -> Response {
         var headers: HTTPFields = [
             .contentType: asset.contentType,
             .eTag: asset.etag,
@@ -37,6 +40,6 @@ struct WebRoutes {
             return Response(status: .notModified, headers: headers)
         }
         headers[.contentLength] = String(asset.body.count)
-        return Response(status: .ok, headers: headers, body: withBody ? .init(byteBuffer: ByteBuffer(bytes: asset.body)) : .init())
+        return Response(status: .ok, headers: headers, body: body.map { .init(byteBuffer: $0) } ?? .init())
     }
 }

@@ -16,6 +16,14 @@ struct ConfigTests {
         return try ConfigLoader(flags: flags, environment: env, configFile: path).load().config
     }
 
+    @Test func theDemoPageIsOnUnlessTurnedOff() throws {
+        let base = ["no-tls": "true", "secret": "s"]
+        #expect(try load(base).serveDemo)
+        #expect(try !load(base.merging(["no-demo": "true"]) { $1 }).serveDemo)
+        #expect(try !load(base, env: ["TANDEM_NO_DEMO": "true"]).serveDemo)
+        #expect(try !load(base, file: #"{"no-demo": true}"#).serveDemo)
+    }
+
     @Test func precedenceIsFlagThenEnvironmentThenFile() throws {
         let file = """
             // comment lines are allowed

@@ -99,11 +99,14 @@ struct TestServer {
     }
 
     /// One HTTP request with the response's headers and raw body.
-    func fetch(_ method: String, _ path: String, headers: [String: String] = [:]) async throws -> (status: Int, headers: [String: String], body: Data) {
+    func fetch(_ method: String, _ path: String, headers: [String: String] = [:], body: String? = nil) async throws -> (
+        status: Int, headers: [String: String], body: Data
+    ) {
         var request = URLRequest(url: URL(string: httpBase + path)!)
         request.httpMethod = method
         request.cachePolicy = .reloadIgnoringLocalCacheData
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        if let body { request.httpBody = Data(body.utf8) }
         let (data, response) = try await URLSession.shared.data(for: request)
         let http = response as! HTTPURLResponse
         var fields: [String: String] = [:]
@@ -111,18 +114,13 @@ struct TestServer {
         return (http.statusCode, fields, data)
     }
 
-    /// One HTTP request; returns status and body.
+    /// One admin API request (with `key` as the bearer, if any); returns status and the JSON body.
     func http(_ method: String, _ path: String, key: String? = "test-key", body: String? = nil) async throws -> (Int, JSON?) {
-        var request = URLRequest(url: URL(string: httpBase + path)!)
-        request.httpMethod = method
-        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
-        if let body {
-            request.httpBody = Data(body.utf8)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let status = (response as! HTTPURLResponse).statusCode
-        return (status, try? JSONParser.parse(Array(data)))
+        var headers: [String: String] = [:]
+        if let key { headers["Authorization"] = "Bearer \(key)" }
+        if body != nil { headers["Content-Type"] = "application/json" }
+        let r = try await fetch(method, path, headers: headers, body: body)
+        return (r.status, try? JSONParser.parse(Array(r.body)))
     }
 }
 

@@ -60,10 +60,4 @@ struct WebTests {
             #expect(try await server.fetch("GET", "/tandem.js").status == 200)
         }
     }
-
-    @Test func theSettingIsReadFromFlagsAndFiles() throws {
-        #expect(try ConfigLoader(flags: ["no-tls": "true", "secret": "s"], environment: [:], configFile: nil).load().config.serveDemo)
-        let off = try ConfigLoader(flags: ["no-tls": "true", "secret": "s", "no-demo": "true"], environment: [:], configFile: nil)
-        #expect(try !off.load().config.serveDemo)
-    }
 }

@@ -3,12 +3,14 @@
 The server binary is TANDEM_BIN, by default .build/debug/tandem in the repository root.
 """
 
+import json
 import os
 import re
 import signal
 import ssl
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,33 @@ class TandemServer:
         """Trusts only the development CA the server made in its data directory."""
         # The default context checks the host name and requires the certificate.
         return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_path))
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One admin API call with the run's key; the decoded JSON answer."""
+        request = urllib.request.Request(
+            self.base_url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=self.ssl_context(), timeout=10) as response:
+            return json.loads(response.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.base_url}/metrics", context=self.ssl_context(), timeout=10) as response:
+            return response.read().decode()
+
+    def metric(self, name: str) -> float:
+        """One sample of /metrics by its full name (labels included), 0 when absent."""
+        match = re.search(rf"^{re.escape(name)} (\S+)$", self.metrics(), re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def wait_metric(self, name: str, at_least: float) -> float:
+        """The metric once it reaches `at_least` (TURN shards publish once a second), or its last value after 5 s."""
+        value = self.metric(name)
+        for _ in range(50):
+            if value >= at_least:
+                break
+            time.sleep(0.1)
+            value = self.metric(name)
+        return value
 
     def stderr_text(self) -> str:
         try:

@@ -10,7 +10,6 @@ import ipaddress
 import json
 import math
 import secrets
-import urllib.request
 from dataclasses import dataclass, field
 
 from aiortc import (
@@ -306,14 +305,6 @@ class Peer:
         return None
 
 
-def get_session(server, session: str) -> dict:
-    request = urllib.request.Request(
-        f"{server.base_url}/v1/sessions/{session}", headers={"Authorization": f"Bearer {server.api_key}"})
-    with urllib.request.urlopen(request, context=server.ssl_context(), timeout=10) as response:
-        assert response.status == 200
-        return json.loads(response.read())
-
-
 async def wait_for(event: asyncio.Event, what: str, peers) -> None:
     try:
         await asyncio.wait_for(event.wait(), CALL_TIMEOUT_S)
@@ -383,7 +374,7 @@ async def call(server) -> None:
 
         view = None
         for _ in range(100):
-            view = await asyncio.to_thread(get_session, server, session)
+            view = await asyncio.to_thread(server.admin, "GET", f"/v1/sessions/{session}")
             healths = [p.get("health") or {} for p in view["participants"]]
             if len(healths) == 2 and all(h.get("media") == "connected" for h in healths):
                 break

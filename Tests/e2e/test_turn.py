@@ -14,7 +14,6 @@ import secrets
 import socket
 import subprocess
 import time
-import urllib.request
 
 import aioice.turn
 import pytest
@@ -70,46 +69,25 @@ def totals(result: subprocess.CompletedProcess) -> tuple[int, int, int]:
     return int(s), int(r), int(lost["lost"])
 
 
-def metrics(server) -> str:
-    with urllib.request.urlopen(f"{server.base_url}/metrics", context=server.ssl_context(), timeout=10) as response:
-        return response.read().decode()
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def wait_metric(server, name: str, at_least: float) -> float:
-    """The metric once it reaches `at_least` (shards publish once a second), or its last value after 5 s."""
-    value = metric(metrics(server), name)
-    for _ in range(50):
-        if value >= at_least:
-            break
-        time.sleep(0.1)
-        value = metric(metrics(server), name)
-    return value
-
-
 @pytest.mark.parametrize("flags", [(), ("-t",), ("-S", "-t"), ("-y",), ("-y", "-t"), ("-s",)],
                          ids=["udp", "tcp", "tls", "udp-client-to-client", "tcp-client-to-client", "udp-send-indications"])
 def test_uclient_relays_every_packet(tandem_turn_server, echo_peer, flags):
     peer = echo_peer()
-    before = metric(metrics(tandem_turn_server), 'tandem_turn_packets_total{direction="to_client"}')
+    before = tandem_turn_server.metric('tandem_turn_packets_total{direction="to_client"}')
     result = uclient(tandem_turn_server, "127.0.0.1", peer, *flags)
     sent, received, lost = totals(result)
     # Client-to-client mode pairs the clients up and may round their number up.
     assert sent >= 1000 and received == sent and lost == 0, result.stdout[-2000:]
-    after = wait_metric(tandem_turn_server, 'tandem_turn_packets_total{direction="to_client"}', before + sent)
+    after = tandem_turn_server.wait_metric('tandem_turn_packets_total{direction="to_client"}', before + sent)
     assert after - before >= sent, "the server's counters do not show the relayed packets"
     if "-t" in flags:
         # An allocation made over TCP or TLS ends with its connection.
-        left = metric(metrics(tandem_turn_server), "tandem_turn_allocations")
+        left = tandem_turn_server.metric("tandem_turn_allocations")
         for _ in range(50):
             if left == 0:
                 break
             time.sleep(0.1)
-            left = metric(metrics(tandem_turn_server), "tandem_turn_allocations")
+            left = tandem_turn_server.metric("tandem_turn_allocations")
         assert left == 0, f"{left} allocations outlived their TCP connections"
 
 
@@ -118,20 +96,20 @@ def test_a_denied_peer_gets_403(tandem_turn_server, echo_peer):
     result = uclient(tandem_turn_server, "127.0.0.3", peer, messages=5, clients=1)
     out = result.stdout + result.stderr
     assert "error 403" in out, out[-2000:]
-    assert wait_metric(tandem_turn_server, 'tandem_turn_errors_total{code="403"}', 1) >= 1
+    assert tandem_turn_server.wait_metric('tandem_turn_errors_total{code="403"}', 1) >= 1
 
 
 def test_an_expired_credential_gets_401(tandem_turn_server, echo_peer):
     peer = echo_peer()
     username = f"{int(time.time()) - 60}:late"
     password = base64.b64encode(hmac.new(TURN_SECRET.encode(), username.encode(), hashlib.sha1).digest()).decode()
-    before = metric(metrics(tandem_turn_server), 'tandem_turn_errors_total{code="401"}')
+    before = tandem_turn_server.metric('tandem_turn_errors_total{code="401"}')
     result = uclient(tandem_turn_server, "127.0.0.1", peer, messages=5, clients=1, user=(username, password))
     out = result.stdout + result.stderr
     assert "Cannot complete Allocation" in out, out[-2000:]
     assert "tot_recv_msgs=5" not in out
     # One challenge, then the refusal of the expired credential (and uclient's retries).
-    assert wait_metric(tandem_turn_server, 'tandem_turn_errors_total{code="401"}', before + 2) >= before + 2
+    assert tandem_turn_server.wait_metric('tandem_turn_errors_total{code="401"}', before + 2) >= before + 2
 
 
 async def welcome_ice_servers(server) -> list[dict]:
@@ -195,7 +173,7 @@ def test_an_aiortc_call_on_relayed_candidates_only_goes_through_tandem_turn(tand
         ann = Peer("Ann", session, server, luma=200, hz=440, turn_transport=transport)
         ben = Peer("Ben", session, server, luma=60, hz=660, turn_transport=transport)
         peers = (ann, ben)
-        before = metric(metrics(server), 'tandem_turn_packets_total{direction="to_client"}')
+        before = server.metric('tandem_turn_packets_total{direction="to_client"}')
         try:
             await ann.join()
             await ben.join()
@@ -213,7 +191,7 @@ def test_an_aiortc_call_on_relayed_candidates_only_goes_through_tandem_turn(tand
         finally:
             await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
         least = before + 2 * (MIN_VIDEO_FRAMES + MIN_AUDIO_FRAMES)
-        after = await asyncio.to_thread(wait_metric, server, 'tandem_turn_packets_total{direction="to_client"}', least)
+        after = await asyncio.to_thread(server.wait_metric, 'tandem_turn_packets_total{direction="to_client"}', least)
         assert after >= least, "the media did not go through the TURN service"
 
     asyncio.run(asyncio.wait_for(call(), TEST_TIMEOUT_S))

@@ -18,10 +18,8 @@ export const PROVIDERS = ["p2p", "relay", "sfu"];
 /** Target bitrates of the 720/480/360/240 ladder, in bits per second. */
 export const LADDER_BITRATES = { 720: 1_500_000, 480: 800_000, 360: 450_000, 240: 200_000 };
 
-const CLOSE = {
-    normal: 1000, tooLarge: 1009, draining: 4000, unauthorized: 4401, forbidden: 4403,
-    joinTimeout: 4408, replaced: 4409, rateLimited: 4429,
-};
+/** The close codes the client acts on (PROTOCOL.md section 4); any other close is resumed. */
+const CLOSE = { normal: 1000, draining: 4000, unauthorized: 4401, forbidden: 4403, replaced: 4409 };
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = new Map([
     [CLOSE.unauthorized, "unauthorized"], [CLOSE.forbidden, "forbidden"], [CLOSE.replaced, "replaced"],
@@ -300,7 +298,6 @@ export class SessionCore {
             this.outbox = [];
             this.lastSeq = Number.isInteger(m.seq) ? m.seq : 0;
         }
-        const wasRejoin = fresh && this.participant !== null;
         this.participant = m.participant;
         this.resumeKey = m.resumeKey ?? null;
         if (isObject(m.heartbeat)) {
@@ -320,7 +317,7 @@ export class SessionCore {
             this.peers.set(peer.id, { id: peer.id, name: peer.name ?? null, state: known?.state ?? "active" });
             if (!known) actions.push({ do: "emit", event: "peer", detail: { peer: { id: peer.id, name: peer.name ?? null }, change: "joined" } });
         }
-        actions.push({ do: "welcome", message: m, resumed: !fresh, rejoined: wasRejoin });
+        actions.push({ do: "welcome", message: m });
         actions.push(...this.#provider(m.provider, "join"));
         // What our paths said while the socket was down, if it is still for this epoch.
         const held = this.outbox;
@@ -424,7 +421,7 @@ export class SessionCore {
                 actions.push({ do: "emit", event: "sfu", detail: { room: this.provider.room, epoch: p.epoch, ...(this.provider.sfu ?? {}) } });
             }
             if (remote !== null) actions.push(...this.#openPath(remote));
-            if (!this.currentPath || p.name === "sfu") {
+            if (!this.currentPath) {
                 // Nothing of ours will carry the new epoch's media (alone, or the app's SFU SDK does).
                 for (const id of [...this.paths.keys()]) if (id !== this.currentPath) actions.push(...this.#closePath(id));
             }
@@ -468,7 +465,8 @@ export class SessionCore {
 
     #error(m) {
         const error = new TandemError(m.code ?? "internal", m.message ?? "error", { ref: m.ref });
-        if (this.phase === "joining" && (m.ref === "join" || m.code === "resume_failed" || !this.participant || m.seq === 0)) {
+        // The answer to our join (seq 0, ref join), as opposed to an older error replayed by a resume.
+        if (this.phase === "joining" && (m.ref === "join" || m.seq === 0)) {
             if (m.code === "resume_failed") {
                 // The server no longer knows us: join afresh as a new participant.
                 this.participant = null;
@@ -846,6 +844,7 @@ export class Call extends EventTarget {
         this.socket = null;
         this.stats = null;
         this.remoteStream = null;
+        /** The server's last `welcome` (its `server.version` and `node` tell which node serves the call). */
         this.welcome = null;
         this.log = options.log ?? (() => {});
         // Handlers given to join() see the events raised while joining too (the first provider, the peers present).

@@ -36,7 +36,10 @@ function log(text) {
     while ($("log").children.length > 60) $("log").lastChild.remove();
 }
 
+const RECORDED = ["state", "provider", "peer", "quality", "video", "alert", "remotestream", "sfu", "error"];
+
 function record(type, detail) {
+    if (type === "remotestream") detail = { provider: detail.provider, epoch: detail.epoch };
     demo.events.push({ type, at: Date.now(), ...(detail && typeof detail === "object" ? detail : { value: detail }) });
 }
 
@@ -83,6 +86,8 @@ async function start() {
             // `?ice=relay` sends all media through TURN: a quick check that a deployment's TURN works.
             iceTransportPolicy: params.get("ice") === "relay" ? "relay" : undefined,
             log: (...args) => console.warn("[tandem]", ...args),
+            // Given to join() so that the log also holds what happened while joining.
+            on: Object.fromEntries(RECORDED.map((type) => [type, (detail) => record(type, detail)])),
         });
         demo.call = call;
         wire(call);
@@ -91,7 +96,6 @@ async function start() {
     } catch (error) {
         localStream.getTracks().forEach((t) => t.stop());
         demo.error = { code: error.code, message: error.message };
-        record("error", demo.error);
         $("stage").hidden = true;
         $("session-tag").hidden = true;
         $("lobby").hidden = false;
@@ -116,12 +120,7 @@ function showLobbyError(text) {
 }
 
 function wire(call) {
-    for (const type of ["state", "provider", "peer", "quality", "video", "alert", "remotestream", "sfu", "error"]) {
-        call.on(type, (detail) => {
-            record(type, type === "remotestream" ? { provider: detail.provider, epoch: detail.epoch } : detail);
-            render(call);
-        });
-    }
+    for (const type of RECORDED) call.on(type, () => render(call));
     call.on("state", ({ state }) => {
         log(STATE_TEXT[state] ?? state);
         if (state === "failed") toast("The call could not continue. Join again to retry.", true);

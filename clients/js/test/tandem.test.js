@@ -433,6 +433,15 @@ describe("SessionCore: what the review found", () => {
         assert.equal(c.state, "waiting");
     });
 
+    test("an old error replayed by a resume is passed on, not taken as the answer to the join", () => {
+        const c = joined();
+        c.closed(1006, "", 10);
+        c.opened(20);
+        const replayed = c.received({ type: "error", seq: 2, code: "stale_epoch", message: "old", ref: "signal" }, 30);
+        assert.deepEqual(replayed.map((a) => a.do), ["emit"]);
+        assert.equal(c.phase, "joining");
+    });
+
     test("after a refused resume the call still reads as reconnecting and keeps trying", () => {
         const c = joined();
         c.closed(1006, "", 10);
