@@ -87,7 +87,7 @@ public struct NonceMaker: Sendable {
     }
 
     private func mac(_ expiry: UInt32, _ client: IPAddress) -> String {
-        var input = [UInt8(expiry >> 24), UInt8((expiry >> 16) & 0xFF), UInt8((expiry >> 8) & 0xFF), UInt8(expiry & 0xFF)]
+        var input = expiry.bigEndianBytes
         input.append(contentsOf: client.bytes)
         let code = HMAC<SHA256>.authenticationCode(for: input, using: SymmetricKey(data: key))
         return code.prefix(8).map { hex($0) }.joined()

@@ -33,7 +33,7 @@ public struct STUNMessage: Sendable {
     public static func looksLikeSTUN<C: Collection<UInt8>>(_ bytes: C) -> Bool where C.Index == Int {
         guard bytes.count >= 20 else { return false }
         let s = bytes.startIndex
-        return bytes[s] & 0xC0 == 0 && bytes[s + 4] == 0x21 && bytes[s + 5] == 0x12 && bytes[s + 6] == 0xA4 && bytes[s + 7] == 0x42
+        return bytes[s] & 0xC0 == 0 && UInt32(bigEndianBytes: bytes[(s + 4)..<(s + 8)]) == stunMagicCookie
     }
 
     /// Parses and validates one whole message: header, lengths, attribute framing and, when present,
@@ -108,7 +108,7 @@ public struct STUNMessage: Sendable {
         guard value.count >= 4 else { return nil }
         let s = value.startIndex
         let family = value[s + 1]
-        let port = (UInt16(value[s + 2]) << 8 | UInt16(value[s + 3])) ^ 0x2112
+        let port = UInt16(bigEndianBytes: value[(s + 2)..<(s + 4)]) ^ UInt16(stunMagicCookie >> 16)
         guard (family == 0x01 && value.count == 8) || (family == 0x02 && value.count == 20) else { return nil }
         let raw = zip(value[(s + 4)...], xorMask(transactionID)).map { $0 ^ $1 }
         return IPAddress(bytes: raw).map { TransportAddress(ip: $0, port: port) }
@@ -177,20 +177,27 @@ public struct STUNMessage: Sendable {
     }
 
     static func xorMask(_ id: TransactionID) -> [UInt8] {
-        [0x21, 0x12, 0xA4, 0x42] + id.bytes
+        stunMagicCookie.bigEndianBytes + id.bytes
     }
 }
 
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+/// Compares secrets without an early exit, so timing does not reveal how much of a guess was right.
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     guard a.count == b.count else { return false }
     var diff: UInt8 = 0
     for i in a.indices { diff |= a[i] ^ b[i] }
     return diff == 0
 }
 
-extension UInt32 {
+extension FixedWidthInteger {
+    /// The integer from network-order bytes (as many as given, at most its width).
     init<C: Collection<UInt8>>(bigEndianBytes bytes: C) {
-        self = bytes.reduce(0) { $0 << 8 | UInt32($1) }
+        self = bytes.reduce(0) { $0 << 8 | Self($1) }
+    }
+
+    /// Its bytes in network order.
+    var bigEndianBytes: [UInt8] {
+        (0..<Self.bitWidth / 8).map { UInt8(truncatingIfNeeded: self >> (Self.bitWidth - 8 - 8 * $0)) }
     }
 }
 

@@ -12,7 +12,7 @@ public struct STUNMessageBuilder: Sendable {
         bytes.reserveCapacity(capacity)
         bytes.append(UInt8(type >> 8))
         bytes.append(UInt8(type & 0xFF))
-        bytes.append(contentsOf: [0, 0, 0x21, 0x12, 0xA4, 0x42])
+        bytes.append(contentsOf: [0, 0] + stunMagicCookie.bigEndianBytes)
         bytes.append(contentsOf: transactionID.bytes)
     }
 
@@ -35,11 +35,11 @@ public struct STUNMessageBuilder: Sendable {
     public mutating func append(_ type: UInt16, string: String) { append(type, Array(string.utf8)) }
 
     public mutating func append(_ type: UInt16, uint32 value: UInt32) {
-        append(type, [UInt8(value >> 24), UInt8((value >> 16) & 0xFF), UInt8((value >> 8) & 0xFF), UInt8(value & 0xFF)])
+        append(type, value.bigEndianBytes)
     }
 
     public mutating func append(_ type: UInt16, xorAddress address: TransportAddress) {
-        let port = address.port ^ 0x2112
+        let port = address.port ^ UInt16(stunMagicCookie >> 16)
         let mask = STUNMessage.xorMask(transactionID)
         var value: [UInt8] = [0, address.ip.isV6 ? 0x02 : 0x01, UInt8(port >> 8), UInt8(port & 0xFF)]
         value.append(contentsOf: zip(address.ip.bytes, mask).map { $0 ^ $1 })

@@ -46,12 +46,7 @@ public struct TransactionID: Hashable, Sendable {
     /// 12 bytes.
     public init<C: Collection<UInt8>>(bytes: C) {
         precondition(bytes.count == 12)
-        var h: UInt32 = 0
-        var l: UInt64 = 0
-        for (i, b) in bytes.enumerated() {
-            if i < 4 { h = h << 8 | UInt32(b) } else { l = l << 8 | UInt64(b) }
-        }
-        self.init(high: h, low: l)
+        self.init(high: UInt32(bigEndianBytes: bytes.prefix(4)), low: UInt64(bigEndianBytes: bytes.dropFirst(4)))
     }
 
     public static func random() -> TransactionID {
@@ -60,8 +55,7 @@ public struct TransactionID: Hashable, Sendable {
     }
 
     public var bytes: [UInt8] {
-        (0..<4).map { UInt8(truncatingIfNeeded: high >> (24 - 8 * $0)) }
-            + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+        high.bigEndianBytes + low.bigEndianBytes
     }
 }
 

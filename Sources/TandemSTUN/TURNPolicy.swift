@@ -64,7 +64,6 @@ public typealias AllocationID = UInt64
 /// Counters a TURN server keeps without locks; the I/O layer publishes them.
 public struct TURNCounters: Sendable, Equatable {
     public var allocationsCreated = 0
-    public var allocationsEnded = 0
     public var packetsToPeers = 0
     public var bytesToPeers = 0
     public var packetsToClients = 0

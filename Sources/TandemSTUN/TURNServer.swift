@@ -181,7 +181,8 @@ public struct TURNServer: Sendable {
 
     /// The relay sockets of a pending allocation are bound: answer the Allocate.
     public mutating func relayOpened(_ id: AllocationID) -> [Action] {
-        guard var a = allocations[id], case .opening = a.phase else { return [] }
+        // Gone while its sockets were being bound (deleted, expired, its connection closed): close them.
+        guard var a = allocations[id], case .opening = a.phase else { return [.closeRelay(id)] }
         a.phase = .active
         var b = STUNMessageBuilder(answering: a.request, class: .success)
         for address in a.relayed { b.append(STUNAttribute.xorRelayedAddress, xorAddress: policy.advertised(address)) }
@@ -189,7 +190,7 @@ public struct TURNServer: Sendable {
             b.append(STUNAttribute.addressErrorCode, [0x02, 0, 4, 40] + Array("Address Family not Supported".utf8))
         }
         b.append(STUNAttribute.lifetime, uint32: UInt32(max(0, (a.expiry - now.monotonic).rounded())))
-        if let token = a.reservationToken { b.append(STUNAttribute.reservationToken, (0..<8).map { UInt8(truncatingIfNeeded: token >> (56 - 8 * $0)) }) }
+        if let token = a.reservationToken { b.append(STUNAttribute.reservationToken, token.bigEndianBytes) }
         b.append(STUNAttribute.xorMappedAddress, xorAddress: a.client.remote)
         let bytes = sign(&b, key: a.key, sha256: a.sha256Integrity, fingerprint: a.wantsFingerprint)
         a.response = bytes
@@ -217,7 +218,7 @@ public struct TURNServer: Sendable {
         a.relayed = []
         allocations[id] = a
         let reply = errorResponse(a.request, .insufficientCapacity, key: a.key, sha256: a.sha256Integrity)
-        return removeAllocation(id, closeSockets: false) + [.reply(reply, to: a.client)]
+        return end(id) + [.reply(reply, to: a.client)]
     }
 
     // MARK: Messages
@@ -318,7 +319,7 @@ public struct TURNServer: Sendable {
         case (nil, nil): break
         case (let list?, let chosen?):
             guard Array(list) == Self.passwordAlgorithmsValue, chosen.count >= 4,
-                let a = PasswordAlgorithm(rawValue: UInt16(chosen[chosen.startIndex]) << 8 | UInt16(chosen[chosen.startIndex + 1]))
+                let a = PasswordAlgorithm(rawValue: UInt16(bigEndianBytes: chosen.prefix(2)))
             else { return .failure(errorResponse(m, .badRequest, reason: "PASSWORD-ALGORITHM mismatch")) }
             algorithm = a
         default:
@@ -397,7 +398,7 @@ public struct TURNServer: Sendable {
         var ports: [UInt16]
         var reservation: UInt64?
         if let token {
-            guard token.count == 8, let port = resources.redeem(token: token.reduce(0) { $0 << 8 | UInt64($1) }, now: now.monotonic) else {
+            guard token.count == 8, let port = resources.redeem(token: UInt64(bigEndianBytes: token), now: now.monotonic) else {
                 resources.release(identity: c.identity)
                 return fail(.insufficientCapacity, "Unknown or expired RESERVATION-TOKEN")
             }
@@ -507,7 +508,7 @@ public struct TURNServer: Sendable {
         }
         guard let id = byClient[client], let a = allocations[id], case .active = a.phase else { return fail(.allocationMismatch) }
         guard let raw = m.value(STUNAttribute.channelNumber), raw.count == 4 else { return fail(.badRequest, "CHANNEL-NUMBER is required") }
-        let number = UInt16(raw[raw.startIndex]) << 8 | UInt16(raw[raw.startIndex + 1])
+        let number = UInt16(bigEndianBytes: raw.prefix(2))
         guard TURNFraming.channelNumbers.contains(number) else { return fail(.badRequest, "channel number out of range") }
         guard let peer = m.xorAddress(STUNAttribute.xorPeerAddress) else { return fail(.badRequest, "XOR-PEER-ADDRESS is required") }
         guard a.relayed.contains(where: { $0.ip.isV6 == peer.ip.isV6 }) else { return fail(.peerAddressFamilyMismatch) }
@@ -527,19 +528,15 @@ public struct TURNServer: Sendable {
 
     // MARK: Helpers
 
+    /// Frees what the allocation holds; its sockets close when it has any.
     private mutating func end(_ id: AllocationID) -> [Action] {
-        removeAllocation(id, closeSockets: true)
-    }
-
-    private mutating func removeAllocation(_ id: AllocationID, closeSockets: Bool) -> [Action] {
         guard let a = allocations.removeValue(forKey: id) else { return [] }
         if byClient[a.client] == id { byClient[a.client] = nil }
         for address in a.relayed { resources.returnPort(address.port) }
         // An unredeemed reservation dies with the allocation that made it.
         if let token = a.reservationToken { resources.cancel(token: token) }
         resources.release(identity: a.identity)
-        if case .active = a.phase { counters.allocationsEnded += 1 }
-        return closeSockets && !a.relayed.isEmpty ? [.closeRelay(id)] : []
+        return a.relayed.isEmpty ? [] : [.closeRelay(id)]
     }
 
     private func sign(_ b: inout STUNMessageBuilder, key: [UInt8], sha256: Bool, fingerprint: Bool) -> [UInt8] {

@@ -27,14 +27,9 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     public init?<C: Collection<UInt8>>(bytes: C) {
         switch bytes.count {
         case 4:
-            self.init(v4: bytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+            self.init(v4: UInt32(bigEndianBytes: bytes))
         case 16:
-            var high: UInt64 = 0
-            var low: UInt64 = 0
-            for (i, b) in bytes.enumerated() {
-                if i < 8 { high = high << 8 | UInt64(b) } else { low = low << 8 | UInt64(b) }
-            }
-            self.init(v6: high, low)
+            self.init(v6: UInt64(bigEndianBytes: bytes.prefix(8)), UInt64(bigEndianBytes: bytes.dropFirst(8)))
         default:
             return nil
         }
@@ -55,9 +50,7 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// Network-order bytes: 4 for IPv4, 16 for IPv6.
     public var bytes: [UInt8] {
-        if !isV6 { return (0..<4).map { UInt8(truncatingIfNeeded: low >> (24 - 8 * $0)) } }
-        return (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
-            + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+        isV6 ? high.bigEndianBytes + low.bigEndianBytes : UInt32(truncatingIfNeeded: low).bigEndianBytes
     }
 
     /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), if this is one.
@@ -88,22 +81,22 @@ public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `1.2.3.4:5`, `[::1]:5`.
     public init?(_ text: String) {
-        let host: Substring
-        let portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            portText = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { return nil }
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        }
-        guard let ip = IPAddress(String(host)), let port = UInt16(portText) else { return nil }
+        guard let (host, portText) = splitHostPort(text), let ip = IPAddress(String(host)), let port = UInt16(portText) else { return nil }
         self.init(ip: ip, port: port)
     }
 
     public var description: String { ip.isV6 ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+}
+
+/// Splits `HOST:PORT` or `[IPv6]:PORT` into the host (without brackets) and the port text; nil when
+/// the text has neither shape. Neither part is checked.
+public func splitHostPort(_ text: String) -> (host: Substring, port: Substring)? {
+    if text.hasPrefix("[") {
+        guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+        return (text[text.index(after: text.startIndex)..<close], text[text.index(close, offsetBy: 2)...])
+    }
+    guard let colon = text.lastIndex(of: ":") else { return nil }
+    return (text[..<colon], text[text.index(after: colon)...])
 }
 
 /// An IPv4 or IPv6 prefix such as `10.0.0.0/8` or `fe80::/10`.

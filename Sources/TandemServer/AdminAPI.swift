@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import TandemArbiter
 import TandemProtocol
+import TandemSTUN
 import TandemStore
 
 /// The HTTP API of PROTOCOL.md section 6.
@@ -196,10 +197,3 @@ struct AdminAPI {
     }
 }
 
-/// Compares secrets without an early exit, so timing does not reveal how much of a guess was right.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var diff: UInt8 = 0
-    for i in a.indices { diff |= a[i] ^ b[i] }
-    return diff == 0
-}

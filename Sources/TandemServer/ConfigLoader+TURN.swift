@@ -22,18 +22,20 @@ extension ConfigLoader {
         }
     }
 
-    func prefixes(_ key: String) throws -> [IPPrefix] {
+    /// Each item of a comma-separated setting, parsed; the first that does not parse is named in the error.
+    func parsedList<T>(_ key: String, takes what: String, _ parse: (String) -> T?) throws -> [T] {
         try list(key).map { item in
-            guard let prefix = IPPrefix(item) else { throw SetupError("\(key) takes addresses or prefixes like 10.0.0.0/8, not \"\(item)\"") }
-            return prefix
+            guard let value = parse(item) else { throw SetupError("\(key) takes \(what), not \"\(item)\"") }
+            return value
         }
     }
 
+    func prefixes(_ key: String) throws -> [IPPrefix] {
+        try parsedList(key, takes: "addresses or prefixes like 10.0.0.0/8") { IPPrefix($0) }
+    }
+
     func ips(_ key: String) throws -> [IPAddress] {
-        try list(key).map { item in
-            guard let ip = IPAddress(item) else { throw SetupError("\(key) takes an IP address, not \"\(item)\"") }
-            return ip
-        }
+        try parsedList(key, takes: "an IP address") { IPAddress($0) }
     }
 
     /// The TURN settings, or nil when neither our own TURN nor external TURN URLs are configured.

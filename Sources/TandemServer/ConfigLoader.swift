@@ -1,6 +1,7 @@
 import Foundation
 import TandemArbiter
 import TandemProtocol
+import TandemSTUN
 
 /// Merges settings from flags, `TANDEM_*` environment variables and a config file, in that order of
 /// precedence, into a ``ServerConfig``. Every setting has one name: `--heartbeat-interval` is
@@ -107,18 +108,9 @@ public struct ConfigLoader {
 
     /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6).
     public static func parseListen(_ text: String, key: String = "listen") throws -> (String, Int) {
-        let host: Substring
-        let port: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                throw SetupError("\(key) must be HOST:PORT or [IPv6]:PORT, not \"\(text)\"")
-            }
-            host = text[text.index(after: text.startIndex)..<close]
-            port = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { throw SetupError("\(key) must be HOST:PORT, not \"\(text)\"") }
-            host = text[..<colon]
-            port = text[text.index(after: colon)...]
+        guard let (host, port) = splitHostPort(text) else {
+            let shape = text.hasPrefix("[") ? "HOST:PORT or [IPv6]:PORT" : "HOST:PORT"
+            throw SetupError("\(key) must be \(shape), not \"\(text)\"")
         }
         guard !host.isEmpty, let p = Int(port), (0...65535).contains(p) else {
             throw SetupError("\(key) must be HOST:PORT with a port from 0 to 65535, not \"\(text)\"")

@@ -76,6 +76,7 @@ final class TURNShard: @unchecked Sendable {
     func streamClosed(_ client: ClientID) {
         endpoints[client.endpoint] = nil
         perform(server.clientClosed(client))
+        flush()
     }
 
     // MARK: From peers
@@ -122,7 +123,6 @@ final class TURNShard: @unchecked Sendable {
                 markDirty(relay)
             }
         }
-        flush()
     }
 
     private func openRelay(_ id: AllocationID, _ addresses: [TransportAddress]) {
@@ -145,18 +145,14 @@ final class TURNShard: @unchecked Sendable {
                         logger.debug("relay bind failed", metadata: ["error": "\(error)"])
                     }
                     perform(server.relayFailed(id))
+                    flush()
                 }
                 return
             }
             relays[id] = channels
             server.setTime(clock())
-            let actions = server.relayOpened(id)
-            if actions.isEmpty {
-                // The allocation ended while its sockets were being bound.
-                relays[id] = nil
-                for channel in channels { channel.close(promise: nil) }
-            }
-            perform(actions)
+            perform(server.relayOpened(id))
+            flush()
         }
     }
 
@@ -182,8 +178,9 @@ final class TURNShard: @unchecked Sendable {
         if !dirty.contains(where: { $0 === channel }) { dirty.append(channel) }
     }
 
-    /// Writes are queued while a batch of reads is handled and flushed once after it, so that NIO can
-    /// send them with one `sendmmsg`.
+    /// Writes are queued while a batch of reads is handled and flushed once after it (by the handlers'
+    /// `channelReadComplete`), so that NIO can send them with one `sendmmsg`; work outside a read
+    /// (ticks, relay binds, a closed stream) flushes itself.
     func flush() {
         guard !dirty.isEmpty else { return }
         for channel in dirty { channel.flush() }
@@ -194,6 +191,7 @@ final class TURNShard: @unchecked Sendable {
 
     func tick() {
         perform(server.tick(clock()))
+        flush()
         publish()
     }
 
