@@ -121,7 +121,9 @@ public enum ServerMessage: Sendable, Equatable {
 
     /// The complete JSON text of this message for the participant whose next sequence number is `seq`.
     public func encoded(seq: Int) -> [UInt8] {
-        var w = JSONWriter(capacity: 128)
+        // A signal carries an SDP of a few kilobytes: room for it up front instead of regrowing.
+        let capacity = if case .signal(_, let rawData) = self { rawData.count + 96 } else { 128 }
+        var w = JSONWriter(capacity: capacity)
         w.beginObject()
         w.member("seq", seq)
         w.member("type", type)

@@ -86,19 +86,17 @@ public func buildServer(
             await SignalingSocket(hub: hub, connection: connection, logger: logger).run(inbound: inbound, outbound: outbound)
         }
     }
-    let server: HTTPServerBuilder
+    // Read once: HTTPS and TURNS serve the same certificate.
+    let tls: TLSConfiguration?
     switch config.tls {
-    case .disabled:
-        server = http
-    case .files(let certificate, let key):
-        server = try .tls(http, tlsConfiguration: makeTLSConfiguration(certificate: certificate, key: key))
+    case .disabled: tls = nil
+    case .files(let certificate, let key): tls = try makeTLSConfiguration(certificate: certificate, key: key)
     }
+    let server: HTTPServerBuilder = try tls.map { try .tls(http, tlsConfiguration: $0) } ?? http
     var services: [any Service] = [hub]
     if let turn = config.turn, turn.runsService {
         var service = turn.service
-        if !service.tlsListen.isEmpty, service.tls == nil, case .files(let certificate, let key) = config.tls {
-            service.tls = try makeTLSConfiguration(certificate: certificate, key: key)
-        }
+        if !service.tlsListen.isEmpty, service.tls == nil { service.tls = tls }
         services.append(TURNService(configuration: service, logger: logger) { [mint = hub.iceServers] udp, tls in
             mint.listening(udpAndTCP: udp, tls: tls)
         })

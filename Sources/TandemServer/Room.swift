@@ -277,15 +277,14 @@ final class RoomCore {
         guard signal.epoch == arbiter.epoch else {
             return sendError(from, ProtocolError(.staleEpoch, "epoch \(signal.epoch) is not the session's epoch \(arbiter.epoch)", ref: "signal"))
         }
-        if signal.kind == .candidate {
-            var member = members[from]!
-            if member.candidateEpoch != signal.epoch {
-                member.candidateEpoch = signal.epoch
-                member.candidateCount = 0
+        if signal.kind == .candidate, let i = members.index(forKey: from) {
+            // In place: one lookup, no copy of the member, per candidate.
+            if members.values[i].candidateEpoch != signal.epoch {
+                members.values[i].candidateEpoch = signal.epoch
+                members.values[i].candidateCount = 0
             }
-            member.candidateCount += 1
-            members[from] = member
-            guard member.candidateCount <= hub.config.maxCandidatesPerEpoch else {
+            members.values[i].candidateCount += 1
+            guard members.values[i].candidateCount <= hub.config.maxCandidatesPerEpoch else {
                 return sendError(
                     from, ProtocolError(.rateLimited, "more than \(hub.config.maxCandidatesPerEpoch) candidates in one epoch", ref: "signal"))
             }
@@ -365,15 +364,15 @@ final class RoomCore {
     /// Frames `message` with the participant's next sequence number, logs it for resume and writes it
     /// to the participant's socket if it has one.
     func send(_ id: ParticipantID, _ message: ServerMessage) {
-        guard var member = members[id] else { return }
-        let seq = member.nextSeq
-        member.nextSeq += 1
-        members[id] = member
+        guard let i = members.index(forKey: id) else { return }
+        let seq = members.values[i].nextSeq
+        members.values[i].nextSeq += 1
+        let connection = members.values[i].connection
         let frame = message.encoded(seq: seq)
         pendingLog.append(LoggedMessage(participant: id, seq: seq, frame: frame))
         hub.metrics.countOut(message.type)
         if case .error(let e) = message { hub.metrics.countError(e.code) }
-        if member.connection?.send(frame) == .closedSlow { hub.metrics.slowConsumers.increment() }
+        if connection?.send(frame) == .closedSlow { hub.metrics.slowConsumers.increment() }
     }
 
     func sendError(_ id: ParticipantID, _ error: ProtocolError) {

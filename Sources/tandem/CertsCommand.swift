@@ -13,11 +13,7 @@ struct CertsCommand: AsyncParsableCommand {
         var out = "./data/certs"
 
         func run() async throws {
-            do {
-                try DevCertificates.make(in: out)
-            } catch {
-                throw fail(error)
-            }
+            try DevCertificates.make(in: out)
             print("wrote \(out)/ca.pem, \(out)/server.pem and their keys; trust ca.pem in your browser or client")
         }
     }

@@ -149,16 +149,10 @@ struct ServeCommand: AsyncParsableCommand {
         ]
         for case let (key, value?) in options { flags[key] = value }
 
-        let loaded: (config: ServerConfig, notes: [String])
-        let level: Logger.Level
-        do {
-            let loader = try ConfigLoader(flags: flags, environment: ProcessInfo.processInfo.environment, configFile: nil)
-            loaded = try loader.load()
-            let levelText = loader.setting("log-level") ?? "info"
-            guard let parsed = Logger.Level(rawValue: levelText) else { throw SetupError("log-level must be trace, debug, info, notice, warning, error or critical") }
-            level = parsed
-        } catch {
-            throw fail(error)
+        let loader = try ConfigLoader(flags: flags, environment: ProcessInfo.processInfo.environment, configFile: nil)
+        let loaded = try loader.load()
+        guard let level = Logger.Level(rawValue: loader.setting("log-level") ?? "info") else {
+            throw SetupError("log-level must be trace, debug, info, notice, warning, error or critical")
         }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -171,26 +165,10 @@ struct ServeCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         for note in loaded.notes { logger.notice("\(note)") }
         let config = loaded.config
-        let server: TandemServer
-        do {
-            server = try buildServer(config, logger: logger, metrics: metrics) { [logger] port in
-                let scheme = config.tls == .disabled ? "http" : "https"
-                logger.notice("tandem \(config.version) serving \(scheme)://\(config.host):\(port) (signaling at /v1/signal, store \(config.store))")
-            }
-        } catch {
-            throw fail(error)
+        let server = try buildServer(config, logger: logger, metrics: metrics) { [logger] port in
+            let scheme = config.tls == .disabled ? "http" : "https"
+            logger.notice("tandem \(config.version) serving \(scheme)://\(config.host):\(port) (signaling at /v1/signal, store \(config.store))")
         }
-        do {
-            try await server.application.runService()
-        } catch {
-            // A failure while running (a port in use, say) is not a usage error.
-            throw fail(error)
-        }
+        try await server.application.runService()
     }
-}
-
-/// Prints one clear line and exits non-zero.
-func fail(_ error: any Error) -> ExitCode {
-    FileHandle.standardError.write(Data("tandem: \(error)\n".utf8))
-    return ExitCode(1)
 }

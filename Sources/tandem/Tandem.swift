@@ -7,17 +7,12 @@ struct Tandem: AsyncParsableCommand {
         abstract: "Signaling, provider arbitration and media fallback for two-party calls.",
         subcommands: [ServeCommand.self, CertsCommand.self, TokenCommand.self])
 
-    /// Parse errors are said in one line (`--help` still prints the whole help).
+    /// Errors are said in one line: a usage error with a pointer to the help (`--help` still prints
+    /// the whole help), a failure while running (bad settings, a port in use) as it is.
     static func main() async {
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch let code as ExitCode {
-            Foundation.exit(code.rawValue)
+            command = try parseAsRoot()
         } catch {
             let code = exitCode(for: error)
             if code == .success {
@@ -26,6 +21,21 @@ struct Tandem: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("tandem: \(message(for: error)) (see tandem --help)\n".utf8))
             }
             Foundation.exit(code.rawValue)
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch where exitCode(for: error) == .success {
+            print(fullMessage(for: error))  // --help and friends end up here
+            Foundation.exit(0)
+        } catch {
+            FileHandle.standardError.write(Data("tandem: \(error)\n".utf8))
+            Foundation.exit(1)
         }
     }
 }

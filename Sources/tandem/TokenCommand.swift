@@ -18,10 +18,10 @@ struct TokenCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard let secret = secret ?? ProcessInfo.processInfo.environment["TANDEM_SECRET"] else {
-            throw fail(SetupError("give --secret or TANDEM_SECRET: the same secret the server verifies with"))
+            throw SetupError("give --secret or TANDEM_SECRET: the same secret the server verifies with")
         }
-        guard (1...7 * 86400).contains(ttl) else { throw fail(SetupError("--ttl must be from 1 to 604800 seconds")) }
-        guard !identity.isEmpty else { throw fail(SetupError("--identity must not be empty")) }
+        guard (1...7 * 86400).contains(ttl) else { throw SetupError("--ttl must be from 1 to 604800 seconds") }
+        guard !identity.isEmpty else { throw SetupError("--identity must not be empty") }
         let expires = Int64(Date().timeIntervalSince1970) + Int64(ttl)
         print(JoinTokens(secret: secret).sign(JoinClaims(identity: identity, session: session, name: name, expiresAt: expires)))
     }

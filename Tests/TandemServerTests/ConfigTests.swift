@@ -93,6 +93,13 @@ struct ConfigTests {
         let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/tandem.jsonc").path
         let loader = try ConfigLoader(flags: ["config": example, "secret": "s", "no-tls": "true"], environment: [:], configFile: nil)
         let c = try loader.load().config
-        #expect(c.arbiter == ServerConfig().arbiter)  // the example states the defaults
+        // The example states the defaults, and says so: any value it gives must be the default.
+        let defaults = ServerConfig()
+        #expect(c.arbiter == defaults.arbiter)
+        #expect(c.host == defaults.host && c.port == defaults.port)
+        #expect(c.serveDemo == defaults.serveDemo)
+        #expect(c.rateLimitPerSecond == defaults.rateLimitPerSecond && c.rateLimitBurst == defaults.rateLimitBurst)
+        #expect(c.maxCandidatesPerEpoch == defaults.maxCandidatesPerEpoch && c.joinTimeout == defaults.joinTimeout)
+        #expect(c.iceServers == defaults.iceServers)
     }
 }

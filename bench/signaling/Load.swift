@@ -116,28 +116,15 @@ struct LoadRun {
             var epoch = 1
             var burstReceived = 0
             var isAnswerer = false
-            var peerWaiter: CheckedContinuation<Void, Never>?
         }
         let state = NIOLockedValueBox(State())
+        private let peerKnown = Gate()
 
-        func waitForPeer() async {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let ready = state.withLockedValue { s -> Bool in
-                    if s.peer != nil { return true }
-                    s.peerWaiter = c
-                    return false
-                }
-                if ready { c.resume() }
-            }
-        }
+        func waitForPeer() async { await peerKnown.wait() }
 
         func setPeer(_ id: String) {
-            let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
-                s.peer = id
-                defer { s.peerWaiter = nil }
-                return s.peerWaiter
-            }
-            waiter?.resume()
+            state.withLockedValue { $0.peer = id }
+            peerKnown.open()
         }
     }
 
@@ -272,9 +259,7 @@ struct ConnectionScript: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await outbound.write(.text(#"{"type":"join","session":"\#(session)","name":"bench"}"#))
-                if echo {
-                    peer.state.withLockedValue { $0.peer = "self" }
-                }
+                if echo { peer.setPeer("self") }
                 await burst.wait()
                 await peer.waitForPeer()
                 let (to, epoch, first) = peer.state.withLockedValue { s in (s.peer!, s.epoch, !s.isAnswerer) }

@@ -80,7 +80,7 @@ final class LineCollector: @unchecked Sendable {
     func append(_ text: String) {
         lock.lock()
         buffer += text
-        if buffer.count > 1 << 20 { buffer = String(buffer.suffix(1 << 19)) }
+        if buffer.utf8.count > 1 << 20 { buffer = String(buffer.suffix(1 << 19)) }
         lock.unlock()
     }
 
