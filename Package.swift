@@ -29,6 +29,15 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // The media relay's C libraries (Debian: libnice-dev, libssl-dev, libsrtp2-dev, libglib2.0-dev).
+        .systemLibrary(name: "CNice", pkgConfig: "nice", providers: [.apt(["libnice-dev", "libglib2.0-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
+        .target(
+            name: "TandemMedia",
+            dependencies: ["CNice", "COpenSSL", "CSRTP", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(name: "TandemProtocol", exclude: ["PROTOCOL.md"], swiftSettings: strict),
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
@@ -114,6 +123,16 @@ let package = Package(
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
         .testTarget(name: "TandemSTUNTests", dependencies: ["TandemSTUN"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemMediaTests",
+            dependencies: [
+                "TandemMedia",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "TandemServerTests",
             dependencies: [

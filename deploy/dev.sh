@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(pkg-config libsqlite3-dev)
+# The media relay links libnice (on GLib), the system OpenSSL (DTLS) and libsrtp2.
+APT_PACKAGES=(pkg-config libsqlite3-dev libnice-dev libglib2.0-dev libssl-dev libsrtp2-dev)
 # coturn's client tools (turnutils_uclient, turnutils_peer) test our TURN service; headless Chromium
 # runs the browser client and the demo page.
 TEST_APT_PACKAGES=(coturn chromium chromium-driver)

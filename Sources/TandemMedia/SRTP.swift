@@ -1,0 +1,126 @@
+import CSRTP
+
+/// The DTLS-SRTP protection profiles the relay speaks, in the order it prefers them. Debian's libsrtp2
+/// is built on NSS, where AES-GCM costs about a sixth of AES-CM with HMAC-SHA1 per packet.
+public enum SRTPProfile: UInt16, Sendable, CaseIterable {
+    /// RFC 7714 AEAD_AES_128_GCM.
+    case aeadAES128GCM = 0x0007
+    /// RFC 5764 SRTP_AES128_CM_HMAC_SHA1_80.
+    case aes128CMSHA1_80 = 0x0001
+
+    /// The `SSL_CTX_set_tlsext_use_srtp` list: the DTLS server picks by its own order.
+    static let openSSLList = "SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
+
+    public var keyLength: Int { 16 }
+    public var saltLength: Int { self == .aeadAES128GCM ? 12 : 14 }
+}
+
+/// One direction's master key and salt, as exported from DTLS.
+public struct SRTPKeyMaterial: Sendable, Equatable {
+    public var profile: SRTPProfile
+    /// Master key followed by master salt.
+    public var keyAndSalt: [UInt8]
+
+    public init(profile: SRTPProfile, keyAndSalt: [UInt8]) {
+        self.profile = profile
+        self.keyAndSalt = keyAndSalt
+    }
+}
+
+/// libsrtp2 wants one `srtp_init` per process before any session.
+private let srtpLibraryStatus: srtp_err_status_t = srtp_init()
+
+/// One direction of an SRTP association (libsrtp2 keeps replay state per session, so each leg has one
+/// session for what it receives and one for what it sends). Confined to the leg's loop thread.
+/// `srtp_dealloc` costs about half a millisecond: release these on the control path, never per packet.
+public final class SRTPSession {
+    public enum Direction: Sendable { case inbound, outbound }
+
+    /// Bytes a protect call may append (auth tag, MKI): callers keep this much spare capacity.
+    public static let maxTrailer = Int(SRTP_MAX_TRAILER_LEN)
+
+    private var session: srtp_t?
+
+    public init(_ material: SRTPKeyMaterial, direction: Direction, replayWindow: Int = 1024) throws {
+        guard srtpLibraryStatus == srtp_err_status_ok else { throw MediaError(.srtpFailed, "libsrtp2 failed to initialise") }
+        guard material.keyAndSalt.count == material.profile.keyLength + material.profile.saltLength else {
+            throw MediaError(.srtpFailed, "SRTP key material has \(material.keyAndSalt.count) bytes")
+        }
+        var policy = srtp_policy_t()
+        switch material.profile {
+        case .aeadAES128GCM:
+            srtp_crypto_policy_set_aes_gcm_128_16_auth(&policy.rtp)
+            srtp_crypto_policy_set_aes_gcm_128_16_auth(&policy.rtcp)
+        case .aes128CMSHA1_80:
+            srtp_crypto_policy_set_rtp_default(&policy.rtp)
+            srtp_crypto_policy_set_rtcp_default(&policy.rtcp)
+        }
+        policy.ssrc.type = direction == .inbound ? ssrc_any_inbound : ssrc_any_outbound
+        policy.window_size = UInt(max(64, min(replayWindow, 0x7FFF)))
+        policy.allow_repeat_tx = 0
+        var key = material.keyAndSalt
+        let status = key.withUnsafeMutableBufferPointer { buffer -> srtp_err_status_t in
+            policy.key = buffer.baseAddress
+            return srtp_create(&session, &policy)
+        }
+        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_create failed (\(status.rawValue))") }
+    }
+
+    deinit {
+        if let session { srtp_dealloc(session) }
+    }
+
+    /// Encrypts the RTP packet of `length` bytes at `packet` in place; the buffer must have
+    /// `maxTrailer` bytes of room after it. Returns the protected length.
+    public func protect(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
+        var n = Int32(length)
+        let status = srtp_protect(session, packet, &n)
+        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_protect: \(status.rawValue)") }
+        return Int(n)
+    }
+
+    /// Decrypts and authenticates an SRTP packet in place; returns the plain length.
+    public func unprotect(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
+        var n = Int32(length)
+        let status = srtp_unprotect(session, packet, &n)
+        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_unprotect: \(status.rawValue)") }
+        return Int(n)
+    }
+
+    public func protectRTCP(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
+        var n = Int32(length)
+        let status = srtp_protect_rtcp(session, packet, &n)
+        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_protect_rtcp: \(status.rawValue)") }
+        return Int(n)
+    }
+
+    public func unprotectRTCP(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
+        var n = Int32(length)
+        let status = srtp_unprotect_rtcp(session, packet, &n)
+        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_unprotect_rtcp: \(status.rawValue)") }
+        return Int(n)
+    }
+}
+
+extension SRTPSession {
+    /// Convenience for tests and the control path: protects a copy of `packet`.
+    public func protect(_ packet: [UInt8], rtcp: Bool = false) throws(MediaError) -> [UInt8] {
+        try transform(packet, extra: Self.maxTrailer) { p, n throws(MediaError) in rtcp ? try protectRTCP(p, length: n) : try protect(p, length: n) }
+    }
+
+    public func unprotect(_ packet: [UInt8], rtcp: Bool = false) throws(MediaError) -> [UInt8] {
+        try transform(packet, extra: 0) { p, n throws(MediaError) in rtcp ? try unprotectRTCP(p, length: n) : try unprotect(p, length: n) }
+    }
+
+    private func transform(
+        _ packet: [UInt8], extra: Int, _ body: (UnsafeMutableRawPointer, Int) throws(MediaError) -> Int
+    ) throws(MediaError) -> [UInt8] {
+        var buffer = packet + [UInt8](repeating: 0, count: extra)
+        let count = packet.count
+        let result: Result<Int, MediaError> = buffer.withUnsafeMutableBytes { raw in
+            do throws(MediaError) { return .success(try body(raw.baseAddress!, count)) } catch { return .failure(error) }
+        }
+        buffer.removeLast(buffer.count - (try result.get()))
+        return buffer
+    }
+}
