@@ -71,7 +71,7 @@ extension DTLSTransport {
     }
 
     @Test func datagramsFitTheMTU() throws {
-        var pair = try DTLSPair(clientIdentity: Self.a, serverIdentity: Self.b)
+        let pair = try DTLSPair(clientIdentity: Self.a, serverIdentity: Self.b)
         pair.client.start().map { Issue.record("unexpected \($0)") }
         var sizes: [Int] = []
         for _ in 0..<6 {
