@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

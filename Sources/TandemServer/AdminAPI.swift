@@ -95,7 +95,7 @@ struct AdminAPI {
         router.get("metrics") { _, _ -> Response in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: hub.metrics.render())))
+                body: .init(byteBuffer: ByteBuffer(string: hub.metrics.render() + (hub.relay.map(relayMetrics) ?? ""))))
         }
         router.get("v1/signal") { _, _ -> Response in
             Response(status: .upgradeRequired, headers: [.upgrade: "websocket"], body: .init(byteBuffer: ByteBuffer(string: "use a WebSocket\n")))

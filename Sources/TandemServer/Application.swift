@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import TandemMedia
 import TandemStore
 import TandemTURN
 
@@ -68,7 +69,7 @@ public func buildServer(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> TandemServer {
     let store = try store ?? openStore(config.store)
-    let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger)
+    let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger, relay: try config.relay.map(makeRelay))
     let router = Router()
     AdminAPI(hub: hub).register(on: router)
     WebRoutes(serveDemo: config.serveDemo).register(on: router)
@@ -108,6 +109,26 @@ public func buildServer(
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
         logger: logger)
     return TandemServer(application: app, hub: hub)
+}
+
+/// The media relay with its DTLS identity, configured or made now.
+func makeRelay(_ settings: RelaySettings) throws -> MediaRelay {
+    let identity: DTLSIdentity
+    do {
+        if let (certificate, key) = settings.certificate {
+            guard let cert = FileManager.default.contents(atPath: certificate), let pem = FileManager.default.contents(atPath: key) else {
+                throw SetupError("cannot read the relay's DTLS certificate \(certificate) or key \(key)")
+            }
+            identity = try DTLSIdentity.load(certificatePEM: String(decoding: cert, as: UTF8.self), keyPEM: String(decoding: pem, as: UTF8.self))
+        } else {
+            identity = try DTLSIdentity.generate()
+        }
+    } catch let error as MediaError {
+        throw SetupError("the relay's DTLS certificate: \(error.message)")
+    }
+    let ice = ICEConfiguration(addresses: settings.addresses, portRange: settings.ports)
+    return MediaRelay(
+        configuration: RelayConfiguration(ice: ice, loops: settings.threads, handshakeTimeoutMs: settings.handshakeTimeoutMs), identity: identity)
 }
 
 enum ProtocolLimitsServer {

@@ -13,7 +13,8 @@ public struct ConfigLoader {
         "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
-        "stale-after", "ice-servers", "log-level", "no-demo",
+        "stale-after", "ice-servers", "log-level", "no-demo", "relay-address", "relay-threads", "relay-ports", "relay-dtls-cert",
+        "relay-dtls-key",
     ] + turnKeys
 
     var flags: [String: String]
@@ -177,8 +178,10 @@ public struct ConfigLoader {
         if let v = try integer("max-candidates", in: 1...10_000) { c.maxCandidatesPerEpoch = v }
         if let v = try milliseconds("join-timeout", in: 100...600_000) { c.joinTimeout = v }
 
+        c.relay = try relaySettings(dev: c.dev)
+        let available = ServerConfig.availableProviders.union(c.relay == nil ? [] : [.relay])
+        c.arbiter.enabled = available
         if let enabled = try providers("providers") {
-            let available = ServerConfig.availableProviders
             if let missing = enabled.first(where: { !available.contains($0) }) {
                 throw SetupError("provider \(missing) cannot be enabled: this server has no \(missing) backend configured")
             }
@@ -230,6 +233,37 @@ public struct ConfigLoader {
 }
 
 extension ServerConfig {
-    /// Providers this build can serve. The relay and SFU join the list when their backends exist.
+    /// Providers every server can serve; `relay` joins when a relay address is configured, the SFU when
+    /// its backend exists.
     public static let availableProviders: Set<ProviderName> = [.p2p]
+}
+
+extension ConfigLoader {
+    /// `relay-address` (repeatable; `--dev` defaults to 127.0.0.1), `relay-threads`, `relay-ports` and
+    /// the optional DTLS certificate.
+    func relaySettings(dev: Bool) throws -> RelaySettings? {
+        var addresses = try parsedList("relay-address", takes: "an IP address") { IPAddress($0)?.description }
+        if addresses.isEmpty {
+            guard dev else {
+                if let stray = ["relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key"].first(where: { text($0) != nil }) {
+                    throw SetupError("\(stray) needs --relay-address")
+                }
+                return nil
+            }
+            addresses = ["127.0.0.1"]
+        }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        var settings = RelaySettings(addresses: addresses, threads: try integer("relay-threads", in: 1...256) ?? max(1, cores))
+        if let text = text("relay-ports") {
+            let parts = text.split(separator: "-").compactMap { UInt16($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, parts[0] > 0, parts[0] <= parts[1] else { throw SetupError("relay-ports must be LOW-HIGH, not \"\(text)\"") }
+            settings.ports = parts[0]...parts[1]
+        }
+        switch (text("relay-dtls-cert"), text("relay-dtls-key")) {
+        case (let cert?, let key?): settings.certificate = (cert, key)
+        case (nil, nil): break
+        default: throw SetupError("--relay-dtls-cert and --relay-dtls-key go together")
+        }
+        return settings
+    }
 }

@@ -1,6 +1,7 @@
 import Logging
 import Prometheus
 import TandemArbiter
+import TandemMedia
 import TandemProtocol
 import TandemStore
 
@@ -50,6 +51,8 @@ enum RoomEvent: Sendable {
     case forceSwitch(ProviderName, CheckedContinuation<Result<ProviderState, ProtocolError>, Never>)
     case snapshot(CheckedContinuation<RoomSnapshot?, Never>)
     case drain
+    /// What the media relay's leg for a participant said (answers, candidates, media state).
+    case relay(RelayOutput)
 }
 
 /// One live session on this node. Every event for it goes through one mailbox and is handled by one
@@ -96,6 +99,8 @@ final class RoomCore {
     var members: [ParticipantID: Member] = [:]
     var closed = false
     var logger: Logger
+    /// The session's relay while its provider is `relay`, for the epoch it was opened at.
+    var relaySession: RelaySessionHandle?
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -111,6 +116,7 @@ final class RoomCore {
     func run(_ events: AsyncStream<RoomEvent>, room: Room) async {
         for await event in events {
             await handle(event, room: room)
+            syncRelay(room: room)
             if !pendingLog.isEmpty {
                 do {
                     try await hub.store.appendMessages(session, pendingLog)
@@ -158,6 +164,9 @@ final class RoomCore {
             reply.resume(returning: closed ? nil : snapshot())
         case .drain:
             for member in members.values { member.connection?.close(code: CloseCode.draining, reason: "server draining; resume") }
+        case .relay(let output):
+            guard !closed else { return }
+            await relayOutput(output)
         }
     }
 
@@ -268,10 +277,7 @@ final class RoomCore {
     }
 
     private func relay(_ from: ParticipantID, _ signal: SignalRequest) {
-        guard signal.to != .server else {
-            return sendError(from, ProtocolError(.providerUnavailable, "the server's media endpoint is not available", ref: "signal"))
-        }
-        guard signal.to != from, members[signal.to] != nil else {
+        guard signal.to == .server || (signal.to != from && members[signal.to] != nil) else {
             return sendError(from, ProtocolError(.unknownPeer, "no participant \(signal.to.rawValue.prefix(64)) in this session", ref: "signal"))
         }
         guard signal.epoch == arbiter.epoch else {
@@ -289,7 +295,94 @@ final class RoomCore {
                     from, ProtocolError(.rateLimited, "more than \(hub.config.maxCandidatesPerEpoch) candidates in one epoch", ref: "signal"))
             }
         }
+        if signal.to == .server { return signalRelay(from, signal) }
         send(signal.to, .signal(from: from, rawData: signal.rawData))
+    }
+
+    // MARK: The media relay
+
+    /// A signal for the server's own media endpoint, for the current epoch.
+    private func signalRelay(_ from: ParticipantID, _ signal: SignalRequest) {
+        guard arbiter.provider == .relay, let relaySession, relaySession.epoch == arbiter.epoch else {
+            return sendError(from, ProtocolError(.providerUnavailable, "the server's media endpoint serves only provider relay", ref: "signal"))
+        }
+        let input: RelayInput
+        switch signal.kind {
+        case .offer, .answer:
+            guard let sdp = signal.data["sdp"]?.stringValue else {
+                return sendError(from, ProtocolError(.badMessage, "an \(signal.kind.rawValue) needs sdp", ref: "signal"))
+            }
+            input = signal.kind == .offer ? .offer(sdp: sdp) : .answer(sdp: sdp)
+        case .candidate:
+            // `candidate` is an RTCIceCandidateInit ({candidate, sdpMid, …}) or the bare attribute string.
+            guard let value = signal.data["candidate"]?["candidate"]?.stringValue ?? signal.data["candidate"]?.stringValue else {
+                return sendError(from, ProtocolError(.badMessage, "a candidate needs candidate.candidate", ref: "signal"))
+            }
+            // An empty candidate is the browser's end of candidates.
+            input = value.isEmpty ? .endOfCandidates : .candidate(value)
+        case .endOfCandidates:
+            input = .endOfCandidates
+        case .restart:
+            input = .restart
+        }
+        relaySession.signal(from: from.rawValue, input)
+    }
+
+    /// Opens the relay when the session is on it, and closes it when the session leaves it or its epoch.
+    func syncRelay(room: Room) {
+        let wanted = !closed && arbiter.provider == .relay
+        if let open = relaySession, !wanted || open.epoch != arbiter.epoch {
+            open.close()
+            relaySession = nil
+        }
+        guard wanted, relaySession == nil, let relay = hub.relay else { return }
+        relaySession = relay.open(session: session.rawValue, epoch: arbiter.epoch) { [weak room] output in
+            room?.post(.relay(output))
+        }
+    }
+
+    private func relayOutput(_ output: RelayOutput) async {
+        func signal(_ participant: String, _ epoch: Int, _ body: (inout JSONWriter) -> Void) {
+            let id = ParticipantID(participant)
+            guard epoch == arbiter.epoch, members[id] != nil else { return }
+            var w = JSONWriter(capacity: 256)
+            w.beginObject()
+            body(&w)
+            w.member("epoch", epoch)
+            w.endObject()
+            send(id, .signal(from: .server, rawData: w.bytes))
+        }
+        switch output {
+        case let .answer(participant, epoch, sdp):
+            signal(participant, epoch) { w in
+                w.member("kind", "answer")
+                w.member("sdp", sdp)
+            }
+        case let .candidate(participant, epoch, candidate, mid):
+            signal(participant, epoch) { w in
+                w.member("kind", "candidate")
+                w.key("candidate")
+                w.beginObject()
+                w.member("candidate", candidate)
+                w.member("sdpMid", mid)
+                w.member("sdpMLineIndex", 0)
+                w.endObject()
+            }
+        case let .endOfCandidates(participant, epoch):
+            signal(participant, epoch) { w in w.member("kind", "end-of-candidates") }
+        case let .rejected(participant, epoch, error):
+            let id = ParticipantID(participant)
+            guard epoch == arbiter.epoch, members[id] != nil else { return }
+            sendError(id, ProtocolError(.badMessage, "the relay cannot use this signal: \(error.message) (\(error.code.rawValue))", ref: "signal"))
+        case let .media(participant, epoch, connected, error):
+            let id = ParticipantID(participant)
+            logger.info(
+                "relay leg \(connected ? "connected" : "failed")",
+                metadata: ["participant": "\(participant)", "epoch": "\(epoch)", "error": "\(error?.description ?? "-")"])
+            // The server's own view counts as that participant's report: a failed leg fails the epoch.
+            guard !connected, members[id] != nil else { return }
+            await perform(arbiter.health(id, HealthReport(epoch: epoch, provider: .relay, media: .failed), now: hub.now()))
+        }
     }
 
     // MARK: Actions
@@ -348,6 +441,7 @@ final class RoomCore {
 
     private func removeMember(_ id: ParticipantID, reason: LeaveReason) {
         guard let member = members.removeValue(forKey: id) else { return }
+        relaySession?.remove(id.rawValue)
         hub.metrics.participants.decrement()
         broadcast(.peerLeft(peer: id, reason: reason))
         let code: UInt16 =

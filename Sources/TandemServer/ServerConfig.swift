@@ -61,6 +61,8 @@ public struct ServerConfig: Sendable {
     public var iceServers: [ICEServer] = []
     /// Tandem's own TURN service and REST credentials for it and for external TURN servers.
     public var turn: TURNSettings?
+    /// The media relay (provider `relay`); nil when no relay address is configured.
+    public var relay: RelaySettings?
     public var version = TandemVersion.current
 
     public init() {}
@@ -73,6 +75,31 @@ public struct ServerConfig: Sendable {
     public var heartbeatTimeout: Duration {
         get { arbiter.heartbeatTimeout }
         set { arbiter.heartbeatTimeout = newValue }
+    }
+}
+
+/// The server-side media relay: where its ICE agents gather, on how many loop threads, and its DTLS
+/// certificate (made at start unless configured).
+public struct RelaySettings: Sendable, Equatable {
+    /// Host addresses (IPv4 or IPv6) the relay's candidates are gathered on.
+    public var addresses: [String]
+    public var threads: Int
+    public var ports: ClosedRange<UInt16>?
+    /// PEM certificate and key for DTLS; nil makes a P-256 certificate at start.
+    public var certificate: (certificate: String, key: String)?
+    /// A leg not connected this long after its offer has failed.
+    public var handshakeTimeoutMs = 20_000
+
+    public init(addresses: [String], threads: Int, ports: ClosedRange<UInt16>? = nil, certificate: (certificate: String, key: String)? = nil) {
+        self.addresses = addresses
+        self.threads = threads
+        self.ports = ports
+        self.certificate = certificate
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.addresses == b.addresses && a.threads == b.threads && a.ports == b.ports && a.certificate?.certificate == b.certificate?.certificate
+            && a.certificate?.key == b.certificate?.key && a.handshakeTimeoutMs == b.handshakeTimeoutMs
     }
 }
 

@@ -1,4 +1,6 @@
 import Prometheus
+import Synchronization
+import TandemMedia
 import TandemProtocol
 
 /// The server's Prometheus metrics. Counters for every known label value are made up front so the
@@ -59,4 +61,29 @@ public final class ServerMetrics: Sendable {
     func countError(_ code: ErrorCode) { errors[code]?.increment() }
 
     public func render() -> String { registry.emitToString() }
+}
+
+/// The media relay's counters in Prometheus text: read from its atomics at scrape time, so the packet
+/// path never touches the registry.
+func relayMetrics(_ relay: MediaRelay) -> String {
+    let c = relay.counters
+    func load(_ a: borrowing Atomic<Int>) -> Int { a.load(ordering: .relaxed) }
+    let rows: [(String, String, String, [(String, Int)])] = [
+        ("tandem_relay_packets_total", "counter", "RTP packets through the media relay", [("in", load(c.packetsIn)), ("out", load(c.packetsOut))]),
+        ("tandem_relay_bytes_total", "counter", "SRTP bytes through the media relay", [("in", load(c.bytesIn)), ("out", load(c.bytesOut))]),
+    ]
+    var text = ""
+    for (name, type, help, values) in rows {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for (direction, value) in values { text += "\(name){direction=\"\(direction)\"} \(value)\n" }
+    }
+    let singles: [(String, String, String, Int)] = [
+        ("tandem_relay_dropped_total", "counter", "Packets the relay could not forward", load(c.dropped)),
+        ("tandem_relay_legs", "gauge", "Relay legs open", load(c.legsOpen)),
+        ("tandem_relay_legs_connected_total", "counter", "Relay legs that completed ICE and DTLS", load(c.legsConnected)),
+        ("tandem_relay_legs_failed_total", "counter", "Relay legs that failed (ICE, DTLS or timeout)", load(c.legsFailed)),
+        ("tandem_relay_keyframe_requests_total", "counter", "Keyframe requests (PLI/FIR) the relay forwarded or made", load(c.keyframeRequests)),
+    ]
+    for (name, type, help, value) in singles { text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n" }
+    return text
 }

@@ -4,6 +4,7 @@ import Prometheus
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 import TandemArbiter
+import TandemMedia
 import TandemProtocol
 import TandemStore
 
@@ -17,6 +18,8 @@ public final class SignalingHub: Service, Sendable {
     let logger: Logger
     let tokens: JoinTokens?
     let iceServers: ICEServerMint
+    /// The server's media endpoint (provider `relay`), when configured.
+    public let relay: MediaRelay?
     private let origin = ContinuousClock.now
     private let rooms = NIOLockedValueBox<[SessionID: Room]>([:])
     private let state = NIOLockedValueBox(HubState())
@@ -29,8 +32,9 @@ public final class SignalingHub: Service, Sendable {
         var draining = false
     }
 
-    public init(config: ServerConfig, store: any SessionStore, metrics: ServerMetrics, logger: Logger) {
+    public init(config: ServerConfig, store: any SessionStore, metrics: ServerMetrics, logger: Logger, relay: MediaRelay? = nil) {
         self.config = config
+        self.relay = relay
         self.store = store
         self.metrics = metrics
         self.logger = logger

@@ -116,6 +116,16 @@ struct ServeCommand: AsyncParsableCommand {
     var turnCredentialTtl: String?
     @Option(help: "External turn:, turns: or stun: URLs sharing --turn-secret, handed out with minted credentials (repeatable).")
     var turnUrls: [String] = []
+    @Option(help: "Address the media relay gathers ICE candidates on; enables provider relay (repeatable; --dev uses 127.0.0.1).")
+    var relayAddress: [String] = []
+    @Option(help: "GLib loop threads of the media relay (default the number of cores).")
+    var relayThreads: String?
+    @Option(help: "UDP port range of the media relay, LOW-HIGH (default any).")
+    var relayPorts: String?
+    @Option(help: "PEM certificate for the relay's DTLS (default a P-256 certificate made at start).")
+    var relayDtlsCert: String?
+    @Option(help: "PEM private key for --relay-dtls-cert.")
+    var relayDtlsKey: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
     @Option(help: "JSON config file with any of these settings.")
@@ -130,7 +140,7 @@ struct ServeCommand: AsyncParsableCommand {
         let lists: [(String, [String])] = [
             ("turn-listen", turnListen), ("turns-listen", turnsListen), ("turn-relay-ip", turnRelayIp),
             ("turn-external-ip", turnExternalIp), ("turn-allow-peers", turnAllowPeers), ("turn-deny-peers", turnDenyPeers),
-            ("turn-urls", turnUrls),
+            ("turn-urls", turnUrls), ("relay-address", relayAddress),
         ]
         for (key, values) in lists where !values.isEmpty { flags[key] = values.joined(separator: ",") }
         let options: [(String, String?)] = [
@@ -146,6 +156,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("turn-public-host", turnPublicHost), ("turn-relay-ports", turnRelayPorts), ("turn-realm", turnRealm),
             ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota), ("turn-max-bps", turnMaxBps),
             ("turn-allocate-rate", turnAllocateRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
+            ("relay-threads", relayThreads), ("relay-ports", relayPorts), ("relay-dtls-cert", relayDtlsCert), ("relay-dtls-key", relayDtlsKey),
         ]
         for case let (key, value?) in options { flags[key] = value }
 

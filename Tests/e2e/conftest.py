@@ -88,6 +88,16 @@ class TandemServer:
             value = self.metric(name)
         return value
 
+    def wait_metric_at_most(self, name: str, at_most: float) -> float:
+        """The metric once it falls to `at_most`; fails after 5 s."""
+        value = self.metric(name)
+        for _ in range(50):
+            if value <= at_most:
+                return value
+            time.sleep(0.1)
+            value = self.metric(name)
+        raise AssertionError(f"{name} stayed at {value}, above {at_most}")
+
     def stderr_text(self) -> str:
         try:
             return self.stderr_path.read_text(errors="replace")

@@ -237,14 +237,18 @@ def test_the_failure_button_moves_the_session_once(pages, browser_server):
         page.wait("epoch 2", lambda d: d["provider"]["epoch"] == 2)
     # Bob's own report of the same failure arrives late, for epoch 1: it must not move the session again.
     bob.js("tandemDemo.call.socket.send(JSON.stringify({type: 'health', epoch: 1, provider: 'p2p', media: 'failed'}))")
+    relayed = 'tandem_relay_packets_total{direction="out"}'
+    before = browser_server.metric(relayed)
     for page in (ann, bob):
         page.wait("connected again", lambda d: d["state"] == "connected")
         page.frames_grow()
     view = browser_server.admin("GET", "/v1/sessions/browser-failure")
-    # p2p is the only provider this server has, so the fallback is p2p again: an ICE restart.
-    assert [(h["epoch"], h["provider"], h["reason"]) for h in view["history"]] == [(1, "p2p", "join"), (2, "p2p", "failure")]
+    # The fallback after p2p is the server's media relay: both pages now send their media to Tandem.
+    assert [(h["epoch"], h["provider"], h["reason"]) for h in view["history"]] == [(1, "p2p", "join"), (2, "relay", "failure")]
     for page in (ann, bob):
-        assert [(e["epoch"], e["reason"]) for e in page.events("provider")] == [(1, "join"), (2, "failure")]
+        assert [(e["epoch"], e["name"], e["reason"]) for e in page.events("provider")] == [(1, "p2p", "join"), (2, "relay", "failure")]
+    assert browser_server.wait_metric(relayed, before + 100) >= before + 100, "the pages' media did not go through the relay"
+    assert browser_server.metric("tandem_relay_legs_connected_total") == 2
 
 
 def test_a_call_through_tandems_turn_only(pages, browser_server):

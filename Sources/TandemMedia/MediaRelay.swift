@@ -1,0 +1,176 @@
+import Synchronization
+
+/// How the relay is set up: where it gathers, how many loop threads, how long a leg may take to connect.
+public struct RelayConfiguration: Sendable, Equatable {
+    /// Host addresses the relay's ICE agents gather on (`--relay-address`).
+    public var ice: ICEConfiguration
+    /// GLib loop threads (about one per core).
+    public var loops: Int
+    /// A leg not connected (ICE + DTLS) this long after its offer has failed.
+    public var handshakeTimeoutMs: Int
+
+    public init(ice: ICEConfiguration, loops: Int, handshakeTimeoutMs: Int = 20_000) {
+        self.ice = ice
+        self.loops = loops
+        self.handshakeTimeoutMs = handshakeTimeoutMs
+    }
+}
+
+/// A signal from a participant to the relay (`to: "server"`), already unpacked from its JSON.
+public enum RelayInput: Sendable, Equatable {
+    case offer(sdp: String)
+    case answer(sdp: String)
+    case candidate(String)
+    case endOfCandidates
+    case restart
+}
+
+/// What the relay tells the signaling layer, from its loop thread.
+public enum RelayOutput: Sendable, Equatable {
+    case answer(participant: String, epoch: Int, sdp: String)
+    /// A local candidate for the participant's leg (`candidate:…`), with the bundle's mid.
+    case candidate(participant: String, epoch: Int, candidate: String, mid: String)
+    case endOfCandidates(participant: String, epoch: Int)
+    /// The participant's signal could not be used (malformed SDP, no common codec…).
+    case rejected(participant: String, epoch: Int, MediaError)
+    /// The server's view of the participant's media on this epoch: connected, or failed with why.
+    case media(participant: String, epoch: Int, connected: Bool, error: MediaError?)
+}
+
+/// Process-wide relay counters, read by `/metrics`. Relaxed atomics: a few nanoseconds per packet.
+public final class RelayCounters: Sendable {
+    public let packetsIn = Atomic<Int>(0)
+    public let bytesIn = Atomic<Int>(0)
+    public let packetsOut = Atomic<Int>(0)
+    public let bytesOut = Atomic<Int>(0)
+    /// Packets that could not be forwarded: no connected peer leg, failed SRTP, unknown payload type.
+    public let dropped = Atomic<Int>(0)
+    public let legsOpen = Atomic<Int>(0)
+    public let legsConnected = Atomic<Int>(0)
+    public let legsFailed = Atomic<Int>(0)
+    public let keyframeRequests = Atomic<Int>(0)
+
+    init() {}
+
+    @inline(__always) func add(_ counter: borrowing Atomic<Int>, _ n: Int) {
+        counter.add(n, ordering: .relaxed)
+    }
+}
+
+/// The server's media endpoint (peer `server`): one `RelaySession` per session on relay, its legs on one
+/// loop thread of a fixed pool.
+public final class MediaRelay: Sendable {
+    public let configuration: RelayConfiguration
+    public let identity: DTLSIdentity
+    public let counters = RelayCounters()
+    let pool: MediaLoopPool
+
+    public init(configuration: RelayConfiguration, identity: DTLSIdentity) {
+        self.configuration = configuration
+        self.identity = identity
+        pool = MediaLoopPool(threads: configuration.loops)
+    }
+
+    /// Opens the relay for `session` at `epoch`; `sink` hears everything its legs say.
+    public func open(session: String, epoch: Int, sink: @escaping @Sendable (RelayOutput) -> Void) -> RelaySessionHandle {
+        let loop = pool.loop(for: session)
+        return RelaySessionHandle(loop: loop, session: RelaySession(relay: self, loop: loop, epoch: epoch, sink: sink))
+    }
+
+    public func shutdown() {
+        pool.shutdown()
+    }
+}
+
+/// The signaling side's handle on one session's relay: every call is posted to the session's loop.
+public final class RelaySessionHandle: Sendable {
+    public let loop: MediaLoop
+    private let session: RelaySession
+
+    init(loop: MediaLoop, session: RelaySession) {
+        self.loop = loop
+        self.session = session
+    }
+
+    public var epoch: Int { session.epoch }
+
+    public func signal(from participant: String, _ input: RelayInput) {
+        let session = session
+        loop.execute { session.receive(participant, input) }
+    }
+
+    /// The participant left the session (or timed out): its leg goes.
+    public func remove(_ participant: String) {
+        let session = session
+        loop.execute { session.remove(participant) }
+    }
+
+    /// The session left the relay (switch, end): every leg goes.
+    public func close() {
+        let session = session
+        loop.execute { session.close() }
+    }
+}
+
+/// One session's legs, confined to its loop.
+final class RelaySession: @unchecked Sendable {
+    unowned let relay: MediaRelay
+    let loop: MediaLoop
+    let epoch: Int
+    let sink: @Sendable (RelayOutput) -> Void
+    private(set) var legs: [String: RelayLeg] = [:]
+    private var closed = false
+
+    init(relay: MediaRelay, loop: MediaLoop, epoch: Int, sink: @escaping @Sendable (RelayOutput) -> Void) {
+        self.relay = relay
+        self.loop = loop
+        self.epoch = epoch
+        self.sink = sink
+    }
+
+    func receive(_ participant: String, _ input: RelayInput) {
+        guard !closed else { return }
+        if let leg = legs[participant] { return leg.receive(input) }
+        guard case .offer = input else {
+            // Candidates that outrun their offer are not expected (the offer is sent first on one socket).
+            return
+        }
+        guard legs.count < 2 else {
+            sink(.rejected(participant: participant, epoch: epoch, MediaError(.unavailable, "the relay carries two participants per session")))
+            return
+        }
+        let leg = RelayLeg(participant: participant, session: self)
+        legs[participant] = leg
+        relay.counters.add(relay.counters.legsOpen, 1)
+        leg.receive(input)
+    }
+
+    /// The other participant's leg, if any.
+    func peer(of leg: RelayLeg) -> RelayLeg? {
+        legs.values.first { $0 !== leg }
+    }
+
+    /// A leg learned its negotiated media: both directions' outgoing streams are (re)configured.
+    func negotiated(_ leg: RelayLeg) {
+        guard let other = peer(of: leg) else { return }
+        leg.configureOutgoing(from: other)
+        other.configureOutgoing(from: leg)
+    }
+
+    func legEnded(_ leg: RelayLeg) {
+        if legs[leg.participant] === leg {
+            legs[leg.participant] = nil
+            relay.counters.add(relay.counters.legsOpen, -1)
+        }
+    }
+
+    func remove(_ participant: String) {
+        legs[participant]?.close()
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        for leg in Array(legs.values) { leg.close() }
+    }
+}

@@ -1,0 +1,161 @@
+import Testing
+
+@testable import TandemMedia
+
+/// The relay leg's lifecycle as event → action tables.
+@Suite struct RelayLegMachineTests {
+    typealias M = RelayLegMachine
+    static let bad = MediaError(.badSDP, "no")
+
+    func run(_ machine: inout M, _ steps: [(M.Event, [M.Action])], sourceLocation: SourceLocation = #_sourceLocation) {
+        for (event, expected) in steps {
+            #expect(machine.handle(event) == expected, "after \(event)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func dtlsServerLegConnects() {
+        var m = M()
+        run(&m, [
+            (.iceConnected, []),
+            (.badOffer(Self.bad), [.reject(Self.bad)]),
+            (.offer, [.answer, .armHandshakeTimer]),
+            (.iceConnected, []),
+            (.iceConnected, []),
+            (.dtlsConnected, [.cancelHandshakeTimer, .installSRTP, .report(connected: true), .requestKeyframe]),
+            (.offer, [.answer]),
+            (.dtlsConnected, []),
+            (.close, [.cancelHandshakeTimer, .teardown]),
+            (.close, []),
+            (.iceFailed, []),
+        ])
+        #expect(m.state == .closed)
+    }
+
+    @Test func dtlsClientLegStartsTheHandshakeOnceICEConnects() {
+        var m = M(dtlsRoleIsClient: true)
+        run(&m, [
+            (.offer, [.answer, .armHandshakeTimer]),
+            (.iceConnected, [.startDTLS]),
+            (.iceConnected, []),
+            (.dtlsConnected, [.cancelHandshakeTimer, .installSRTP, .report(connected: true), .requestKeyframe]),
+        ])
+        #expect(m.isConnected)
+    }
+
+    @Test func failuresReportOnceAndTearDown() {
+        let failed: [M.Action] = [.cancelHandshakeTimer, .report(connected: false), .teardown]
+        for event in [M.Event.iceFailed, .handshakeTimeout, .dtlsFailed(MediaError(.fingerprintMismatch, "x"))] {
+            var m = M()
+            run(&m, [(.offer, [.answer, .armHandshakeTimer]), (event, failed), (event, []), (.iceFailed, []), (.dtlsConnected, []), (.offer, [])])
+            guard case .failed = m.state else {
+                Issue.record("not failed after \(event)")
+                continue
+            }
+            run(&m, [(.close, [])])
+            #expect(m.state == .closed)
+        }
+        // Consent lost after media flowed is a failure too; a late handshake timer is not.
+        var m = M()
+        run(&m, [(.offer, [.answer, .armHandshakeTimer]), (.dtlsConnected, [.cancelHandshakeTimer, .installSRTP, .report(connected: true), .requestKeyframe]),
+                 (.handshakeTimeout, []), (.iceFailed, failed)])
+    }
+
+    @Test func theParticipantClosingIsNotAFailure() {
+        var m = M()
+        run(&m, [(.offer, [.answer, .armHandshakeTimer]), (.dtlsConnected, [.cancelHandshakeTimer, .installSRTP, .report(connected: true), .requestKeyframe]),
+                 (.peerClosed, [.cancelHandshakeTimer, .teardown]), (.iceFailed, [])])
+        #expect(m.state == .closed)
+    }
+
+    @Test func aLegThatNeverGetsAnOfferTimesOut() {
+        var m = M()
+        run(&m, [(.handshakeTimeout, [.cancelHandshakeTimer, .report(connected: false), .teardown])])
+    }
+}
+
+/// RTP header rewriting for one outgoing stream, as packet-in → packet-out tables.
+@Suite struct OutgoingRTPStreamTests {
+    static func packet(pt: UInt8, seq: UInt16, ts: UInt32, ssrc: UInt32, marker: Bool = false, extensions: [UInt8] = []) -> [UInt8] {
+        var p: [UInt8] = [extensions.isEmpty ? 0x80 : 0x90, (marker ? 0x80 : 0) | pt]
+        p += [UInt8(seq >> 8), UInt8(seq & 0xFF)]
+        p += withUnsafeBytes(of: ts.bigEndian, Array.init) + withUnsafeBytes(of: ssrc.bigEndian, Array.init)
+        if !extensions.isEmpty {
+            p += [0xBE, 0xDE, 0, UInt8(extensions.count / 4)] + extensions
+        }
+        return p + [1, 2, 3, 4]
+    }
+
+    static func fields(_ p: [UInt8]) -> (pt: UInt8, marker: Bool, seq: UInt16, ts: UInt32, ssrc: UInt32) {
+        (p[1] & 0x7F, p[1] & 0x80 != 0, UInt16(p[2]) << 8 | UInt16(p[3]),
+         p[4..<8].reduce(0) { $0 << 8 | UInt32($1) }, p[8..<12].reduce(0) { $0 << 8 | UInt32($1) })
+    }
+
+    func rewrite(_ stream: inout OutgoingRTPStream, _ packet: [UInt8], at ms: Int64) -> [UInt8]? {
+        var p = packet
+        let ok = p.withUnsafeMutableBytes { stream.rewrite($0, length: packet.count, nowMs: ms) }
+        return ok ? p : nil
+    }
+
+    @Test func ssrcAndPayloadTypeAreTheLegsAndTheMarkerAndPayloadSurvive() throws {
+        var s = OutgoingRTPStream(ssrc: 0xAABB_CCDD, payloadType: 96, clockRate: 90_000)
+        let out = try #require(rewrite(&s, Self.packet(pt: 97, seq: 1000, ts: 5000, ssrc: 7, marker: true), at: 0))
+        let f = Self.fields(out)
+        #expect(f.pt == 96 && f.marker && f.ssrc == 0xAABB_CCDD && f.seq == 1000 && f.ts == 5000)
+        #expect(out.suffix(4) == [1, 2, 3, 4])
+        #expect(s.source == 7 && s.packets == 1)
+    }
+
+    @Test func aNewSourceContinuesTheNumbering() throws {
+        var s = OutgoingRTPStream(ssrc: 1, payloadType: 96, clockRate: 90_000)
+        // The first source, with a reordered packet and a wrap of its sequence numbers.
+        let table: [(UInt16, UInt32, UInt32, Int64, UInt16, UInt32)] = [
+            // in seq, in ts, in ssrc, at ms → out seq, out ts
+            (65534, 1000, 7, 0, 65534, 1000),
+            (65535, 4000, 7, 33, 65535, 4000),
+            (0, 7000, 7, 66, 0, 7000),
+            (65535, 4000, 7, 70, 65535, 4000),  // late duplicate: same numbers, highest unchanged
+            // A new source (the participant came back with a new SSRC and numbering) 100 ms later.
+            (300, 900_000, 8, 166, 1, 7000 + 9000),
+            (301, 903_000, 8, 200, 2, 7000 + 9000 + 3000),
+        ]
+        for (seq, ts, ssrc, ms, outSeq, outTs) in table {
+            let out = try #require(rewrite(&s, Self.packet(pt: 96, seq: seq, ts: ts, ssrc: ssrc), at: ms))
+            let f = Self.fields(out)
+            #expect(f.seq == outSeq && f.ts == outTs, "in \(seq)/\(ts)/\(ssrc) → \(f.seq)/\(f.ts), expected \(outSeq)/\(outTs)")
+            #expect(f.ssrc == 1)
+        }
+        #expect(s.generation == 2)
+    }
+
+    @Test func headerExtensionIdsAreMappedToTheLegsOwn() throws {
+        // audio level is id 1 on the incoming leg and 5 on this one; abs-send-time (id 3) is not negotiated here.
+        var s = OutgoingRTPStream(ssrc: 1, payloadType: 111, clockRate: 48_000, extensions: [(incoming: 1, outgoing: 5)])
+        let ext: [UInt8] = [0x10, 0x55, 0x32, 0xAA, 0xBB, 0xCC, 0x00, 0x00]  // id1 len1, id3 len3, padding
+        let out = try #require(rewrite(&s, Self.packet(pt: 111, seq: 1, ts: 1, ssrc: 9, extensions: ext), at: 0))
+        let rewritten = Array(out[16..<24])
+        #expect(rewritten[0] == 0x50 && rewritten[1] == 0x55)
+        #expect(rewritten[2] >> 4 != 3 && rewritten[2] >> 4 != 5 && rewritten[2] >> 4 != 0 && rewritten[2] & 0x0F == 2)
+        #expect(Array(rewritten[3...]) == [0xAA, 0xBB, 0xCC, 0, 0])
+    }
+
+    @Test func shortOrForeignPacketsAreRefused() {
+        var s = OutgoingRTPStream(ssrc: 1, payloadType: 96, clockRate: 90_000)
+        #expect(rewrite(&s, [0x80, 96, 0, 1], at: 0) == nil)
+        var v1 = Self.packet(pt: 96, seq: 1, ts: 1, ssrc: 2)
+        v1[0] = 0x40
+        #expect(rewrite(&s, v1, at: 0) == nil)
+        // An extension header claiming more than the packet holds is left alone, not read past the end.
+        var lying = Self.packet(pt: 96, seq: 1, ts: 1, ssrc: 2, extensions: [0x10, 0x55, 0, 0])
+        lying[15] = 200
+        #expect(rewrite(&s, lying, at: 0) != nil)
+    }
+
+    @Test func demultiplexingFollowsRFC7983() {
+        #expect(PacketClass.of(22, 254) == .dtls)
+        #expect(PacketClass.of(0x80, 96) == .rtp)
+        #expect(PacketClass.of(0x80, 0x80 | 96) == .rtp)
+        #expect(PacketClass.of(0x81, 200) == .rtcp)
+        #expect(PacketClass.of(0x81, 206) == .rtcp)
+        #expect(PacketClass.of(0, 1) == .other)
+    }
+}

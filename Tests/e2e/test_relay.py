@@ -1,0 +1,247 @@
+"""Two aiortc peers call each other through Tandem's media relay (provider `relay`, peer `server`).
+
+Each peer offers to `server`; the relay answers with its ICE credentials, DTLS fingerprint and the
+codecs it accepts, connects ICE and DTLS-SRTP to each peer, and forwards RTP and RTCP from one leg to
+the other with its own SSRCs. Every packet stays on 127.0.0.1 (see `loopback_ice`).
+"""
+
+import asyncio
+import json
+import secrets
+
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+from websockets.asyncio.client import connect
+
+from test_p2p_call import (
+    MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, VIDEO_SIZE, FlatVideoTrack, Received, ToneAudioTrack, consume, is_loopback,
+    nominated_pairs)
+
+CALL_TIMEOUT_S = 30.0
+TEST_TIMEOUT_S = 60.0
+
+
+class RelayPeer:
+    """A participant whose media goes to the server's relay: it offers to `server`, as the client library does."""
+
+    def __init__(self, name: str, session: str, server, luma: int, hz: float, providers=("relay",)) -> None:
+        self.name, self.session, self.server = name, session, server
+        self.providers = list(providers)
+        self.luma = luma
+        self.ws = None
+        self.participant = None
+        self.provider = None
+        self.epoch = None
+        self.errors: list = []
+        self.switches: list = []
+        self.answers: list = []
+        self.trickled = 0
+        self.received = Received()
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.tasks: list = []
+        self.video = FlatVideoTrack(luma)
+        self.audio = ToneAudioTrack(hz)
+        self.pc = None
+
+    def make_pc(self) -> None:
+        self.connected.clear()
+        self.failed.clear()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc.addTrack(self.audio)
+        self.pc.addTrack(self.video)
+        pc = self.pc
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:
+            if pc is not self.pc:
+                return
+            if pc.connectionState == "connected":
+                self.connected.set()
+            elif pc.connectionState == "failed":
+                self.failed.set()
+
+        @pc.on("track")
+        def _track(track) -> None:
+            self.received.tracks.append(track.kind)
+            self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def join(self, token: str | None = None) -> dict:
+        self.ws = await connect(self.server.signal_url, ssl=self.server.ssl_context(), server_hostname="localhost", open_timeout=10)
+        join = {"type": "join", "session": self.session, "name": self.name, "providers": self.providers}
+        if token:
+            join["token"] = token
+        await self.send(join)
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        assert welcome.get("type") == "welcome", f"{self.name}: expected welcome, got {welcome}"
+        self.participant = welcome["participant"]
+        self.provider = welcome["provider"]["name"]
+        self.epoch = welcome["provider"]["epoch"]
+        self.tasks.append(asyncio.ensure_future(self.read_loop()))
+        return welcome
+
+    async def offer_to_server(self) -> None:
+        """Opens a fresh peer connection to the relay for the current epoch and offers."""
+        if self.pc is not None:
+            await self.pc.close()
+        self.make_pc()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await self.send({"type": "signal", "to": "server",
+                         "data": {"kind": "offer", "epoch": self.epoch, "sdp": self.pc.localDescription.sdp}})
+
+    async def on_signal(self, sender: str, data: dict) -> None:
+        assert sender == "server", f"{self.name}: a signal from {sender} while on the relay"
+        if data.get("epoch") != self.epoch:
+            return
+        kind = data.get("kind")
+        if kind == "answer":
+            self.answers.append(data["sdp"])
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="answer"))
+        elif kind == "candidate":
+            self.trickled += 1
+            init = data["candidate"]
+            candidate = candidate_from_sdp(init["candidate"].split(":", 1)[1])
+            candidate.sdpMid = init.get("sdpMid")
+            candidate.sdpMLineIndex = init.get("sdpMLineIndex")
+            if is_loopback(candidate.ip):
+                await self.pc.addIceCandidate(candidate)
+        elif kind == "end-of-candidates":
+            await self.pc.addIceCandidate(None)
+
+    async def read_loop(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw)
+            kind = message.get("type")
+            if kind == "signal":
+                await self.on_signal(message["from"], message["data"])
+            elif kind == "error":
+                self.errors.append(message)
+            elif kind == "provider":
+                self.switches.append(message)
+                self.provider = message["name"]
+                self.epoch = message["epoch"]
+                if self.provider == "relay":
+                    await self.offer_to_server()
+
+    async def report(self, media: str) -> None:
+        await self.send({"type": "health", "epoch": self.epoch, "provider": self.provider, "media": media})
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.pc is not None:
+            await self.pc.close()
+        if self.ws is not None:
+            try:
+                await self.send({"type": "leave"})
+            except Exception:
+                pass
+            await self.ws.close()
+
+    def state(self):
+        return (self.pc.connectionState if self.pc else None, self.received, self.errors, self.switches)
+
+
+async def wait_for(event: asyncio.Event, what: str, peers) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), CALL_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}: {[(p.name, p.state()) for p in peers]}") from None
+
+
+def check_media(peers) -> None:
+    ann, ben = peers
+    for peer, other in ((ann, ben), (ben, ann)):
+        r = peer.received
+        assert sorted(r.tracks) == ["audio", "video"], f"{peer.name} got tracks {r.tracks}"
+        assert r.video_frames >= MIN_VIDEO_FRAMES and r.audio_frames >= MIN_AUDIO_FRAMES
+        assert r.video_size == VIDEO_SIZE, f"{peer.name} decoded {r.video_size}"
+        # The other peer's picture and sound, carried by the relay: not our own, not silence.
+        assert abs(r.video_luma - other.luma) < 25, f"{peer.name} sees luma {r.video_luma}, expected {other.luma}"
+        assert r.audio_peak > 2000, f"{peer.name} hears only silence (peak {r.audio_peak})"
+
+
+async def relay_call(server) -> None:
+    session = "relay-" + secrets.token_hex(8)
+    ann = RelayPeer("Ann", session, server, luma=200, hz=440)
+    ben = RelayPeer("Ben", session, server, luma=60, hz=660)
+    peers = (ann, ben)
+    try:
+        for peer in peers:
+            welcome = await peer.join()
+            assert welcome["provider"]["name"] == "relay", welcome
+            # Towards the server the client is always polite.
+            assert welcome["provider"]["polite"] is True
+        assert ann.epoch == ben.epoch
+        before = server.metric('tandem_relay_packets_total{direction="out"}')
+        for peer in peers:
+            await peer.offer_to_server()
+        for peer in peers:
+            await wait_for(peer.connected, f"{peer.name} connected to the relay", peers)
+        for peer in peers:
+            await wait_for(peer.received.enough, f"{peer.name} receiving media through the relay", peers)
+        check_media(peers)
+
+        for peer in peers:
+            answer = peer.answers[0]
+            # The relay's answer: full ICE, DTLS server to aiortc's actpass, one codec per kind.
+            assert "a=setup:passive" in answer and "a=ice-lite" not in answer
+            assert "VP8/90000" in answer and "opus/48000/2" in answer
+            assert "a=fingerprint:sha-256 " in answer
+            assert any(line.startswith("a=candidate:") for line in answer.splitlines()), answer
+            for local, remote in nominated_pairs(peer.pc):
+                # Each peer's only ICE pair is with the server, on loopback.
+                assert is_loopback(local[0]) and is_loopback(remote[0])
+            assert peer.errors == [], f"{peer.name} got errors {peer.errors}"
+            assert peer.switches == []
+
+        # The server's own counters prove the media went through it.
+        sent = server.wait_metric('tandem_relay_packets_total{direction="out"}', before + 2 * (MIN_VIDEO_FRAMES + MIN_AUDIO_FRAMES))
+        received = server.metric('tandem_relay_packets_total{direction="in"}')
+        assert received >= sent
+        assert server.metric("tandem_relay_legs") == 2
+        assert server.metric("tandem_relay_legs_connected_total") >= 2
+        view = await asyncio.to_thread(server.admin, "GET", f"/v1/sessions/{session}")
+        assert view["provider"] == {"name": "relay", "epoch": ann.epoch}
+    finally:
+        await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+    # Leaving tears the legs down.
+    server.wait_metric_at_most("tandem_relay_legs", 0)
+
+
+def test_two_aiortc_peers_talk_through_the_relay(tandem_server, loopback_ice):
+    asyncio.run(asyncio.wait_for(relay_call(tandem_server), TEST_TIMEOUT_S))
+    assert tandem_server.process.poll() is None, "tandem serve exited during the call"
+
+
+async def bad_offers(server) -> None:
+    session = "relay-bad-" + secrets.token_hex(6)
+    ann = RelayPeer("Ann", session, server, luma=200, hz=440)
+    try:
+        await ann.join()
+        for sdp in ["hello", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "v=0\r\n" + "a=x\r\n" * 10]:
+            await ann.send({"type": "signal", "to": "server", "data": {"kind": "offer", "epoch": ann.epoch, "sdp": sdp}})
+        await ann.send({"type": "signal", "to": "server", "data": {"kind": "offer", "epoch": ann.epoch}})
+        await ann.send({"type": "signal", "to": "server", "data": {"kind": "offer", "epoch": ann.epoch + 5, "sdp": "v=0"}})
+        for _ in range(100):
+            if len(ann.errors) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        codes = [e["code"] for e in ann.errors]
+        assert codes.count("bad_message") == 4 and codes.count("stale_epoch") == 1, ann.errors
+        assert all(e.get("ref") == "signal" for e in ann.errors)
+        assert any("bad_sdp" in e["message"] for e in ann.errors)
+        # The leg is still usable: a real offer afterwards connects.
+        await ann.offer_to_server()
+        await wait_for(ann.connected, "Ann connected after bad offers", [ann])
+    finally:
+        await ann.close()
+
+
+def test_malformed_offers_get_clear_errors_and_the_leg_still_works(tandem_server, loopback_ice):
+    asyncio.run(asyncio.wait_for(bad_offers(tandem_server), TEST_TIMEOUT_S))
+    assert tandem_server.process.poll() is None
