@@ -119,6 +119,10 @@ let package = Package(
             path: "bench/signaling",
             swiftSettings: strict
         ),
+        // The relay benchmark and its C floor (bench/relay).
+        .target(name: "CRelayFloor", dependencies: ["CSRTP"], path: "bench/relay/floor"),
+        .executableTarget(
+            name: "tandem-bench-relay", dependencies: ["TandemMedia", "CRelayFloor"], path: "bench/relay/main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),

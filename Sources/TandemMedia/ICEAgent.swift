@@ -6,7 +6,7 @@ public enum ICEState: Sendable, Equatable {
 }
 
 /// What an `ICEAgent` reports, on its loop thread.
-protocol ICEAgentDelegate: AnyObject {
+public protocol ICEAgentDelegate: AnyObject {
     /// A local candidate as an SDP attribute value (`candidate:…`, no `a=`).
     func ice(gathered candidate: String)
     func iceGatheringDone()
@@ -37,18 +37,18 @@ public struct ICEConfiguration: Sendable, Equatable {
 /// One libnice agent: full ICE (RFC 5245 compatibility), trickle both ways, consent freshness, one
 /// stream with one component (the relay requires BUNDLE and rtcp-mux). Confined to its loop's thread;
 /// `close()` must be called there, and the agent lives until libnice confirms the close.
-final class ICEAgent {
+public final class ICEAgent {
     private var agent: OpaquePointer?
-    let streamID: UInt32
-    let localUfrag: String
-    let localPassword: String
+    public let streamID: UInt32
+    public let localUfrag: String
+    public let localPassword: String
     private unowned let delegate: any ICEAgentDelegate
     private let loop: MediaLoop
     private var closed = false
     /// Whether `start` retained self for the callbacks (released when the close completes).
     private var retainedForCallbacks = false
 
-    init(loop: MediaLoop, configuration: ICEConfiguration, controlling: Bool, delegate: any ICEAgentDelegate) throws {
+    public init(loop: MediaLoop, configuration: ICEConfiguration, controlling: Bool, delegate: any ICEAgentDelegate) throws {
         precondition(loop.isCurrent, "an ICE agent is made on its loop")
         self.loop = loop
         self.delegate = delegate
@@ -88,7 +88,7 @@ final class ICEAgent {
     }
 
     /// Connects the callbacks and starts gathering (libnice may report gathering done before this returns).
-    func start() throws {
+    public func start() throws {
         guard let agent, !retainedForCallbacks else { return }
         // Retained until the close completes, so callbacks never see a freed owner.
         retainedForCallbacks = true
@@ -129,7 +129,7 @@ final class ICEAgent {
         }
     }
 
-    func setRemoteCredentials(ufrag: String, password: String) -> Bool {
+    public func setRemoteCredentials(ufrag: String, password: String) -> Bool {
         guard let agent, !closed else { return false }
         return nice_agent_set_remote_credentials(agent, streamID, ufrag, password) != 0
     }
@@ -137,7 +137,7 @@ final class ICEAgent {
     /// Adds one remote candidate (`candidate:…`, with or without `a=`). False if libnice cannot use it
     /// (mDNS `.local` names, TCP, another component, garbage).
     @discardableResult
-    func addRemoteCandidate(_ value: String) -> Bool {
+    public func addRemoteCandidate(_ value: String) -> Bool {
         guard let agent, !closed, value.utf8.count < 512 else { return false }
         let line = value.hasPrefix("a=") ? value : "a=" + value
         guard let candidate = nice_agent_parse_remote_candidate_sdp(agent, streamID, line) else { return false }
@@ -148,21 +148,21 @@ final class ICEAgent {
         return nice_agent_set_remote_candidates(agent, streamID, 1, list) > 0
     }
 
-    func remoteGatheringDone() {
+    public func remoteGatheringDone() {
         guard let agent, !closed else { return }
         nice_agent_peer_candidate_gathering_done(agent, streamID)
     }
 
     /// Sends one datagram on the selected pair; false while there is none.
     @inline(__always)
-    func send(_ bytes: UnsafeRawPointer, count: Int) -> Bool {
+    public func send(_ bytes: UnsafeRawPointer, count: Int) -> Bool {
         guard let agent else { return false }
         return nice_agent_send(agent, streamID, 1, guint(count), bytes.assumingMemoryBound(to: gchar.self)) == count
     }
 
     /// Stops callbacks at once and releases the agent once libnice has finished closing (it may still
     /// send TURN deallocations and consent revocations meanwhile).
-    func close() {
+    public func close() {
         guard !closed, let agent else { return }
         closed = true
         nice_agent_attach_recv(agent, streamID, 1, loop.context, nil, nil)

@@ -1,4 +1,5 @@
 import CNice
+import Glibc
 
 /// One GLib main-loop thread. libnice, OpenSSL and libsrtp objects of a relay leg are touched on their
 /// loop's thread only; everything else posts work here. Both legs of a relayed pair share a loop, so a
@@ -8,7 +9,7 @@ public final class MediaLoop: @unchecked Sendable {
     private let loop: OpaquePointer
     public let name: String
 
-    init(name: String) {
+    public init(name: String) {
         self.name = name
         context = g_main_context_new()
         loop = g_main_loop_new(context, 0)
@@ -51,6 +52,13 @@ public final class MediaLoop: @unchecked Sendable {
             }, Unmanaged.passRetained(job).toOpaque(),
             { data in Unmanaged<Job>.fromOpaque(data!).release() })
         g_source_attach(source, context)
+    }
+
+    /// CPU time this loop's thread has used, in microseconds; call it on the loop.
+    public static func threadCPUMicroseconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3
     }
 
     /// Stops the loop; posted work that has not run is dropped.

@@ -77,6 +77,9 @@ public final class MediaRelay: Sendable {
         return RelaySessionHandle(loop: loop, session: RelaySession(relay: self, loop: loop, epoch: epoch, sink: sink))
     }
 
+    /// The relay's loop threads (for measuring them; work is posted through session handles).
+    public var loops: [MediaLoop] { pool.loops }
+
     public func shutdown() {
         pool.shutdown()
     }
