@@ -38,6 +38,8 @@ let package = Package(
             dependencies: ["CNice", "COpenSSL", "CSRTP", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // An in-process WebRTC endpoint for driving the relay, shared by its tests and bench/relay.
+        .target(name: "TandemMediaTestSupport", dependencies: ["TandemMedia"], swiftSettings: strict),
         .target(name: "TandemProtocol", exclude: ["PROTOCOL.md"], swiftSettings: strict),
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
@@ -122,7 +124,8 @@ let package = Package(
         // The relay benchmark and its C floor (bench/relay).
         .target(name: "CRelayFloor", dependencies: ["CSRTP"], path: "bench/relay/floor"),
         .executableTarget(
-            name: "tandem-bench-relay", dependencies: ["TandemMedia", "CRelayFloor"], path: "bench/relay/main", swiftSettings: strict),
+            name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
+            swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
@@ -130,7 +133,7 @@ let package = Package(
         .testTarget(
             name: "TandemMediaTests",
             dependencies: [
-                "TandemMedia",
+                "TandemMedia", "TandemMediaTestSupport",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

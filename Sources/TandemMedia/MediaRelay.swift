@@ -49,6 +49,10 @@ public final class RelayCounters: Sendable {
     public let legsConnected = Atomic<Int>(0)
     public let legsFailed = Atomic<Int>(0)
     public let keyframeRequests = Atomic<Int>(0)
+    /// Packets re-sent from the relay's own history in answer to a NACK.
+    public let retransmissions = Atomic<Int>(0)
+    /// Sequence numbers NACKed by participants (answered or forwarded).
+    public let nacks = Atomic<Int>(0)
 
     init() {}
 
@@ -146,6 +150,8 @@ final class RelaySession: @unchecked Sendable {
         legs[participant] = leg
         relay.counters.add(relay.counters.legsOpen, 1)
         leg.receive(input)
+        // An offer that could not be answered leaves no leg behind to hold the participant's place.
+        if leg.isAwaitingOffer { leg.close() }
     }
 
     /// The other participant's leg, if any.

@@ -20,6 +20,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     /// What the relay sends this leg (the peer's media), by kind.
     private(set) var audioOut: OutgoingRTPStream?
     private(set) var videoOut: OutgoingRTPStream?
+    /// Encrypted copies of the video sent on this leg, for answering its client's NACKs.
+    private var videoHistory: RetransmissionBuffer?
     private let localAudioSSRC = UInt32.random(in: 1...UInt32.max)
     private let localVideoSSRC = UInt32.random(in: 1...UInt32.max)
     private var bundleMid = "0"
@@ -50,6 +52,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     }
 
     deinit { scratch.deallocate() }
+
+    var isAwaitingOffer: Bool { machine.state == .awaitingOffer }
 
     private var relay: MediaRelay { session.relay }
     private var counters: RelayCounters { session.relay.counters }
@@ -289,7 +293,12 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             }
             let stream = OutgoingRTPStream(
                 ssrc: mine.localSSRC, payloadType: mine.codec.payloadType, clockRate: UInt32(mine.codec.clockRate), extensions: pairs)
-            if kind == .audio { audioOut = stream } else { videoOut = stream }
+            if kind == .audio {
+                audioOut = stream
+            } else {
+                videoOut = stream
+                if videoHistory == nil, mine.codec.feedback.contains("nack") { videoHistory = RetransmissionBuffer() }
+            }
         }
     }
 
@@ -321,6 +330,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         let now = monotonicMs()
         let ok = audio ? (audioOut?.rewrite(packet, length: length, nowMs: now) ?? false) : (videoOut?.rewrite(packet, length: length, nowMs: now) ?? false)
         guard ok, let srtpOut, let agent, let protected = try? srtpOut.protect(packet.baseAddress!, length: length) else { return drop() }
+        if !audio, let videoHistory { videoHistory.store(seq: packet.u16(2), UnsafeRawBufferPointer(rebasing: packet[0..<protected])) }
         if agent.send(packet.baseAddress!, count: protected) {
             counters.add(counters.packetsOut, 1)
             counters.add(counters.bytesOut, protected)
@@ -336,7 +346,9 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         guard let peer = session.peer(of: self), peer.machine.isConnected else { return }
         refreshTranslation(peer)
         summary.reset()
-        let length = RTCP.translate(scratch, length: plain, translation, summary: &summary) { _, _ in false }
+        let length = RTCP.translate(scratch, length: plain, translation, summary: &summary) { ssrc, seq in
+            retransmit(ssrc: ssrc, seq: seq)
+        }
         if summary.pictureLossRequests + summary.fullIntraRequests > 0 {
             counters.add(counters.keyframeRequests, summary.pictureLossRequests + summary.fullIntraRequests)
         }
@@ -364,6 +376,15 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         if let out = audioOut, let source = out.source { mediaMap.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
         if let out = videoOut, let source = out.source { mediaMap.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
         translation = RTCPTranslation(senders: senders, media: mediaMap)
+    }
+
+    /// Answers a NACK from this leg's client with the packet already sent, if it is still kept.
+    private func retransmit(ssrc: UInt32, seq: UInt16) -> Bool {
+        counters.add(counters.nacks, 1)
+        guard ssrc == videoOut?.ssrc, let agent, let packet = videoHistory?.packet(seq: seq) else { return false }
+        guard agent.send(packet.baseAddress!, count: packet.count) else { return false }
+        counters.add(counters.retransmissions, 1)
+        return true
     }
 
     /// Asks this leg's client for a keyframe of its video (a PLI from the relay's video SSRC).

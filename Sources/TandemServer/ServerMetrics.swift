@@ -83,6 +83,8 @@ func relayMetrics(_ relay: MediaRelay) -> String {
         ("tandem_relay_legs_connected_total", "counter", "Relay legs that completed ICE and DTLS", load(c.legsConnected)),
         ("tandem_relay_legs_failed_total", "counter", "Relay legs that failed (ICE, DTLS or timeout)", load(c.legsFailed)),
         ("tandem_relay_keyframe_requests_total", "counter", "Keyframe requests (PLI/FIR) the relay forwarded or made", load(c.keyframeRequests)),
+        ("tandem_relay_nacks_total", "counter", "Sequence numbers participants NACKed", load(c.nacks)),
+        ("tandem_relay_retransmissions_total", "counter", "NACKed packets the relay re-sent from its own history", load(c.retransmissions)),
     ]
     for (name, type, help, value) in singles { text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n" }
     return text

@@ -159,3 +159,23 @@ import Testing
         #expect(PacketClass.of(0, 1) == .other)
     }
 }
+
+@Suite struct RetransmissionBufferTests {
+    @Test func keepsTheLastPacketPerSlotAndForgetsOverwrittenOnes() {
+        let buffer = RetransmissionBuffer(slots: 4, slotSize: 16)
+        for seq in [UInt16(65534), 65535, 0, 1, 2] {
+            let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: seq), count: Int(seq % 7) + 1)
+            bytes.withUnsafeBytes { buffer.store(seq: seq, $0) }
+        }
+        // 65534 shared slot 2 with seq 2, which replaced it.
+        #expect(buffer.packet(seq: 65534) == nil)
+        #expect(buffer.packet(seq: 2).map(Array.init) == [2, 2, 2])
+        #expect(buffer.packet(seq: 65535).map(Array.init) == [UInt8](repeating: 255, count: 65535 % 7 + 1))
+        #expect(buffer.packet(seq: 0).map(Array.init) == [0])
+        #expect(buffer.packet(seq: 5) == nil)
+        // Too big to keep: not stored, and the slot's old packet is still whole.
+        [UInt8](repeating: 9, count: 17).withUnsafeBytes { buffer.store(seq: 6, $0) }
+        #expect(buffer.packet(seq: 6) == nil)
+        #expect(buffer.packet(seq: 2).map(Array.init) == [2, 2, 2])
+    }
+}

@@ -408,8 +408,9 @@ export class SessionCore {
         }];
         const current = this.#current();
         const remote = this.#desiredRemote();
-        if (current && previous && previous.name === p.name && current.remote === remote && remote !== null) {
-            // Same provider, next epoch: restart ICE on the path we have instead of building another.
+        if (current && previous && previous.name === p.name && current.remote === remote && remote !== null && remote !== "server") {
+            // Same peer-to-peer provider, next epoch: restart ICE on the path we have instead of building
+            // another. (The server's relay gives every epoch fresh legs, so a relay path is rebuilt below.)
             current.epoch = p.epoch;
             current.polite = this.provider.polite;
             current.media = "connecting";

@@ -7,6 +7,7 @@ import CRelayFloor
 import Glibc
 import Synchronization
 import TandemMedia
+import TandemMediaTestSupport
 
 struct Options {
     var pps = 20_000
@@ -29,141 +30,22 @@ struct Options {
     }
 }
 
-/// A WebRTC-like client of the relay: its own libnice agent, DTLS client and SRTP, on its own loop.
-final class Client: ICEAgentDelegate, @unchecked Sendable {
-    let name: String
-    let loop: MediaLoop
-    let identity: DTLSIdentity
-    var agent: ICEAgent!
-    var dtls: DTLSTransport?
-    var srtpOut: SRTPSession?
-    var candidates: [String] = []
-    let connected = Atomic<Bool>(false)
-    let received = Atomic<Int>(0)
-    let sent = Atomic<Int>(0)
-    private var seq: UInt16 = 0
-    private var timestamp: UInt32 = 0
-    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
-
-    init(name: String, identity: DTLSIdentity) {
-        self.name = name
-        self.identity = identity
-        loop = MediaLoop(name: "bench-\(name)")
-    }
-
-    /// Makes the agent and gathers (host candidates come at once), then returns the offer.
-    func offer() -> String {
-        agent = try! ICEAgent(loop: loop, configuration: ICEConfiguration(addresses: ["127.0.0.1"]), controlling: true, delegate: self)
-        try! agent.start()
-        let transport = """
-            a=ice-ufrag:\(agent.localUfrag)\r
-            a=ice-pwd:\(agent.localPassword)\r
-            a=fingerprint:\(identity.fingerprint)\r
-            a=setup:active\r
-            a=sendrecv\r
-            a=rtcp-mux\r
-            \(candidates.map { "a=" + $0 + "\r\n" }.joined())a=end-of-candidates\r
-
-            """
-        return "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
-            + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n" + transport
-            + "a=rtpmap:111 opus/48000/2\r\na=ssrc:1111 cname:\(name)\r\n"
-            + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n" + transport
-            + "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=ssrc:2222 cname:\(name)\r\n"
-    }
-
-    func answer(_ sdp: String, relayFingerprint: Fingerprint) {
-        let answer = try! SessionDescription.parse(sdp)
-        _ = agent.setRemoteCredentials(ufrag: answer.iceUfrag, password: answer.icePwd)
-        for candidate in answer.candidates { agent.addRemoteCandidate(candidate) }
-        agent.remoteGatheringDone()
-        dtls = try! DTLSTransport(identity: identity, role: .client, remoteFingerprint: relayFingerprint)
-    }
-
-    func ice(gathered candidate: String) { candidates.append(candidate) }
-    func iceGatheringDone() {}
-
-    func ice(state: ICEState) {
-        guard state == .connected, let dtls, srtpOut == nil else { return }
-        _ = dtls.start()
-        flush()
-    }
-
-    func ice(received datagram: UnsafeMutableRawBufferPointer) {
-        guard datagram.count > 1 else { return }
-        if datagram[0] >= 20 && datagram[0] <= 63 {
-            guard let dtls else { return }
-            if case .connected(let local, _)? = dtls.receive(UnsafeRawBufferPointer(datagram)) {
-                srtpOut = try! SRTPSession(local, direction: .outbound)
-                connected.store(true, ordering: .releasing)
-            }
-            flush()
-        } else if datagram[0] >= 128, !(192...223).contains(datagram[1]) {
-            received.add(1, ordering: .relaxed)
-        }
-    }
-
-    private func flush() {
-        for d in dtls?.takeOutgoing() ?? [] { d.withUnsafeBytes { _ = agent.send($0.baseAddress!, count: $0.count) } }
-    }
-
-    /// Sends `count` video packets of `size` bytes on the wire (on the loop thread).
-    func send(count: Int, size: Int) {
-        guard let srtpOut else { return }
-        for _ in 0..<count {
-            let plain = size - 16
-            buffer.initializeMemory(as: UInt8.self, repeating: 0xAB)
-            buffer[0] = 0x80
-            buffer[1] = 96
-            buffer.storeBytes(of: seq.bigEndian, toByteOffset: 2, as: UInt16.self)
-            buffer.storeBytes(of: timestamp.bigEndian, toByteOffset: 4, as: UInt32.self)
-            buffer.storeBytes(of: UInt32(2222).bigEndian, toByteOffset: 8, as: UInt32.self)
-            seq &+= 1
-            timestamp &+= 3000
-            guard let n = try? srtpOut.protect(buffer.baseAddress!, length: plain) else { continue }
-            if agent.send(buffer.baseAddress!, count: n) { sent.add(1, ordering: .relaxed) }
-        }
-    }
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-func waitUntil(_ seconds: Double, _ what: String, _ condition: () -> Bool) {
-    let end = now() + seconds
-    while !condition() {
-        if now() > end {
-            print("timed out waiting for \(what)")
-            exit(1)
-        }
-        usleep(5_000)
-    }
-}
+func now() -> Double { monotonicSeconds() }
 
 func onLoop<T: Sendable>(_ loop: MediaLoop, _ body: @escaping @Sendable () -> T) -> T {
-    let result = Mutex<T?>(nil)
-    loop.execute { result.withLock { $0 = body() } }
-    var out: T?
-    waitUntil(10, "the loop") {
-        out = result.withLock { $0 }
-        return out != nil
-    }
-    return out!
+    try! runOnLoop(loop, body)
 }
 
 /// Paces `pps` packets from `client` with a 1 ms timer on its loop until `stop` is set.
 final class Pacer: @unchecked Sendable {
-    let client: Client
+    let client: RelayTestClient
     let pps: Int
     let size: Int
     let start = now()
     var due = 0.0
     let stop = Atomic<Bool>(false)
 
-    init(client: Client, pps: Int, size: Int) {
+    init(client: RelayTestClient, pps: Int, size: Int) {
         self.client = client
         self.pps = pps
         self.size = size
@@ -174,7 +56,7 @@ final class Pacer: @unchecked Sendable {
         let target = (now() - start) * Double(pps)
         let count = Int(target - due)
         if count > 0 {
-            client.send(count: count, size: size)
+            client.sendVideo(count: count, size: size)
             due += Double(count)
         }
         client.loop.schedule(afterMs: 1) { [self] in tick() }
@@ -186,24 +68,13 @@ let relayIdentity = try DTLSIdentity.generate()
 let relay = MediaRelay(configuration: RelayConfiguration(ice: ICEConfiguration(addresses: ["127.0.0.1"]), loops: 1), identity: relayIdentity)
 let outputs = Mutex<[RelayOutput]>([])
 let session = relay.open(session: "bench", epoch: 1) { output in outputs.withLock { $0.append(output) } }
-let sender = Client(name: "a", identity: try DTLSIdentity.generate())
-let receiver = Client(name: "b", identity: try DTLSIdentity.generate())
-
-for client in [sender, receiver] {
-    let offer = onLoop(client.loop) { client.offer() }
-    session.signal(from: client.name, .offer(sdp: offer))
-    var sdp: String?
-    waitUntil(10, "the relay's answer to \(client.name)") {
-        sdp = outputs.withLock { list in
-            list.lazy.compactMap { if case let .answer(p, _, s) = $0, p == client.name { s } else { nil } }.first
-        }
-        return sdp != nil
-    }
-    _ = onLoop(client.loop) { [sdp] in client.answer(sdp!, relayFingerprint: relayIdentity.fingerprint) }
-}
-waitUntil(15, "both legs connected") {
-    sender.connected.load(ordering: .acquiring) && receiver.connected.load(ordering: .acquiring)
-        && outputs.withLock { $0.filter { if case .media(_, _, true, _) = $0 { true } else { false } }.count } == 2
+let sender = try RelayTestClient(name: "a")
+let receiver = try RelayTestClient(name: "b")
+do {
+    try connect([sender, receiver], to: session, relay: relay, outputs: outputs)
+} catch {
+    print("\(error)")
+    exit(1)
 }
 let relayLoop = relay.loops[0]
 

@@ -233,6 +233,18 @@ describe("SessionCore: provider switches", () => {
         assert.equal(only(actions, "report")[0].message.epoch, 2);
     });
 
+    test("the relay at the next epoch gets a new path: the server's legs belong to one epoch", () => {
+        const c = core({ welcome: { provider: provider("relay", 1), peers: [{ id: "bob" }] } });
+        const old = c.currentPath;
+        c.pathUpdate(old, { media: "connected", flowing: true });
+        const actions = c.received({ type: "provider", seq: 2, ...provider("relay", 2), reason: "admin", previous: "relay" }, 10);
+        assert.equal(only(actions, "restart").length, 0);
+        const [open] = only(actions, "open");
+        assert.equal(open.path.remote, "server");
+        assert.equal(open.path.epoch, 2);
+        assert.notEqual(open.path.id, old);
+    });
+
     test("another provider: make before break, the old path closes once the new one carries media", () => {
         const { c, path: old } = connected();
         const actions = c.received({ type: "provider", seq: 2, ...provider("relay", 2), reason: "failure", previous: "p2p" }, 10);

@@ -1,0 +1,102 @@
+import Synchronization
+import TandemMediaTestSupport
+import Testing
+
+@testable import TandemMedia
+
+/// The relay with two in-process WebRTC endpoints (libnice, DTLS, SRTP) on loopback: what one sends,
+/// the other gets, under the relay's SSRC; keyframe requests and NACKs are handled as a relay must.
+@Suite(.serialized) struct RelayIntegrationTests {
+    static func rtpfbNACK(sender: UInt32, media: UInt32, pid: UInt16, blp: UInt16 = 0) -> [UInt8] {
+        var p: [UInt8] = [0x81, 205, 0, 3]
+        for v in [sender, media] { p += withUnsafeBytes(of: v.bigEndian, Array.init) }
+        return p + [UInt8(pid >> 8), UInt8(pid & 0xFF), UInt8(blp >> 8), UInt8(blp & 0xFF)]
+    }
+
+    static func u32(_ p: [UInt8], _ at: Int) -> UInt32 { p[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
+    static func u16(_ p: [UInt8], _ at: Int) -> UInt16 { UInt16(p[at]) << 8 | UInt16(p[at + 1]) }
+
+    @Test func mediaKeyframeRequestsAndNACKsThroughTheRelay() throws {
+        let relay = MediaRelay(
+            configuration: RelayConfiguration(ice: ICEConfiguration(addresses: ["127.0.0.1"]), loops: 1), identity: try .generate())
+        defer { relay.shutdown() }
+        let outputs = Mutex<[RelayOutput]>([])
+        let session = relay.open(session: "it", epoch: 3) { output in outputs.withLock { $0.append(output) } }
+        let ann = try RelayTestClient(name: "ann", keep: true)
+        let ben = try RelayTestClient(name: "ben", keep: true)
+        defer {
+            ann.loop.shutdown()
+            ben.loop.shutdown()
+        }
+        try connect([ann, ben], to: session, relay: relay, outputs: outputs)
+        #expect(relay.counters.legsOpen.load(ordering: .relaxed) == 1 + 1)
+        // Every output names the epoch the relay was opened for.
+        #expect(outputs.withLock { $0 }.allSatisfy { output in
+            switch output {
+            case .answer(_, let e, _), .candidate(_, let e, _, _), .endOfCandidates(_, let e), .rejected(_, let e, _), .media(_, let e, _, _): e == 3
+            }
+        })
+
+        // Ben's leg came up after Ann's: the relay asked Ann for a keyframe of her video.
+        try waitUntil(5, "a PLI to Ann") {
+            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 12 && $0.plain[1] == 206 && $0.plain[0] & 0x1F == 1 && Self.u32($0.plain, 8) == RelayTestClient.videoSSRC } }
+        }
+
+        try runOnLoop(ann.loop) { ann.sendVideo(count: 30, size: 1200) }
+        try waitUntil(5, "Ben receiving Ann's video") { ben.received.load(ordering: .relaxed) >= 30 }
+        let video = ben.packets.withLock { $0.filter { !$0.rtcp } }
+        #expect(video.count == 30)
+        let ssrcs = Set(video.map { Self.u32($0.plain, 8) })
+        #expect(ssrcs.count == 1 && !ssrcs.contains(RelayTestClient.videoSSRC), "the relay's own SSRC, not Ann's")
+        #expect(video.allSatisfy { $0.plain.count == 1200 - 16 && $0.plain[1] & 0x7F == 96 && $0.plain[12...].allSatisfy { $0 == 0xAB } })
+        let seqs = video.map { Self.u16($0.plain, 2) }
+        #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $1 == $0 &+ 1 }, "continuous numbering: \(seqs)")
+
+        // Ben lost a packet: the relay re-sends the very bytes it sent, without bothering Ann.
+        let relaySSRC = ssrcs.first!
+        let lost = video[7]
+        try runOnLoop(ben.loop) { ben.sendRTCP(Self.rtpfbNACK(sender: 9, media: relaySSRC, pid: Self.u16(lost.plain, 2))) }
+        try waitUntil(5, "the retransmission") { ben.packets.withLock { $0.filter { $0.raw == lost.raw }.count } == 2 }
+        #expect(relay.counters.retransmissions.load(ordering: .relaxed) == 1)
+
+        // A packet the relay no longer holds: the NACK goes on to Ann, in her own SSRC.
+        try runOnLoop(ben.loop) { ben.sendRTCP(Self.rtpfbNACK(sender: 9, media: relaySSRC, pid: seqs[0] &- 1000)) }
+        try waitUntil(5, "the NACK forwarded to Ann") {
+            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 16 && $0.plain[1] == 205 && Self.u32($0.plain, 8) == RelayTestClient.videoSSRC } }
+        }
+        let forwarded = ann.packets.withLock { $0.first { $0.rtcp && $0.plain[1] == 205 }! }
+        #expect(Self.u16(forwarded.plain, 12) == seqs[0] &- 1000)
+        #expect(ann.packets.withLock { $0.filter { $0.rtcp && $0.plain[1] == 205 }.count } == 1, "the answered NACK was not forwarded")
+
+        // Closing the session tears every leg down.
+        session.close()
+        try waitUntil(5, "the legs closed") { relay.counters.legsOpen.load(ordering: .relaxed) == 0 }
+        ann.close()
+        ben.close()
+    }
+
+    @Test func aThirdParticipantAndAnUnusableOfferAreRefusedWithoutHarm() throws {
+        let relay = MediaRelay(
+            configuration: RelayConfiguration(ice: ICEConfiguration(addresses: ["127.0.0.1"]), loops: 1), identity: try .generate())
+        defer { relay.shutdown() }
+        let outputs = Mutex<[RelayOutput]>([])
+        let session = relay.open(session: "it2", epoch: 1) { output in outputs.withLock { $0.append(output) } }
+        session.signal(from: "x", .offer(sdp: "v=0\r\nnot sdp"))
+        session.signal(from: "x", .candidate("candidate:garbage"))
+        try waitUntil(5, "the rejection") { outputs.withLock { $0.contains { if case .rejected("x", 1, let e) = $0 { e.code == .badSDP } else { false } } } }
+        let ann = try RelayTestClient(name: "ann")
+        let ben = try RelayTestClient(name: "ben")
+        let cat = try RelayTestClient(name: "cat")
+        defer {
+            for c in [ann, ben, cat] { c.loop.shutdown() }
+        }
+        try connect([ann, ben], to: session, relay: relay, outputs: outputs)
+        let offer = try runOnLoop(cat.loop) { try cat.offer() }
+        session.signal(from: "cat", .offer(sdp: offer))
+        try waitUntil(5, "cat refused") { outputs.withLock { $0.contains { if case .rejected("cat", _, let e) = $0 { e.code == .unavailable } else { false } } } }
+        try runOnLoop(ann.loop) { ann.sendVideo(count: 5, size: 600) }
+        try waitUntil(5, "the call goes on") { ben.received.load(ordering: .relaxed) >= 5 }
+        session.close()
+        for c in [ann, ben, cat] { c.close() }
+    }
+}
