@@ -188,6 +188,23 @@ public struct SessionArbiter: Sendable {
             }
             return actions
         }
+        actions += observe(&p, id, report, now: now, current: current)
+        return actions
+    }
+
+    /// The server's own measurement of a participant's media (the relay reads it from RTCP): it feeds
+    /// the quality level, alerts and quality switching like a report's figures, but says nothing about
+    /// the media state, liveness or scores, which remain the participant's to report.
+    public mutating func measured(_ id: ParticipantID, _ report: HealthReport, now: Instant) -> [ArbiterAction] {
+        guard var p = participants[id], report.epoch == epoch, report.provider == provider, let current = provider else { return [] }
+        defer { if participants[id] != nil { participants[id] = p } }
+        return observe(&p, id, report, now: now, current: current)
+    }
+
+    private mutating func observe(_ p: inout Participant, _ id: ParticipantID, _ report: HealthReport, now: Instant, current: ProviderName)
+        -> [ArbiterAction]
+    {
+        var actions: [ArbiterAction] = []
         let hasMetrics = report.rttMs != nil || report.lossPct != nil || report.jitterMs != nil
         if hasMetrics {
             let score = QualityScore.score(rttMs: report.rttMs, lossPct: report.lossPct, jitterMs: report.jitterMs)

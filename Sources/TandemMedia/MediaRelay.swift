@@ -8,11 +8,14 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var loops: Int
     /// A leg not connected (ICE + DTLS) this long after its offer has failed.
     public var handshakeTimeoutMs: Int
+    /// How often connected legs report their figures.
+    public var statsIntervalMs: Int
 
-    public init(ice: ICEConfiguration, loops: Int, handshakeTimeoutMs: Int = 20_000) {
+    public init(ice: ICEConfiguration, loops: Int, handshakeTimeoutMs: Int = 20_000, statsIntervalMs: Int = 2_000) {
         self.ice = ice
         self.loops = loops
         self.handshakeTimeoutMs = handshakeTimeoutMs
+        self.statsIntervalMs = statsIntervalMs
     }
 }
 
@@ -35,6 +38,24 @@ public enum RelayOutput: Sendable, Equatable {
     case rejected(participant: String, epoch: Int, MediaError)
     /// The server's view of the participant's media on this epoch: connected, or failed with why.
     case media(participant: String, epoch: Int, connected: Bool, error: MediaError?)
+    /// A connected leg's figures, every `statsIntervalMs`.
+    case stats(participant: String, epoch: Int, RelayLegStats)
+}
+
+/// What the relay knows of one participant's leg: its traffic, and from the participant's RTCP receiver
+/// reports the loss and jitter of what the relay sends it, and the round trip between them.
+public struct RelayLegStats: Sendable, Equatable {
+    public var packetsIn = 0
+    public var bytesIn = 0
+    public var packetsOut = 0
+    public var bytesOut = 0
+    /// Fraction of the relay's packets lost on the way to the participant, in percent (last report).
+    public var lossPct: Double?
+    public var jitterMs: Double?
+    /// From the participant's report of a sender report the relay forwarded to it (LSR/DLSR).
+    public var rttMs: Double?
+
+    public init() {}
 }
 
 /// Process-wide relay counters, read by `/metrics`. Relaxed atomics: a few nanoseconds per packet.
@@ -133,6 +154,19 @@ final class RelaySession: @unchecked Sendable {
         self.loop = loop
         self.epoch = epoch
         self.sink = sink
+        loop.execute { [self] in scheduleStats() }
+    }
+
+    private var statsTimer: LoopTimer?
+
+    private func scheduleStats() {
+        guard !closed else { return }
+        statsTimer = loop.schedule(afterMs: relay.configuration.statsIntervalMs) { [self] in
+            for leg in legs.values {
+                if let stats = leg.stats { sink(.stats(participant: leg.participant, epoch: epoch, stats)) }
+            }
+            scheduleStats()
+        }
     }
 
     func receive(_ participant: String, _ input: RelayInput) {
@@ -180,6 +214,8 @@ final class RelaySession: @unchecked Sendable {
     func close() {
         guard !closed else { return }
         closed = true
+        statsTimer?.cancel()
+        statsTimer = nil
         for leg in Array(legs.values) { leg.close() }
     }
 }

@@ -37,8 +37,14 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private var translation = RTCPTranslation()
     private var translationKey = (-1, -1, -1, -1)
     private var summary = RTCPSummary()
-    /// The client's latest report about what the relay sends it (loss, jitter).
-    private(set) var lastReport: RTCPReportBlock?
+    /// Traffic and the client's view of it, for `RelayOutput.stats`.
+    private var figures = RelayLegStats()
+    /// Sender reports forwarded to this leg's client (NTP middle 32 bits, when), to time its replies.
+    private var forwardedSR: [(lsr: UInt32, atMs: Int64)] = Array(repeating: (0, 0), count: 8)
+    private var forwardedSRNext = 0
+
+    /// The leg's figures while it is connected.
+    var stats: RelayLegStats? { machine.isConnected ? figures : nil }
     private let scratch: UnsafeMutableRawBufferPointer
     private var closed = false
 
@@ -310,6 +316,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         else { return drop() }
         scratch.copyMemory(from: UnsafeRawBufferPointer(datagram))
         guard let plain = try? srtpIn.unprotect(scratch.baseAddress!, length: datagram.count) else { return drop() }
+        figures.packetsIn &+= 1
+        figures.bytesIn &+= datagram.count
         let pt = scratch[1] & 0x7F
         let ssrc = scratch.u32(8)
         let isAudio: Bool
@@ -334,6 +342,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         if agent.send(packet.baseAddress!, count: protected) {
             counters.add(counters.packetsOut, 1)
             counters.add(counters.bytesOut, protected)
+            figures.packetsOut &+= 1
+            figures.bytesOut &+= protected
         } else {
             drop()
         }
@@ -344,6 +354,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         scratch.copyMemory(from: UnsafeRawBufferPointer(datagram))
         guard let plain = try? srtpIn.unprotectRTCP(scratch.baseAddress!, length: datagram.count) else { return }
         guard let peer = session.peer(of: self), peer.machine.isConnected else { return }
+        let now = monotonicMs()
+        noteSenderReports(plain, forwardedTo: peer, nowMs: now)
         refreshTranslation(peer)
         summary.reset()
         let length = RTCP.translate(scratch, length: plain, translation, summary: &summary) { ssrc, seq in
@@ -352,7 +364,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         if summary.pictureLossRequests + summary.fullIntraRequests > 0 {
             counters.add(counters.keyframeRequests, summary.pictureLossRequests + summary.fullIntraRequests)
         }
-        if let report = summary.reports.last { lastReport = report }
+        for block in summary.reports { learn(from: block, nowMs: now) }
         guard length > 0 else { return }
         peer.send(rtcp: scratch, length: length)
     }
@@ -376,6 +388,39 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         if let out = audioOut, let source = out.source { mediaMap.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
         if let out = videoOut, let source = out.source { mediaMap.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
         translation = RTCPTranslation(senders: senders, media: mediaMap)
+    }
+
+    /// Sender reports in a compound packet about to be forwarded to `peer`: the peer's client will echo
+    /// their NTP middle bits (LSR) in its receiver reports, which times the round trip to it.
+    private func noteSenderReports(_ length: Int, forwardedTo peer: RelayLeg, nowMs: Int64) {
+        var offset = 0
+        while offset + 20 <= length {
+            let words = Int(scratch.u16(offset + 2)) + 1
+            if scratch[offset + 1] == 200, offset + 16 <= length {
+                peer.forwardedSR[peer.forwardedSRNext] = (scratch.u32(offset + 10), nowMs)
+                peer.forwardedSRNext = (peer.forwardedSRNext + 1) % peer.forwardedSR.count
+            }
+            offset += words * 4
+        }
+    }
+
+    /// A receiver report block from this leg's client about a stream the relay sends it.
+    private func learn(from block: RTCPReportBlock, nowMs: Int64) {
+        let clock: Double
+        if block.ssrc == videoOut?.ssrc {
+            clock = Double(videoOut?.clockRate ?? 90_000)
+        } else if block.ssrc == audioOut?.ssrc {
+            clock = Double(audioOut?.clockRate ?? 48_000)
+        } else {
+            return
+        }
+        figures.lossPct = Double(block.fractionLost) * 100 / 256
+        figures.jitterMs = Double(block.jitter) * 1000 / clock
+        if block.lastSR != 0, let sent = forwardedSR.first(where: { $0.lsr == block.lastSR }) {
+            // DLSR is in 1/65536 s.
+            let rtt = Double(nowMs - sent.atMs) - Double(block.delaySinceLastSR) * 1000 / 65_536
+            if rtt >= 0 { figures.rttMs = rtt }
+        }
     }
 
     /// Answers a NACK from this leg's client with the packet already sent, if it is still kept.

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import TandemArbiter
+import TandemMedia
 import TandemProtocol
 import TandemSTUN
 import TandemStore
@@ -46,6 +47,18 @@ struct AdminAPI {
         var state: String
         var lastSeenMs: Int64
         var health: HealthView?
+        /// The media relay's figures for the participant's leg (while on provider relay).
+        var relay: RelayView?
+    }
+
+    struct RelayView: Codable {
+        var packetsIn: Int
+        var bytesIn: Int
+        var packetsOut: Int
+        var bytesOut: Int
+        var lossPct: Double?
+        var jitterMs: Double?
+        var rttMs: Double?
     }
 
     struct HistoryView: Codable {
@@ -174,7 +187,12 @@ struct AdminAPI {
                 participants: live.participants.map { p in
                     ParticipantView(
                         id: p.id.rawValue, name: p.name, state: p.state.rawValue, lastSeenMs: p.lastSeenMs,
-                        health: p.health.map { healthView($0, quality: p.qualityLevel, maxVideoHeight: p.maxVideoHeight) })
+                        health: p.health.map { healthView($0, quality: p.qualityLevel, maxVideoHeight: p.maxVideoHeight) },
+                        relay: p.relay.map {
+                            RelayView(
+                                packetsIn: $0.packetsIn, bytesIn: $0.bytesIn, packetsOut: $0.packetsOut, bytesOut: $0.bytesOut, lossPct: $0.lossPct,
+                                jitterMs: $0.jitterMs, rttMs: $0.rttMs)
+                        })
                 }, history: history)
         }
         // Not live on this node: what the store knows.

@@ -31,6 +31,8 @@ public struct ParticipantSnapshot: Sendable {
     public var health: HealthReport?
     public var qualityLevel: QualityLevel?
     public var maxVideoHeight: Int
+    /// The media relay's figures for this participant's leg, while the session is on the relay.
+    public var relay: RelayLegStats?
 }
 
 public struct RoomSnapshot: Sendable {
@@ -101,6 +103,8 @@ final class RoomCore {
     var logger: Logger
     /// The session's relay while its provider is `relay`, for the epoch it was opened at.
     var relaySession: RelaySessionHandle?
+    /// The relay's latest figures per participant, for the admin view.
+    var relayStats: [ParticipantID: RelayLegStats] = [:]
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -334,6 +338,7 @@ final class RoomCore {
         if let open = relaySession, !wanted || open.epoch != arbiter.epoch {
             open.close()
             relaySession = nil
+            relayStats = [:]
         }
         guard wanted, relaySession == nil, let relay = hub.relay else { return }
         relaySession = relay.open(session: session.rawValue, epoch: arbiter.epoch) { [weak room] output in
@@ -374,6 +379,14 @@ final class RoomCore {
             let id = ParticipantID(participant)
             guard epoch == arbiter.epoch, members[id] != nil else { return }
             sendError(id, ProtocolError(.badMessage, "the relay cannot use this signal: \(error.message) (\(error.code.rawValue))", ref: "signal"))
+        case let .stats(participant, epoch, stats):
+            let id = ParticipantID(participant)
+            guard epoch == arbiter.epoch, members[id] != nil else { return }
+            relayStats[id] = stats
+            guard stats.lossPct != nil || stats.rttMs != nil || stats.jitterMs != nil else { return }
+            let measured = HealthReport(
+                epoch: epoch, provider: .relay, media: .connected, rttMs: stats.rttMs, lossPct: stats.lossPct, jitterMs: stats.jitterMs)
+            await perform(arbiter.measured(id, measured, now: hub.now()))
         case let .media(participant, epoch, connected, error):
             let id = ParticipantID(participant)
             logger.info(
@@ -442,6 +455,7 @@ final class RoomCore {
     private func removeMember(_ id: ParticipantID, reason: LeaveReason) {
         guard let member = members.removeValue(forKey: id) else { return }
         relaySession?.remove(id.rawValue)
+        relayStats[id] = nil
         hub.metrics.participants.decrement()
         broadcast(.peerLeft(peer: id, reason: reason))
         let code: UInt16 =
@@ -503,7 +517,7 @@ final class RoomCore {
                 return ParticipantSnapshot(
                     id: id, name: p.name, state: p.socketOpen ? .active : .reconnecting,
                     lastSeenMs: wall - Int64((now - p.lastSeen).milliseconds), health: p.lastReport, qualityLevel: p.qualityLevel,
-                    maxVideoHeight: p.video.maxHeight)
+                    maxVideoHeight: p.video.maxHeight, relay: relayStats[id])
             })
     }
 }

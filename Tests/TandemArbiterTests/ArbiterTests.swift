@@ -252,6 +252,23 @@ struct QualitySwitchTests {
         #expect(switches(a.health(p1, bad(2).with(provider: .relay), now: t(131))) == [.switchProvider(to: .sfu, epoch: 3, previous: .relay, reason: .quality)])
     }
 
+    @Test func theServersMeasurementsCountButDoNotReportMedia() {
+        var a = session([.p2p, .sfu])
+        _ = a.health(p1, good(), now: t(59))
+        #expect(a.participants[p1]?.media == .connected)
+        // The relay measured heavy loss on p1's leg three times: the session moves for quality.
+        #expect(switches(a.measured(p1, report(1, .p2p, .connecting, loss: 20), now: t(60))) == [])
+        #expect(a.participants[p1]?.media == .connected, "a measurement is not a media state")
+        #expect(a.participants[p1]?.lastHealthAt == t(59), "nor a sign of life")
+        #expect(a.participants[p1]?.qualityLevel == .poor)
+        _ = a.measured(p1, report(1, loss: 20), now: t(61))
+        #expect(switches(a.measured(p1, report(1, loss: 20), now: t(62))) == [.switchProvider(to: .sfu, epoch: 2, previous: .p2p, reason: .quality)])
+        // Measurements of an old epoch or another provider are ignored.
+        #expect(a.measured(p1, report(1, loss: 20), now: t(63)) == [])
+        #expect(a.measured(p1, report(2, .relay, loss: 20), now: t(63)) == [])
+        #expect(a.measured(p3, report(2, .sfu, loss: 20), now: t(63)) == [])
+    }
+
     @Test func noTargetNoSwitch() {
         var a = session([.p2p])
         for i in 0..<10 { #expect(switches(a.health(p1, bad(), now: t(60 + Double(i)))) == []) }

@@ -207,6 +207,18 @@ async def relay_call(server) -> None:
         assert server.metric("tandem_relay_legs_connected_total") >= 2
         view = await asyncio.to_thread(server.admin, "GET", f"/v1/sessions/{session}")
         assert view["provider"] == {"name": "relay", "epoch": ann.epoch}
+        # The relay's own figures per leg, from its counters and the peers' RTCP receiver reports.
+        for _ in range(100):
+            relays = [p.get("relay") or {} for p in view["participants"]]
+            if len(relays) == 2 and all(r.get("packetsOut", 0) > 0 and r.get("rttMs") is not None for r in relays):
+                break
+            await asyncio.sleep(0.1)
+            view = await asyncio.to_thread(server.admin, "GET", f"/v1/sessions/{session}")
+        for p in view["participants"]:
+            r = p["relay"]
+            assert r["packetsIn"] > 0 and r["packetsOut"] > 0 and r["bytesOut"] > r["packetsOut"] * 20, r
+            assert r["lossPct"] is not None and r["lossPct"] < 5, r
+            assert r["rttMs"] is not None and 0 <= r["rttMs"] < 1000, r
     finally:
         await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
     # Leaving tears the legs down.
