@@ -108,6 +108,11 @@ public final class MediaRelay: Sendable {
     public func shutdown() {
         pool.shutdown()
     }
+
+    /// Sessions hold their relay, so this runs once none is left: the loop threads end with it.
+    deinit {
+        pool.shutdown()
+    }
 }
 
 /// The signaling side's handle on one session's relay: every call is posted to the session's loop.
@@ -121,6 +126,11 @@ public final class RelaySessionHandle: Sendable {
     }
 
     public var epoch: Int { session.epoch }
+
+    /// A handle dropped without `close()` (its room went away) still tears its legs down.
+    deinit {
+        close()
+    }
 
     public func signal(from participant: String, _ input: RelayInput) {
         let session = session
@@ -142,7 +152,7 @@ public final class RelaySessionHandle: Sendable {
 
 /// One session's legs, confined to its loop.
 final class RelaySession: @unchecked Sendable {
-    unowned let relay: MediaRelay
+    let relay: MediaRelay
     let loop: MediaLoop
     let epoch: Int
     let sink: @Sendable (RelayOutput) -> Void

@@ -57,7 +57,11 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        // A leg is closed explicitly; this is the safety net that keeps libnice from calling a freed leg.
+        agent?.close()
+        scratch.deallocate()
+    }
 
     var isAwaitingOffer: Bool { machine.state == .awaitingOffer }
 
