@@ -31,6 +31,8 @@ public enum RelayInput: Sendable, Equatable {
 /// What the relay tells the signaling layer, from its loop thread.
 public enum RelayOutput: Sendable, Equatable {
     case answer(participant: String, epoch: Int, sdp: String)
+    /// The relay renegotiates (it sends a kind of media the participant's offer lacked).
+    case offer(participant: String, epoch: Int, sdp: String)
     /// A local candidate for the participant's leg (`candidate:…`), with the bundle's mid.
     case candidate(participant: String, epoch: Int, candidate: String, mid: String)
     case endOfCandidates(participant: String, epoch: Int)
@@ -208,6 +210,8 @@ final class RelaySession: @unchecked Sendable {
         guard let other = peer(of: leg) else { return }
         leg.configureOutgoing(from: other)
         other.configureOutgoing(from: leg)
+        leg.offerMissingKinds(from: other)
+        other.offerMissingKinds(from: leg)
     }
 
     func legEnded(_ leg: RelayLeg) {

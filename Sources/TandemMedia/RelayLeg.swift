@@ -30,6 +30,12 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private var gatheredEarly: [String] = []
     private var gatheringDoneEarly = false
     private var pendingAnswer: String?
+    /// The client's last offer, which the relay's own offers build on.
+    private var lastOffer: SessionDescription?
+    /// Sections the relay offered and the client has not answered yet.
+    private var pendingReoffer: [SDPAddedSection]?
+    /// Kinds the relay has offered to add, once each.
+    private var offeredKinds: Set<MediaKind> = []
     private var answerVersion: UInt64 = 1
     private let sessionID = UInt64.random(in: 1...UInt64(Int64.max))
 
@@ -78,13 +84,18 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             agent?.addRemoteCandidate(value)
         case .endOfCandidates:
             agent?.remoteGatheringDone()
-        case .answer, .restart:
-            // The relay makes no offers yet, so there is no answer to take; an ICE restart needs a new offer.
+        case .answer(let sdp):
+            answered(sdp)
+        case .restart:
+            // Each relay epoch has fresh legs, so there is no ICE restart to make: the client offers anew.
             break
         }
     }
 
     private func offer(_ sdp: String) {
+        // Perfect negotiation: towards the relay the client is polite, so in a glare the relay's own
+        // offer stands and the client's is ignored (the client rolls back and answers ours).
+        guard pendingReoffer == nil else { return }
         let offer: SessionDescription
         do {
             offer = try SessionDescription.parse(sdp)
@@ -124,6 +135,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             machine = RelayLegMachine(dtlsRoleIsClient: answer.dtlsRole == .client)
         }
         answerVersion += 1
+        lastOffer = offer
         media = answer.media
         bundleMid = answer.media.first?.mid ?? "0"
         for m in answer.media {
@@ -138,6 +150,45 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         for candidate in offer.candidates { agent.addRemoteCandidate(candidate) }
         if offer.endOfCandidates { agent.remoteGatheringDone() }
         session.negotiated(self)
+    }
+
+    /// Offers the client a send-only section for each kind `peer` sends that this leg cannot receive.
+    func offerMissingKinds(from peer: RelayLeg) {
+        guard pendingReoffer == nil, let agent, let lastOffer, !closed else { return }
+        let receivable = Set(media.filter { $0.direction.sends }.map(\.kind))
+        let present = Set(media.map(\.kind))
+        let missing = [MediaKind.audio, .video].filter { kind in
+            peer.media.contains { $0.kind == kind && ($0.direction == .sendrecv || $0.direction == .recvonly) }
+                && !receivable.contains(kind) && !present.contains(kind) && !offeredKinds.contains(kind)
+        }
+        guard !missing.isEmpty else { return }
+        offeredKinds.formUnion(missing)
+        let offer = lastOffer.reoffer(
+            negotiated: media, adding: missing,
+            local: SDPLocalEndpoint(
+                iceUfrag: agent.localUfrag, icePwd: agent.localPassword, fingerprint: relay.identity.fingerprint, cname: "tandem",
+                streamID: "tandem-relay", audioSSRC: localAudioSSRC, videoSSRC: localVideoSSRC, sessionID: sessionID,
+                sessionVersion: answerVersion))
+        answerVersion += 1
+        pendingReoffer = offer.added
+        session.sink(.offer(participant: participant, epoch: session.epoch, sdp: offer.sdp))
+    }
+
+    /// The client's answer to the relay's offer.
+    private func answered(_ sdp: String) {
+        guard let added = pendingReoffer else { return }
+        pendingReoffer = nil
+        do {
+            let answer = try SessionDescription.parse(sdp)
+            media += answer.accepted(added)
+        } catch {
+            session.sink(.rejected(participant: participant, epoch: session.epoch, error))
+            return
+        }
+        if let peer = session.peer(of: self) {
+            configureOutgoing(from: peer)
+            peer.requestKeyframe()
+        }
     }
 
     // MARK: Actions

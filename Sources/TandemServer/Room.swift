@@ -363,6 +363,11 @@ final class RoomCore {
                 w.member("kind", "answer")
                 w.member("sdp", sdp)
             }
+        case let .offer(participant, epoch, sdp):
+            signal(participant, epoch) { w in
+                w.member("kind", "offer")
+                w.member("sdp", sdp)
+            }
         case let .candidate(participant, epoch, candidate, mid):
             signal(participant, epoch) { w in
                 w.member("kind", "candidate")

@@ -653,3 +653,86 @@ extension String {
         #expect(answered > 0)
     }
 }
+
+/// The relay's own offers: adding a kind the client did not offer, and reading the client's answer.
+@Suite struct SDPReofferTests {
+    typealias F = SDPFixtures
+
+    /// aiortc's offer without its video section.
+    static var audioOnly: SessionDescription {
+        get throws {
+            let full = F.aiortc
+            let text = String(full[..<full.firstRange(of: "m=video")!.lowerBound]).replacing("a=group:BUNDLE 0 1", with: "a=group:BUNDLE 0")
+            return try SessionDescription.parse(text)
+        }
+    }
+
+    @Test func addsASendOnlyVideoSectionWithFreePayloadTypesOnTheSameTransport() throws {
+        let offer = try Self.audioOnly
+        let answer = try offer.answer(F.local())
+        #expect(answer.media.map(\.kind) == [.audio])
+        let reoffer = offer.reoffer(negotiated: answer.media, adding: [.video], local: F.local())
+        #expect(reoffer.added.map(\.mid) == ["1"])
+        // Opus is 96 in the client's bundle: video takes the next free payload types.
+        #expect(reoffer.added[0].codecs.map(\.payloadType) == [97, 98])
+        #expect(reoffer.added[0].codecs.map(\.name) == ["VP8", "H264"])
+        let sections = F.sections(reoffer.sdp)
+        #expect(sections[0].contains("a=group:BUNDLE 0 1"))
+        #expect(sections[1][0] == "m=audio 9 UDP/TLS/RTP/SAVPF 96" && sections[1].contains("a=sendrecv") && sections[1].contains("a=mid:0"))
+        #expect(sections[2][0] == "m=video 9 UDP/TLS/RTP/SAVPF 97 98")
+        for line in ["a=sendonly", "a=mid:1", "a=setup:actpass", "a=ice-ufrag:relayU", "a=rtcp-mux", "a=rtpmap:97 VP8/90000", "a=rtcp-fb:97 nack pli",
+                     "a=ssrc:2000 cname:relaycname"] {
+            #expect(sections[2].contains(line), "\(line)")
+        }
+        #expect(!reoffer.sdp.contains("a=candidate"), "no ICE restart: the transport stays")
+        #expect(reoffer.sdp.hasSuffix("\r\n") && !reoffer.sdp.replacing("\r\n", with: "").contains("\n"))
+        // The relay's offer is itself well-formed SDP.
+        #expect(try SessionDescription.parse(reoffer.sdp).media.count == 2)
+    }
+
+    static func clientAnswer(video: String) -> String {
+        """
+        v=0
+        o=- 1 2 IN IP4 0.0.0.0
+        s=-
+        t=0 0
+        a=group:BUNDLE 0 1
+        m=audio 9 UDP/TLS/RTP/SAVPF 96
+        c=IN IP4 0.0.0.0
+        a=mid:0
+        a=sendrecv
+        a=rtcp-mux
+        a=rtpmap:96 opus/48000/2
+        a=ice-ufrag:abcd
+        a=ice-pwd:0123456789abcdefghijkl
+        a=fingerprint:sha-256 \(String(repeating: "AA:", count: 31))AA
+        a=setup:active
+        \(video)
+        """.crlf
+    }
+
+    @Test func readsWhatTheClientAcceptedOfTheAddedSection() throws {
+        let offer = try Self.audioOnly
+        let reoffer = offer.reoffer(negotiated: try offer.answer(F.local()).media, adding: [.video], local: F.local())
+        let accepted = try SessionDescription.parse(Self.clientAnswer(video: """
+            m=video 9 UDP/TLS/RTP/SAVPF 98
+            c=IN IP4 0.0.0.0
+            a=mid:1
+            a=recvonly
+            a=rtcp-mux
+            a=rtpmap:98 H264/90000
+            a=rtcp-fb:98 nack
+            a=fmtp:98 packetization-mode=1;profile-level-id=42e01f
+            """)).accepted(reoffer.added)
+        #expect(accepted.count == 1)
+        #expect(accepted.first?.kind == .video && accepted.first?.mid == "1" && accepted.first?.direction == .sendonly)
+        #expect(accepted.first?.codec.payloadType == 98 && accepted.first?.codec.name == "H264")
+        #expect(accepted.first?.codec.feedback == ["nack"], "only the feedback both sides listed")
+        #expect(accepted.first?.localSSRC == 2000)
+
+        let refused = try SessionDescription.parse(Self.clientAnswer(video: "m=video 0 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 0.0.0.0\r\na=mid:1"))
+        #expect(refused.accepted(reoffer.added).isEmpty)
+        let foreign = try SessionDescription.parse(Self.clientAnswer(video: "m=video 9 UDP/TLS/RTP/SAVPF 120\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:120 AV1/90000"))
+        #expect(foreign.accepted(reoffer.added).isEmpty, "a codec the relay did not offer is not taken")
+    }
+}

@@ -24,7 +24,7 @@ TEST_TIMEOUT_S = 60.0
 class RelayPeer:
     """A participant whose media goes to the server's relay: it offers to `server`, as the client library does."""
 
-    def __init__(self, name: str, session: str, server, luma: int, hz: float, providers=("relay",)) -> None:
+    def __init__(self, name: str, session: str, server, luma: int, hz: float, providers=("relay",), video: bool = True) -> None:
         self.name, self.session, self.server = name, session, server
         self.providers = list(providers)
         self.luma = luma
@@ -43,13 +43,16 @@ class RelayPeer:
         self.video = FlatVideoTrack(luma)
         self.audio = ToneAudioTrack(hz)
         self.pc = None
+        self.with_video = video
+        self.offers: list = []
 
     def make_pc(self) -> None:
         self.connected.clear()
         self.failed.clear()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.pc.addTrack(self.audio)
-        self.pc.addTrack(self.video)
+        if self.with_video:
+            self.pc.addTrack(self.video)
         pc = self.pc
 
         @pc.on("connectionstatechange")
@@ -100,6 +103,13 @@ class RelayPeer:
         if kind == "answer":
             self.answers.append(data["sdp"])
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="answer"))
+        elif kind == "offer":
+            # The relay renegotiates: answer on the same connection.
+            self.offers.append(data["sdp"])
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            await self.send({"type": "signal", "to": "server",
+                             "data": {"kind": "answer", "epoch": self.epoch, "sdp": self.pc.localDescription.sdp}})
         elif kind == "candidate":
             self.trickled += 1
             init = data["candidate"]
@@ -228,6 +238,42 @@ async def relay_call(server) -> None:
 def test_two_aiortc_peers_talk_through_the_relay(tandem_server, loopback_ice):
     asyncio.run(asyncio.wait_for(relay_call(tandem_server), TEST_TIMEOUT_S))
     assert tandem_server.process.poll() is None, "tandem serve exited during the call"
+
+
+async def audio_only_call(server) -> None:
+    session = "relay-audio-" + secrets.token_hex(6)
+    ann = RelayPeer("Ann", session, server, luma=200, hz=440, video=False)
+    ben = RelayPeer("Ben", session, server, luma=60, hz=660)
+    peers = (ann, ben)
+    try:
+        for peer in peers:
+            await peer.join()
+        for peer in peers:
+            await peer.offer_to_server()
+        for peer in peers:
+            await wait_for(peer.connected, f"{peer.name} connected to the relay", peers)
+        # Ann offered audio only; the relay offers her a video section so that she sees Ben.
+        for _ in range(100):
+            if ann.offers and ann.received.video_frames >= MIN_VIDEO_FRAMES and ben.received.audio_frames >= MIN_AUDIO_FRAMES:
+                break
+            await asyncio.sleep(0.1)
+        assert len(ann.offers) == 1, ann.offers
+        assert "m=video" in ann.offers[0] and "a=sendonly" in ann.offers[0]
+        assert "m=video" not in ann.answers[0], "Ann's own offer had no video"
+        assert ben.offers == [], "Ben offered both kinds: nothing to add"
+        assert sorted(ann.received.tracks) == ["audio", "video"], ann.received.tracks
+        assert ann.received.video_frames >= MIN_VIDEO_FRAMES and abs(ann.received.video_luma - ben.luma) < 25, ann.received
+        assert ann.received.audio_peak > 2000
+        assert ben.received.audio_frames >= MIN_AUDIO_FRAMES and ben.received.video_frames == 0
+        for peer in peers:
+            assert peer.errors == [], f"{peer.name} got errors {peer.errors}"
+    finally:
+        await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+
+
+def test_an_audio_only_peer_is_offered_the_other_sides_video(tandem_server, loopback_ice):
+    asyncio.run(asyncio.wait_for(audio_only_call(tandem_server), TEST_TIMEOUT_S))
+    assert tandem_server.process.poll() is None
 
 
 async def bad_offers(server) -> None:

@@ -715,8 +715,16 @@ class PeerPath {
         }
     }
 
-    /** A signal from the remote for this path's epoch. */
-    async receive(data) {
+    /**
+     * A signal from the remote for this path's epoch. Signals are handled one after another, in the
+     * order sent: an answer and the offer right behind it (the relay renegotiating) must not interleave.
+     */
+    receive(data) {
+        this.inbox = (this.inbox ?? Promise.resolve()).then(() => this.#handle(data));
+        return this.inbox;
+    }
+
+    async #handle(data) {
         if (this.closed) return;
         this.#note(`in ${data.kind}`);
         try {
