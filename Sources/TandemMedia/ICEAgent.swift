@@ -21,16 +21,34 @@ public struct ICEConfiguration: Sendable, Equatable {
     public var addresses: [String]
     public var stunServer: (host: String, port: UInt16)?
     public var portRange: ClosedRange<UInt16>?
+    /// Addresses advertised instead of the host ones behind a 1:1 NAT (a container's published ports),
+    /// at most one per family: an IPv4 one replaces IPv4 host candidates' addresses, an IPv6 one IPv6.
+    public var announced: [String]
 
-    public init(addresses: [String], stunServer: (host: String, port: UInt16)? = nil, portRange: ClosedRange<UInt16>? = nil) {
+    public init(
+        addresses: [String], stunServer: (host: String, port: UInt16)? = nil, portRange: ClosedRange<UInt16>? = nil, announced: [String] = []
+    ) {
         self.addresses = addresses
         self.stunServer = stunServer
         self.portRange = portRange
+        self.announced = announced
     }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.addresses == b.addresses && a.stunServer?.host == b.stunServer?.host && a.stunServer?.port == b.stunServer?.port
-            && a.portRange == b.portRange
+            && a.portRange == b.portRange && a.announced == b.announced
+    }
+
+    /// `candidate` (`candidate:F C TRANSPORT PRIORITY ADDRESS PORT typ host …`) as advertised: a host
+    /// candidate's address replaced by the announced address of its family, if any.
+    public func advertised(_ candidate: String) -> String {
+        guard !announced.isEmpty else { return candidate }
+        var fields = candidate.split(separator: " ", omittingEmptySubsequences: false)
+        guard fields.count >= 8, fields[6] == "typ", fields[7] == "host" else { return candidate }
+        let v6 = fields[4].contains(":")
+        guard let replacement = announced.first(where: { $0.contains(":") == v6 }) else { return candidate }
+        fields[4] = Substring(replacement)
+        return fields.joined(separator: " ")
     }
 }
 

@@ -263,7 +263,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
 
     // MARK: ICE
 
-    func ice(gathered candidate: String) {
+    func ice(gathered local: String) {
+        let candidate = relay.configuration.ice.advertised(local)
         if collecting { return gatheredEarly.append(candidate) }
         session.sink(.candidate(participant: participant, epoch: session.epoch, candidate: candidate, mid: bundleMid))
     }

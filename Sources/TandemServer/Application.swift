@@ -126,7 +126,7 @@ func makeRelay(_ settings: RelaySettings) throws -> MediaRelay {
     } catch let error as MediaError {
         throw SetupError("the relay's DTLS certificate: \(error.message)")
     }
-    let ice = ICEConfiguration(addresses: settings.addresses, portRange: settings.ports)
+    let ice = ICEConfiguration(addresses: settings.addresses, portRange: settings.ports, announced: settings.announced)
     return MediaRelay(
         configuration: RelayConfiguration(ice: ice, loops: settings.threads, handshakeTimeoutMs: settings.handshakeTimeoutMs), identity: identity)
 }

@@ -14,7 +14,7 @@ public struct ConfigLoader {
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
         "stale-after", "ice-servers", "log-level", "no-demo", "relay-address", "relay-threads", "relay-ports", "relay-dtls-cert",
-        "relay-dtls-key",
+        "relay-dtls-key", "relay-announced-ip",
     ] + turnKeys
 
     var flags: [String: String]
@@ -242,10 +242,13 @@ extension ConfigLoader {
     /// `relay-address` (repeatable; `--dev` defaults to 127.0.0.1), `relay-threads`, `relay-ports` and
     /// the optional DTLS certificate.
     func relaySettings(dev: Bool) throws -> RelaySettings? {
-        var addresses = try parsedList("relay-address", takes: "an IP address") { IPAddress($0)?.description }
+        // A wildcard is not an address a client can reach: the relay's candidates carry these verbatim.
+        var addresses = try parsedList("relay-address", takes: "a specific IP address (not 0.0.0.0 or ::)") { text in
+            IPAddress(text).map(\.description).flatMap { $0 == "0.0.0.0" || $0 == "::" ? nil : $0 }
+        }
         if addresses.isEmpty {
             guard dev else {
-                if let stray = ["relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key"].first(where: { text($0) != nil }) {
+                if let stray = ["relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key", "relay-announced-ip"].first(where: { text($0) != nil }) {
                     throw SetupError("\(stray) needs --relay-address")
                 }
                 return nil
@@ -259,6 +262,11 @@ extension ConfigLoader {
             guard parts.count == 2, parts[0] > 0, parts[0] <= parts[1] else { throw SetupError("relay-ports must be LOW-HIGH, not \"\(text)\"") }
             settings.ports = parts[0]...parts[1]
         }
+        let announced = try ips("relay-announced-ip")
+        guard announced.filter({ !$0.isV6 }).count <= 1, announced.filter(\.isV6).count <= 1 else {
+            throw SetupError("relay-announced-ip takes at most one IPv4 and one IPv6 address")
+        }
+        settings.announced = announced.map(\.description)
         switch (text("relay-dtls-cert"), text("relay-dtls-key")) {
         case (let cert?, let key?): settings.certificate = (cert, key)
         case (nil, nil): break

@@ -118,6 +118,8 @@ struct ServeCommand: AsyncParsableCommand {
     var turnUrls: [String] = []
     @Option(help: "Address the media relay gathers ICE candidates on; enables provider relay (repeatable; --dev uses 127.0.0.1).")
     var relayAddress: [String] = []
+    @Option(help: "Address advertised in the relay's candidates behind a 1:1 NAT, e.g. a container's public IP (repeatable, one per family).")
+    var relayAnnouncedIp: [String] = []
     @Option(help: "GLib loop threads of the media relay (default the number of cores).")
     var relayThreads: String?
     @Option(help: "UDP port range of the media relay, LOW-HIGH (default any).")
@@ -141,6 +143,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("turn-listen", turnListen), ("turns-listen", turnsListen), ("turn-relay-ip", turnRelayIp),
             ("turn-external-ip", turnExternalIp), ("turn-allow-peers", turnAllowPeers), ("turn-deny-peers", turnDenyPeers),
             ("turn-urls", turnUrls), ("relay-address", relayAddress),
+            ("relay-announced-ip", relayAnnouncedIp),
         ]
         for (key, values) in lists where !values.isEmpty { flags[key] = values.joined(separator: ",") }
         let options: [(String, String?)] = [

@@ -93,6 +93,17 @@ final class AgentBox: @unchecked Sendable {
         }
     }
 
+    @Test func announcedAddressesReplaceHostCandidatesOfTheirFamily() {
+        let config = ICEConfiguration(addresses: ["10.0.0.5", "fd00::5"], announced: ["203.0.113.7"])
+        #expect(config.advertised("candidate:1 1 UDP 2015363327 10.0.0.5 40000 typ host") == "candidate:1 1 UDP 2015363327 203.0.113.7 40000 typ host")
+        // No IPv6 address announced: IPv6 candidates stay; neither do non-host candidates change.
+        #expect(config.advertised("candidate:2 1 UDP 2015363327 fd00::5 40002 typ host") == "candidate:2 1 UDP 2015363327 fd00::5 40002 typ host")
+        let srflx = "candidate:3 1 UDP 1677721855 198.51.100.1 40004 typ srflx raddr 10.0.0.5 rport 40000"
+        #expect(config.advertised(srflx) == srflx)
+        #expect(ICEConfiguration(addresses: ["fd00::5"], announced: ["2001:db8::7"]).advertised("candidate:2 1 UDP 1 fd00::5 9 typ host") == "candidate:2 1 UDP 1 2001:db8::7 9 typ host")
+        #expect(config.advertised("garbage") == "garbage")
+    }
+
     @Test func noUsableAddressIsAClearError() async throws {
         let loop = Self.pool.loops[1]
         let error = try await onLoop(loop) { () -> MediaError? in
