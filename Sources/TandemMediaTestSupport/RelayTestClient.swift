@@ -82,11 +82,13 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
         }
         guard datagram[0] >= 128 else { return }
         let rtcp = (192...223).contains(datagram[1])
-        if !rtcp { received.add(1, ordering: .relaxed) }
-        guard keep, let srtpIn else { return }
-        let raw = Array(datagram)
-        let plain = (try? srtpIn.unprotect(raw, rtcp: rtcp)) ?? []
-        packets.withLock { $0.append((raw, plain, rtcp)) }
+        // Kept before counted: a reader that saw the count finds the packets.
+        if keep, let srtpIn {
+            let raw = Array(datagram)
+            let plain = (try? srtpIn.unprotect(raw, rtcp: rtcp)) ?? []
+            packets.withLock { $0.append((raw, plain, rtcp)) }
+        }
+        if !rtcp { received.add(1, ordering: .releasing) }
     }
 
     private func flush() {

@@ -44,7 +44,7 @@ import Testing
         }
 
         try runOnLoop(ann.loop) { ann.sendVideo(count: 30, size: 1200) }
-        try waitUntil(5, "Ben receiving Ann's video") { ben.received.load(ordering: .relaxed) >= 30 }
+        try waitUntil(5, "Ben receiving Ann's video") { ben.received.load(ordering: .acquiring) >= 30 }
         let video = ben.packets.withLock { $0.filter { !$0.rtcp } }
         #expect(video.count == 30)
         let ssrcs = Set(video.map { Self.u32($0.plain, 8) })
