@@ -171,7 +171,11 @@ public final class DTLSTransport {
     private let expected: Fingerprint
     /// Datagrams OpenSSL wrote since the owner last took them.
     private var outbox: [[UInt8]] = []
+    /// The handshake is over, one way or the other.
     private(set) var finished = false
+    /// The handshake succeeded (close_notify is worth sending).
+    private var established = false
+    private var shutDown = false
 
     public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprint: Fingerprint) throws {
         guard let ssl = SSL_new(identity.context) else { throw MediaError.openSSL(.dtlsFailed, "SSL_new failed") }
@@ -235,11 +239,17 @@ public final class DTLSTransport {
         return outbox
     }
 
-    /// Sends close_notify.
+    /// Sends close_notify once the association is established, so the peer knows at once rather than
+    /// when ICE consent runs out.
     public func close() {
-        guard !finished else { return }
+        guard !shutDown else { return }
+        shutDown = true
         finished = true
-        SSL_shutdown(ssl)
+        if established {
+            ERR_clear_error()
+            SSL_shutdown(ssl)
+            ERR_clear_error()
+        }
     }
 
     fileprivate func emit(_ bytes: UnsafeRawBufferPointer) {
@@ -247,12 +257,14 @@ public final class DTLSTransport {
     }
 
     private func advance() -> Event? {
-        guard !finished else { return drainApplicationData() }
+        guard !finished else { return established && !shutDown ? drainApplicationData() : nil }
         ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             finished = true
-            return connected()
+            let event = connected()
+            if case .connected = event { established = true }
+            return event
         }
         switch SSL_get_error(ssl, result) {
         case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:

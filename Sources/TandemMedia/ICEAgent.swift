@@ -24,19 +24,42 @@ public struct ICEConfiguration: Sendable, Equatable {
     /// Addresses advertised instead of the host ones behind a 1:1 NAT (a container's published ports),
     /// at most one per family: an IPv4 one replaces IPv4 host candidates' addresses, an IPv6 one IPv6.
     public var announced: [String]
+    /// Accept remote candidates on loopback addresses (a development server and its clients on one host).
+    public var allowLoopbackCandidates: Bool
 
     public init(
-        addresses: [String], stunServer: (host: String, port: UInt16)? = nil, portRange: ClosedRange<UInt16>? = nil, announced: [String] = []
+        addresses: [String], stunServer: (host: String, port: UInt16)? = nil, portRange: ClosedRange<UInt16>? = nil, announced: [String] = [],
+        allowLoopbackCandidates: Bool = true
     ) {
         self.addresses = addresses
         self.stunServer = stunServer
         self.portRange = portRange
         self.announced = announced
+        self.allowLoopbackCandidates = allowLoopbackCandidates
     }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.addresses == b.addresses && a.stunServer?.host == b.stunServer?.host && a.stunServer?.port == b.stunServer?.port
-            && a.portRange == b.portRange && a.announced == b.announced
+            && a.portRange == b.portRange && a.announced == b.announced && a.allowLoopbackCandidates == b.allowLoopbackCandidates
+    }
+
+    /// Whether the relay may send connectivity checks to `candidate`'s address. A participant could
+    /// otherwise point the server's checks at its own loopback services, or at unspecified, link-local
+    /// and multicast addresses, which no participant legitimately has. (Private ranges stay: clients on
+    /// the server's own network use them.)
+    public func acceptsRemote(_ candidate: String) -> Bool {
+        let fields = candidate.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count >= 5 else { return false }
+        let address = fields[4].lowercased()
+        let loopback = address.hasPrefix("127.") || address == "::1"
+        if loopback { return allowLoopbackCandidates }
+        let v4 = address.split(separator: ".").compactMap { UInt8($0) }
+        if v4.count == 4 {
+            return v4[0] != 0 && !(v4[0] == 169 && v4[1] == 254) && v4[0] < 224
+        }
+        guard address.contains(":") else { return true }  // a name (mDNS): libnice refuses it anyway
+        return address != "::" && !address.hasPrefix("fe8") && !address.hasPrefix("fe9") && !address.hasPrefix("fea")
+            && !address.hasPrefix("feb") && !address.hasPrefix("ff")
     }
 
     /// `candidate` (`candidate:F C TRANSPORT PRIORITY ADDRESS PORT typ host …`) as advertised: a host

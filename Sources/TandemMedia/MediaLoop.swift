@@ -31,6 +31,9 @@ public final class MediaLoop: @unchecked Sendable {
     /// inline, so a caller on the loop never re-enters itself.
     public func execute(_ job: @escaping @Sendable () -> Void) {
         guard let source = g_idle_source_new() else { return }
+        // Idle sources default to the lowest priority, which a loop busy with packets (libnice's sockets
+        // are at the default) would never reach: control work must not starve behind media.
+        g_source_set_priority(source, 0)  // G_PRIORITY_DEFAULT
         attach(source, Job(job))
         g_source_unref(source)
     }
@@ -61,9 +64,15 @@ public final class MediaLoop: @unchecked Sendable {
         return Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3
     }
 
-    /// Stops the loop; posted work that has not run is dropped.
+    /// Stops the loop after the work posted before; later work is dropped. (A quit sent before the loop
+    /// thread started running would be lost, so it is posted too.)
     public func shutdown() {
-        g_main_loop_quit(loop)
+        let loop = UncheckedLoop(loop: loop)
+        execute { g_main_loop_quit(loop.loop) }
+    }
+
+    private struct UncheckedLoop: @unchecked Sendable {
+        let loop: OpaquePointer
     }
 
     private final class Job {

@@ -160,6 +160,8 @@ final class RelaySession: @unchecked Sendable {
     let sink: @Sendable (RelayOutput) -> Void
     private(set) var legs: [String: RelayLeg] = [:]
     private var closed = false
+    /// Bumped whenever a leg comes, goes or renegotiates, so legs rebuild what they derived from their peer.
+    private(set) var generation = 0
 
     init(relay: MediaRelay, loop: MediaLoop, epoch: Int, sink: @escaping @Sendable (RelayOutput) -> Void) {
         self.relay = relay
@@ -183,7 +185,11 @@ final class RelaySession: @unchecked Sendable {
 
     func receive(_ participant: String, _ input: RelayInput) {
         guard !closed else { return }
-        if let leg = legs[participant] { return leg.receive(input) }
+        if let leg = legs[participant] {
+            guard case .offer(let sdp) = input, leg.isNewTransport(sdp) else { return leg.receive(input) }
+            // A new peer connection from the same participant: a new leg for it.
+            leg.close()
+        }
         guard case .offer = input else {
             // Candidates that outrun their offer are not expected (the offer is sent first on one socket).
             return
@@ -207,6 +213,7 @@ final class RelaySession: @unchecked Sendable {
 
     /// A leg learned its negotiated media: both directions' outgoing streams are (re)configured.
     func negotiated(_ leg: RelayLeg) {
+        generation += 1
         guard let other = peer(of: leg) else { return }
         leg.configureOutgoing(from: other)
         other.configureOutgoing(from: leg)
@@ -215,6 +222,7 @@ final class RelaySession: @unchecked Sendable {
     }
 
     func legEnded(_ leg: RelayLeg) {
+        generation += 1
         if legs[leg.participant] === leg {
             legs[leg.participant] = nil
             relay.counters.add(relay.counters.legsOpen, -1)

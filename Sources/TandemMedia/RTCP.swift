@@ -119,7 +119,7 @@ public enum RTCP {
             let kept: Int
             switch packet[write + 1] {
             case senderReport:
-                kept = translateSR(packet, at: write, content: sub.content, map, &summary)
+                kept = translateSR(packet, at: write, content: sub.content, first: write == 0, map, &summary)
             case receiverReport:
                 kept = translateRR(packet, at: write, content: sub.content, first: write == 0, map, &summary)
             case transportFeedback:
@@ -202,12 +202,17 @@ public enum RTCP {
     // MARK: Sub-packets (each returns its new content length, 0 = remove)
 
     static func translateSR(
-        _ p: UnsafeMutableRawBufferPointer, at o: Int, content: Int, _ map: RTCPTranslation, _ summary: inout RTCPSummary
+        _ p: UnsafeMutableRawBufferPointer, at o: Int, content: Int, first: Bool, _ map: RTCPTranslation, _ summary: inout RTCPSummary
     ) -> Int {
         summary.senderReports += 1
-        if let m = translateSender(p, at: o + 4, map) {
-            store32(p, at: o + 16, load32(p, at: o + 16) &+ m.tsDelta)
+        guard let m = translateSender(p, at: o + 4, map) else {
+            // A sender the other leg has no stream for: its NTP/RTP pair would be read as the timing of
+            // another stream of the relay's. Keep its report blocks as a receiver report.
+            remove(p, at: o + 8, count: 20, end: o + content)
+            p[o + 1] = receiverReport
+            return translateRR(p, at: o, content: content - 20, first: first, map, &summary)
         }
+        store32(p, at: o + 16, load32(p, at: o + 16) &+ m.tsDelta)
         var n = content
         translateReportBlocks(p, packet: o, blocks: o + 28, content: &n, map, &summary)
         return n

@@ -28,7 +28,7 @@ public struct OutgoingRTPStream: Sendable {
     /// The relay's SSRC on this leg, as its SDP declares it.
     public let ssrc: UInt32
     /// The payload type negotiated on this leg.
-    public let payloadType: UInt8
+    public private(set) var payloadType: UInt8
     public let clockRate: UInt32
     /// Incoming one-byte/two-byte extension id → this leg's id. Ids this leg did not negotiate become
     /// an id it did not negotiate, which the receiver ignores.
@@ -45,17 +45,33 @@ public struct OutgoingRTPStream: Sendable {
     public private(set) var generation = 0
     public private(set) var packets: UInt64 = 0
 
+    /// Set when the stream was reconfigured: the next packet starts a new source, continuing the numbering.
+    private var restart = false
+
     /// `extensions` pairs incoming ids with this leg's ids for the same extension.
     public init(ssrc: UInt32, payloadType: UInt8, clockRate: UInt32, extensions: [(incoming: UInt8, outgoing: UInt8)] = []) {
         self.ssrc = ssrc
         self.payloadType = payloadType
         self.clockRate = max(1, clockRate)
+        extensionMap = Self.map(extensions)
+    }
+
+    /// A new sender or a renegotiation: new payload type and extension ids, the same SSRC, and numbering
+    /// that continues (libsrtp refuses an index that falls behind its window, and receivers would see a jump).
+    public mutating func reconfigure(payloadType: UInt8, extensions: [(incoming: UInt8, outgoing: UInt8)]) {
+        self.payloadType = payloadType
+        extensionMap = Self.map(extensions)
+        restart = true
+        generation += 1
+    }
+
+    private static func map(_ extensions: [(incoming: UInt8, outgoing: UInt8)]) -> [UInt8] {
         let used = Set(extensions.map(\.outgoing))
         let unused = (1...14).map { UInt8($0) }.first { !used.contains($0) } ?? 14
         var map = [UInt8](repeating: unused, count: 256)
         map[0] = 0
         for pair in extensions { map[Int(pair.incoming)] = pair.outgoing }
-        extensionMap = map
+        return map
     }
 
     /// Rewrites the plain RTP packet in `packet[0..<length]` in place for this leg. False when it cannot
@@ -65,7 +81,7 @@ public struct OutgoingRTPStream: Sendable {
         let inSSRC = packet.u32(8)
         let inSeq = packet.u16(2)
         let inTimestamp = packet.u32(4)
-        if inSSRC != source { switchSource(to: inSSRC, seq: inSeq, timestamp: inTimestamp, nowMs: nowMs) }
+        if inSSRC != source || restart { switchSource(to: inSSRC, seq: inSeq, timestamp: inTimestamp, nowMs: nowMs) }
         let seq = inSeq &+ seqDelta
         let timestamp = inTimestamp &+ tsDelta
         if Int16(bitPattern: seq &- highestSeq) > 0 {
@@ -91,6 +107,7 @@ public struct OutgoingRTPStream: Sendable {
             tsDelta = (highestTimestamp &+ max(1, elapsed)) &- timestamp
         }
         source = newSource
+        restart = false
         highestSeq = seq &+ seqDelta &- 1
         highestTimestamp = timestamp &+ tsDelta
         highestAtMs = nowMs

@@ -11,6 +11,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private var srtpIn: SRTPSession?
     private var srtpOut: SRTPSession?
     private var handshakeTimer: LoopTimer?
+    private var reofferTimer: LoopTimer?
     private var retransmitTimer: LoopTimer?
 
     /// What this leg's client sends, by kind: its payload type and (once seen) SSRC.
@@ -41,7 +42,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
 
     /// RTCP from this leg's client, translated for the peer: rebuilt when a stream's offsets change.
     private var translation = RTCPTranslation()
-    private var translationKey = (-1, -1, -1, -1)
+    private var translationKey = (-1, -1, -1, -1, -1)
     private var summary = RTCPSummary()
     /// Traffic and the client's view of it, for `RelayOutput.stats`.
     private var figures = RelayLegStats()
@@ -52,6 +53,13 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     /// The leg's figures while it is connected.
     var stats: RelayLegStats? { machine.isConnected ? figures : nil }
     private let scratch: UnsafeMutableRawBufferPointer
+    /// SSRCs this leg's client has sent RTP with (capacity reserved up front).
+    private var knownSSRCs: [UInt32] = {
+        var list: [UInt32] = []
+        list.reserveCapacity(RelayLeg.maxSSRCs)
+        return list
+    }()
+    static let maxSSRCs = 8
     private var closed = false
 
     static let scratchSize = 1500 + SRTPSession.maxTrailer
@@ -71,6 +79,13 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
 
     var isAwaitingOffer: Bool { machine.state == .awaitingOffer }
 
+    /// Whether `sdp` offers a new transport (new ICE credentials or certificate: the client made a new
+    /// peer connection), which this leg's ICE agent and DTLS association cannot serve.
+    func isNewTransport(_ sdp: String) -> Bool {
+        guard let lastOffer, let offer = try? SessionDescription.parse(sdp) else { return false }
+        return offer.iceUfrag != lastOffer.iceUfrag || offer.icePwd != lastOffer.icePwd || offer.fingerprint != lastOffer.fingerprint
+    }
+
     private var relay: MediaRelay { session.relay }
     private var counters: RelayCounters { session.relay.counters }
 
@@ -81,7 +96,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         case .offer(let sdp):
             offer(sdp)
         case .candidate(let value):
-            agent?.addRemoteCandidate(value)
+            if relay.configuration.ice.acceptsRemote(value) { agent?.addRemoteCandidate(value) }
         case .endOfCandidates:
             agent?.remoteGatheringDone()
         case .answer(let sdp):
@@ -104,7 +119,9 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         }
         if case .awaitingOffer = machine.state {
             do {
-                let agent = try ICEAgent(loop: session.loop, configuration: relay.configuration.ice, controlling: false, delegate: self)
+                // The offerer controls ICE, unless it is a lite implementation, which never does.
+                let agent = try ICEAgent(
+                    loop: session.loop, configuration: relay.configuration.ice, controlling: offer.iceLite, delegate: self)
                 self.agent = agent
                 // Host candidates are gathered at once, inside start(): they go in the answer itself, so
                 // that clients which do not trickle (aiortc) get them too. Later ones trickle.
@@ -147,7 +164,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         _ = agent.setRemoteCredentials(ufrag: offer.iceUfrag, password: offer.icePwd)
         pendingAnswer = answer.sdp
         perform(machine.handle(.offer))
-        for candidate in offer.candidates { agent.addRemoteCandidate(candidate) }
+        for candidate in offer.candidates where relay.configuration.ice.acceptsRemote(candidate) { agent.addRemoteCandidate(candidate) }
         if offer.endOfCandidates { agent.remoteGatheringDone() }
         session.negotiated(self)
     }
@@ -172,12 +189,24 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         answerVersion += 1
         pendingReoffer = offer.added
         session.sink(.offer(participant: participant, epoch: session.epoch, sdp: offer.sdp))
+        // An offer never answered (lost, or refused by the client) must not leave the leg deaf to the
+        // client's own offers.
+        reofferTimer = session.loop.schedule(afterMs: Self.reofferTimeoutMs) { [weak self] in
+            guard let self, self.pendingReoffer != nil else { return }
+            self.pendingReoffer = nil
+            self.session.sink(
+                .rejected(participant: self.participant, epoch: self.session.epoch, MediaError(.badSDP, "the relay's offer was not answered")))
+        }
     }
+
+    static let reofferTimeoutMs = 10_000
 
     /// The client's answer to the relay's offer.
     private func answered(_ sdp: String) {
         guard let added = pendingReoffer else { return }
         pendingReoffer = nil
+        reofferTimer?.cancel()
+        reofferTimer = nil
         do {
             let answer = try SessionDescription.parse(sdp)
             media += answer.accepted(added)
@@ -185,10 +214,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             session.sink(.rejected(participant: participant, epoch: session.epoch, error))
             return
         }
-        if let peer = session.peer(of: self) {
-            configureOutgoing(from: peer)
-            peer.requestKeyframe()
-        }
+        session.negotiated(self)
+        session.peer(of: self)?.requestKeyframe()
     }
 
     // MARK: Actions
@@ -247,6 +274,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         closed = true
         retransmitTimer?.cancel()
         retransmitTimer = nil
+        reofferTimer?.cancel()
+        reofferTimer = nil
         dtls?.close()
         flushDTLS()
         agent?.close()
@@ -349,8 +378,10 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
                 guard let out = mine.extensions.first(where: { $0.uri == ext.uri }) else { return nil }
                 return (ext.id, out.id)
             }
-            let existing = kind == .audio ? audioOut : videoOut
-            guard existing == nil || existing?.payloadType != mine.codec.payloadType || existing?.ssrc != mine.localSSRC else {
+            if var existing = kind == .audio ? audioOut : videoOut, existing.ssrc == mine.localSSRC {
+                // The same outgoing stream, fed by a new sender or renegotiated: continuity is kept.
+                existing.reconfigure(payloadType: mine.codec.payloadType, extensions: pairs)
+                if kind == .audio { audioOut = existing } else { videoOut = existing }
                 continue
             }
             let stream = OutgoingRTPStream(
@@ -371,11 +402,20 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             let peer = session.peer(of: self), peer.machine.isConnected
         else { return drop() }
         scratch.copyMemory(from: UnsafeRawBufferPointer(datagram))
-        guard let plain = try? srtpIn.unprotect(scratch.baseAddress!, length: datagram.count) else { return drop() }
+        guard let plain = srtpIn.plainLength(scratch.baseAddress!, length: datagram.count) else { return drop() }
         figures.packetsIn &+= 1
         figures.bytesIn &+= datagram.count
         let pt = scratch[1] & 0x7F
         let ssrc = scratch.u32(8)
+        if !knownSSRCs.contains(ssrc) {
+            // libsrtp keeps a stream per SSRC and walks them per packet: a client cycling SSRCs would slow
+            // every session on this loop. A call needs a handful.
+            guard knownSSRCs.count < Self.maxSSRCs else {
+                srtpIn.removeStream(ssrc: ssrc)
+                return drop()
+            }
+            knownSSRCs.append(ssrc)
+        }
         let isAudio: Bool
         if pt == audioIn?.pt {
             isAudio = true
@@ -393,7 +433,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private func send(rtp packet: UnsafeMutableRawBufferPointer, length: Int, audio: Bool) {
         let now = monotonicMs()
         let ok = audio ? (audioOut?.rewrite(packet, length: length, nowMs: now) ?? false) : (videoOut?.rewrite(packet, length: length, nowMs: now) ?? false)
-        guard ok, let srtpOut, let agent, let protected = try? srtpOut.protect(packet.baseAddress!, length: length) else { return drop() }
+        guard ok, let srtpOut, let agent, let protected = srtpOut.protectedLength(packet.baseAddress!, length: length) else { return drop() }
         if !audio, let videoHistory { videoHistory.store(seq: packet.u16(2), UnsafeRawBufferPointer(rebasing: packet[0..<protected])) }
         if agent.send(packet.baseAddress!, count: protected) {
             counters.add(counters.packetsOut, 1)
@@ -408,7 +448,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private func forwardRTCP(_ datagram: UnsafeMutableRawBufferPointer) {
         guard let srtpIn, datagram.count >= 8, datagram.count <= Self.scratchSize - SRTPSession.maxTrailer else { return }
         scratch.copyMemory(from: UnsafeRawBufferPointer(datagram))
-        guard let plain = try? srtpIn.unprotectRTCP(scratch.baseAddress!, length: datagram.count) else { return }
+        guard let plain = srtpIn.plainLength(scratch.baseAddress!, length: datagram.count, rtcp: true) else { return }
         guard let peer = session.peer(of: self), peer.machine.isConnected else { return }
         let now = monotonicMs()
         noteSenderReports(plain, forwardedTo: peer, nowMs: now)
@@ -426,7 +466,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     }
 
     private func send(rtcp packet: UnsafeMutableRawBufferPointer, length: Int) {
-        guard let srtpOut, let agent, let protected = try? srtpOut.protectRTCP(packet.baseAddress!, length: length) else { return }
+        guard let srtpOut, let agent, let protected = srtpOut.protectedLength(packet.baseAddress!, length: length, rtcp: true) else { return }
         _ = agent.send(packet.baseAddress!, count: protected)
     }
 
@@ -434,7 +474,11 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     /// leg (its sender reports), and what our client reports about the relay's streams to it is turned
     /// back into the peer's own SSRCs and numbering.
     private func refreshTranslation(_ peer: RelayLeg) {
-        let key = (peer.audioOut?.generation ?? -1, peer.videoOut?.generation ?? -1, audioOut?.generation ?? -1, videoOut?.generation ?? -1)
+        // The session's generation changes with its legs and negotiations, the streams' with their sources.
+        let key = (
+            session.generation, peer.audioOut?.generation ?? -1, peer.videoOut?.generation ?? -1, audioOut?.generation ?? -1,
+            videoOut?.generation ?? -1
+        )
         guard key != translationKey else { return }
         translationKey = key
         var senders: [SSRCMapping] = []

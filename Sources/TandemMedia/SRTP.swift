@@ -73,32 +73,47 @@ public final class SRTPSession {
     /// Encrypts the RTP packet of `length` bytes at `packet` in place; the buffer must have
     /// `maxTrailer` bytes of room after it. Returns the protected length.
     public func protect(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
-        var n = Int32(length)
-        let status = srtp_protect(session, packet, &n)
-        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_protect: \(status.rawValue)") }
-        return Int(n)
+        try checked(protectedLength(packet, length: length), "srtp_protect")
     }
 
     /// Decrypts and authenticates an SRTP packet in place; returns the plain length.
     public func unprotect(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
-        var n = Int32(length)
-        let status = srtp_unprotect(session, packet, &n)
-        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_unprotect: \(status.rawValue)") }
-        return Int(n)
+        try checked(plainLength(packet, length: length), "srtp_unprotect")
     }
 
     public func protectRTCP(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
-        var n = Int32(length)
-        let status = srtp_protect_rtcp(session, packet, &n)
-        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_protect_rtcp: \(status.rawValue)") }
-        return Int(n)
+        try checked(protectedLength(packet, length: length, rtcp: true), "srtp_protect_rtcp")
     }
 
     public func unprotectRTCP(_ packet: UnsafeMutableRawPointer, length: Int) throws(MediaError) -> Int {
-        var n = Int32(length)
-        let status = srtp_unprotect_rtcp(session, packet, &n)
-        guard status == srtp_err_status_ok else { throw MediaError(.srtpFailed, "srtp_unprotect_rtcp: \(status.rawValue)") }
-        return Int(n)
+        try checked(plainLength(packet, length: length, rtcp: true), "srtp_unprotect_rtcp")
+    }
+
+    /// The packet path's protect: nil on failure, with nothing allocated (garbage, replays and late
+    /// packets fail here all the time).
+    @inline(__always)
+    public func protectedLength(_ packet: UnsafeMutableRawPointer, length: Int, rtcp: Bool = false) -> Int? {
+        var n = Int32(truncatingIfNeeded: length)
+        let status = rtcp ? srtp_protect_rtcp(session, packet, &n) : srtp_protect(session, packet, &n)
+        return status == srtp_err_status_ok ? Int(n) : nil
+    }
+
+    /// The packet path's unprotect: nil when the packet does not authenticate or is a replay.
+    @inline(__always)
+    public func plainLength(_ packet: UnsafeMutableRawPointer, length: Int, rtcp: Bool = false) -> Int? {
+        var n = Int32(truncatingIfNeeded: length)
+        let status = rtcp ? srtp_unprotect_rtcp(session, packet, &n) : srtp_unprotect(session, packet, &n)
+        return status == srtp_err_status_ok ? Int(n) : nil
+    }
+
+    /// Forgets the stream of `ssrc` (libsrtp keeps one per SSRC it has seen).
+    public func removeStream(ssrc: UInt32) {
+        _ = srtp_remove_stream(session, ssrc.bigEndian)
+    }
+
+    private func checked(_ length: Int?, _ what: String) throws(MediaError) -> Int {
+        guard let length else { throw MediaError(.srtpFailed, "\(what) failed") }
+        return length
     }
 }
 

@@ -96,7 +96,7 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
     }
 
     /// Sends `count` video packets of `size` bytes on the wire. On the loop.
-    public func sendVideo(count: Int, size: Int) {
+    public func sendVideo(count: Int, size: Int, ssrc: UInt32 = RelayTestClient.videoSSRC) {
         guard let srtpOut else { return }
         for _ in 0..<count {
             buffer.initializeMemory(as: UInt8.self, repeating: 0xAB)
@@ -104,7 +104,7 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
             buffer[1] = 96
             buffer.storeBytes(of: seq.bigEndian, toByteOffset: 2, as: UInt16.self)
             buffer.storeBytes(of: timestamp.bigEndian, toByteOffset: 4, as: UInt32.self)
-            buffer.storeBytes(of: Self.videoSSRC.bigEndian, toByteOffset: 8, as: UInt32.self)
+            buffer.storeBytes(of: ssrc.bigEndian, toByteOffset: 8, as: UInt32.self)
             seq &+= 1
             timestamp &+= 3000
             guard let n = try? srtpOut.protect(buffer.baseAddress!, length: max(12, size - 16)) else { continue }
@@ -118,8 +118,10 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
         protected.withUnsafeBytes { _ = agent.send($0.baseAddress!, count: $0.count) }
     }
 
+    /// Closes the agent on its loop, then stops the loop.
     public func close() {
-        agent?.close()
+        loop.execute { [self] in agent?.close() }
+        loop.shutdown()
     }
 }
 

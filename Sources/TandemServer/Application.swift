@@ -69,7 +69,7 @@ public func buildServer(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> TandemServer {
     let store = try store ?? openStore(config.store)
-    let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger, relay: try config.relay.map(makeRelay))
+    let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger, relay: try config.relay.map { try makeRelay($0, dev: config.dev) })
     let router = Router()
     AdminAPI(hub: hub).register(on: router)
     WebRoutes(serveDemo: config.serveDemo).register(on: router)
@@ -112,7 +112,7 @@ public func buildServer(
 }
 
 /// The media relay with its DTLS identity, configured or made now.
-func makeRelay(_ settings: RelaySettings) throws -> MediaRelay {
+func makeRelay(_ settings: RelaySettings, dev: Bool) throws -> MediaRelay {
     let identity: DTLSIdentity
     do {
         if let (certificate, key) = settings.certificate {
@@ -126,7 +126,8 @@ func makeRelay(_ settings: RelaySettings) throws -> MediaRelay {
     } catch let error as MediaError {
         throw SetupError("the relay's DTLS certificate: \(error.message)")
     }
-    let ice = ICEConfiguration(addresses: settings.addresses, portRange: settings.ports, announced: settings.announced)
+    let ice = ICEConfiguration(
+        addresses: settings.addresses, portRange: settings.ports, announced: settings.announced, allowLoopbackCandidates: dev)
     return MediaRelay(
         configuration: RelayConfiguration(ice: ice, loops: settings.threads, handshakeTimeoutMs: settings.handshakeTimeoutMs), identity: identity)
 }

@@ -332,13 +332,25 @@ final class RoomCore {
         relaySession.signal(from: from.rawValue, input)
     }
 
+    /// How long a relay epoch's legs outlive a switch away from them.
+    static let relayGrace: Duration = .seconds(10)
+
     /// Opens the relay when the session is on it, and closes it when the session leaves it or its epoch.
     func syncRelay(room: Room) {
         let wanted = !closed && arbiter.provider == .relay
         if let open = relaySession, !wanted || open.epoch != arbiter.epoch {
-            open.close()
             relaySession = nil
             relayStats = [:]
+            if closed {
+                open.close()
+            } else {
+                // Make before break: the old legs carry the call until the clients' new paths do (the
+                // client library closes its old path once the new one has media).
+                Task { [open] in
+                    try? await Task.sleep(for: RoomCore.relayGrace)
+                    open.close()
+                }
+            }
         }
         guard wanted, relaySession == nil, let relay = hub.relay else { return }
         relaySession = relay.open(session: session.rawValue, epoch: arbiter.epoch) { [weak room] output in
@@ -398,7 +410,7 @@ final class RoomCore {
                 "relay leg \(connected ? "connected" : "failed")",
                 metadata: ["participant": "\(participant)", "epoch": "\(epoch)", "error": "\(error?.description ?? "-")"])
             // The server's own view counts as that participant's report: a failed leg fails the epoch.
-            guard !connected, members[id] != nil else { return }
+            guard !connected, epoch == arbiter.epoch, members[id] != nil else { return }
             await perform(arbiter.health(id, HealthReport(epoch: epoch, provider: .relay, media: .failed), now: hub.now()))
         }
     }

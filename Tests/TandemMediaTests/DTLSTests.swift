@@ -150,3 +150,21 @@ extension DTLSTransport {
         #expect(throws: MediaError.self) { try DTLSIdentity.load(certificatePEM: cert, keyPEM: otherKey) }
     }
 }
+
+extension DTLSTests {
+    @Test func closingAnEstablishedAssociationSendsCloseNotify() throws {
+        var pair = try DTLSPair(clientIdentity: Self.a, serverIdentity: Self.b)
+        pair.run()
+        _ = pair.server.takeOutgoing()
+        pair.client.close()
+        let alerts = pair.client.takeOutgoing()
+        #expect(alerts.count == 1 && alerts.first?.first == 21, "one alert record")
+        #expect(alerts.compactMap { pair.server.receive($0) } == [.closed])
+        pair.client.close()
+        #expect(pair.client.takeOutgoing().isEmpty, "once")
+        // Before the handshake there is nothing to close.
+        let fresh = try DTLSPair(clientIdentity: Self.a, serverIdentity: Self.b)
+        fresh.server.close()
+        #expect(fresh.server.takeOutgoing().isEmpty)
+    }
+}

@@ -104,6 +104,19 @@ final class AgentBox: @unchecked Sendable {
         #expect(config.advertised("garbage") == "garbage")
     }
 
+    @Test func remoteCandidatesThatPointTheServerAtItselfAreRefused() {
+        let production = ICEConfiguration(addresses: ["10.0.0.5"], allowLoopbackCandidates: false)
+        func c(_ address: String) -> String { "candidate:1 1 udp 2122260223 \(address) 50000 typ host" }
+        for accepted in ["203.0.113.9", "192.168.1.20", "10.1.2.3", "2001:db8::9", "fd00::1", "f0e1d2c3.local"] {
+            #expect(production.acceptsRemote(c(accepted)), "\(accepted)")
+        }
+        for refused in ["127.0.0.1", "127.9.9.9", "::1", "0.0.0.0", "::", "169.254.1.1", "fe80::1", "224.0.0.251", "ff02::fb", "255.255.255.255"] {
+            #expect(!production.acceptsRemote(c(refused)), "\(refused)")
+        }
+        #expect(!production.acceptsRemote("candidate:garbage"))
+        #expect(ICEConfiguration(addresses: ["127.0.0.1"]).acceptsRemote(c("127.0.0.1")), "development allows loopback")
+    }
+
     @Test func noUsableAddressIsAClearError() async throws {
         let loop = Self.pool.loops[1]
         let error = try await onLoop(loop) { () -> MediaError? in

@@ -134,13 +134,18 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(RTCP.unshift(0x0001_0010, by: 10) == 0x0001_0006)
     }
 
-    @Test func unknownSenderGetsTheFallbackAndNoTimestampShift() {
-        let input = W.sr(sender: W.unknown, rtp: 5000)
+    @Test func anUnknownSendersReportBecomesAReceiverReportUnderTheFallback() {
+        // Its NTP/RTP timing belongs to no stream the other leg has: forwarding it under one of the
+        // relay's SSRCs would corrupt that stream's lip sync. Its report blocks still count.
+        let input = W.sr(sender: W.unknown, rtp: 5000, blocks: [W.block(ssrc: W.outB, highest: 0x0001_0064)])
         let out = W.translate(input)
+        #expect(out.count == 32)
+        #expect(out[0] == 0x81 && out[1] == 201 && W.u16(out, at: 2) == 7)
         #expect(W.u32(out, at: 4) == W.relayA)
-        #expect(W.u32(out, at: 16) == 5000)
-        let bare = W.translate(input, RTCPTranslation())
-        #expect(W.u32(bare, at: 4) == 1)
+        #expect(W.u32(out, at: 8) == W.inA)
+        // Alone and without blocks it is still the head of the compound packet: an empty RR.
+        let bare = W.translate(W.sr(sender: W.unknown, rtp: 5000), RTCPTranslation())
+        #expect(bare == [0x80, 201, 0, 1] + W.u32(1))
     }
 
     @Test func receiverReportSurvivesSDESAndBYE() {

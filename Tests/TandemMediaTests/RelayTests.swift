@@ -127,6 +127,20 @@ import Testing
         #expect(s.generation == 2)
     }
 
+    @Test func aReconfiguredStreamKeepsItsNumberingAndTakesTheNewPayloadType() throws {
+        var s = OutgoingRTPStream(ssrc: 1, payloadType: 96, clockRate: 90_000)
+        _ = try #require(rewrite(&s, Self.packet(pt: 96, seq: 10, ts: 1000, ssrc: 7), at: 0))
+        let before = s.generation
+        // A new participant took the other side at the same epoch; its first packet may even reuse the
+        // old sender's SSRC with other numbers.
+        s.reconfigure(payloadType: 100, extensions: [])
+        #expect(s.generation > before)
+        let f = Self.fields(try #require(rewrite(&s, Self.packet(pt: 120, seq: 5000, ts: 77, ssrc: 7), at: 40)))
+        #expect(f.pt == 100 && f.seq == 11 && f.ts == 1000 + 3600 && f.ssrc == 1)
+        let g = Self.fields(try #require(rewrite(&s, Self.packet(pt: 120, seq: 5001, ts: 3077, ssrc: 7), at: 73)))
+        #expect(g.seq == 12 && g.ts == 1000 + 3600 + 3000)
+    }
+
     @Test func headerExtensionIdsAreMappedToTheLegsOwn() throws {
         // audio level is id 1 on the incoming leg and 5 on this one; abs-send-time (id 3) is not negotiated here.
         var s = OutgoingRTPStream(ssrc: 1, payloadType: 111, clockRate: 48_000, extensions: [(incoming: 1, outgoing: 5)])

@@ -127,7 +127,9 @@ def tandem_turn_server(request, tmp_path):
     yield from _launch(request, tmp_path, turn=True)
 
 
-def _launch(request, tmp_path, turn: bool):
+def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", extra=(), admin_host=None):
+    """Starts `tandem serve --dev` and yields it. `wrapper` runs it inside something (`ip netns exec NS`);
+    `admin_host` is where the test reaches its admin API when that is not the address it listens on."""
     binary = Path(os.environ.get("TANDEM_BIN", str(DEFAULT_BIN)))
     if not binary.is_file():
         pytest.fail(f"tandem binary not found at {binary} (build it, or set TANDEM_BIN)")
@@ -137,13 +139,13 @@ def _launch(request, tmp_path, turn: bool):
     stderr_path = tmp_path / "tandem.stderr"
     # Settings come only from the flags below, not from the caller's TANDEM_* variables.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    command = [
+    command = list(wrapper) + [
         str(binary), "serve", "--dev",
-        "--listen", "127.0.0.1:0",
+        "--listen", listen,
         "--data-dir", str(data_dir),
         "--store", "memory",
         "--node", "e2e",
-    ] + (TURN_ARGS if turn else [])
+    ] + (TURN_ARGS if turn else []) + list(extra)
     with open(stderr_path, "wb") as stderr_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file,
@@ -167,9 +169,9 @@ def _launch(request, tmp_path, turn: bool):
             time.sleep(0.05)
         server = TandemServer(
             process=process, data_dir=data_dir, stderr_path=stderr_path,
-            host=serving["host"], port=int(serving["port"]), api_key=key["key"],
+            host=admin_host or serving["host"], port=int(serving["port"]), api_key=key["key"],
             turn_port=int(turn_line["port"]) if turn else None, turns_port=int(turns_line["port"]) if turn else None)
-        assert server.host == "127.0.0.1", f"dev server must listen on loopback, not {server.host}"
+        assert admin_host or server.host == "127.0.0.1", f"dev server must listen on loopback, not {server.host}"
         assert server.port != 0
         assert server.ca_path.is_file(), f"no development CA at {server.ca_path}"
     except Exception as error:

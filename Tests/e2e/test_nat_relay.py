@@ -40,7 +40,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import aioice.ice
 import aioice.stun
@@ -49,7 +48,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import connect
 
-from conftest import API_KEY, DEFAULT_BIN, SERVING, STARTUP_TIMEOUT_S, TandemServer, _stop
+from conftest import _launch
 from test_p2p_call import FlatVideoTrack, Received, ToneAudioTrack, candidate_addresses, consume, nominated_pairs
 from test_relay import check_media
 
@@ -182,53 +181,9 @@ def nat_server(request, tmp_path, nat_lab):
     The returned TandemServer names 127.0.0.1: its admin API and metrics must be reached from inside
     ns srv (see run_in_netns); the peers use the veth addresses.
     """
-    binary = Path(os.environ.get("TANDEM_BIN", str(DEFAULT_BIN)))
-    if not binary.is_file():
-        pytest.fail(f"tandem binary not found at {binary} (build it, or set TANDEM_BIN)")
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    stderr_path = tmp_path / "tandem.stderr"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    command = [
-        "ip", "netns", "exec", nat_lab.srv, str(binary), "serve", "--dev",
-        "--listen", "0.0.0.0:0",
-        "--relay-address", SERVER_A, "--relay-address", SERVER_B,
-        "--data-dir", str(data_dir),
-        "--store", "memory",
-        "--node", "e2e",
-    ]
-    with open(stderr_path, "wb") as stderr_file:
-        # `ip netns exec` execs the binary: the process is the server itself.
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file, cwd=tmp_path, env=env)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            text = stderr_path.read_text(errors="replace")
-            serving, key = SERVING.search(text), API_KEY.search(text)
-            if serving and key:
-                break
-            if process.poll() is not None:
-                raise RuntimeError(f"tandem serve exited with {process.returncode} before serving")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tandem serve did not report its port within {STARTUP_TIMEOUT_S:.0f} s")
-            time.sleep(0.05)
-        assert serving["host"] == "0.0.0.0", serving.group(0)
-        server = TandemServer(
-            process=process, data_dir=data_dir, stderr_path=stderr_path,
-            host="127.0.0.1", port=int(serving["port"]), api_key=key["key"])
-        assert server.ca_path.is_file(), f"no development CA at {server.ca_path}"
-    except Exception as error:
-        _stop(process)
-        pytest.fail(f"{error}\n--- tandem serve stderr ---\n{stderr_path.read_text(errors='replace')}")
-    except BaseException:
-        _stop(process)
-        raise
-    request.node._tandem_server = server  # conftest appends its stderr to a failure report
-    try:
-        yield server
-    finally:
-        _stop(process)
+    yield from _launch(
+        request, tmp_path, turn=False, wrapper=["ip", "netns", "exec", nat_lab.srv], listen="0.0.0.0:0",
+        extra=["--relay-address", SERVER_A, "--relay-address", SERVER_B], admin_host="127.0.0.1")
 
 
 # --- per-thread ICE addresses ------------------------------------------------------------------------
