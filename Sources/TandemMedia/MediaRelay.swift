@@ -33,8 +33,9 @@ public enum RelayOutput: Sendable, Equatable {
     case answer(participant: String, epoch: Int, sdp: String)
     /// The relay renegotiates (it sends a kind of media the participant's offer lacked).
     case offer(participant: String, epoch: Int, sdp: String)
-    /// A local candidate for the participant's leg (`candidate:…`), with the bundle's mid.
-    case candidate(participant: String, epoch: Int, candidate: String, mid: String)
+    /// A local candidate for the participant's leg (`candidate:…`), with the bundle's mid and that
+    /// section's index among the offer's m-lines.
+    case candidate(participant: String, epoch: Int, candidate: String, mid: String, mLineIndex: Int)
     case endOfCandidates(participant: String, epoch: Int)
     /// The participant's signal could not be used (malformed SDP, no common codec…).
     case rejected(participant: String, epoch: Int, MediaError)

@@ -4,7 +4,10 @@ import CNice
 /// streams the relay sends it. Lives on its session's loop; the packet path allocates nothing.
 final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     let participant: String
-    unowned let session: RelaySession
+    /// Its session owns the leg and outlives it (a leg is only ever reached through its session, its
+    /// agent's callbacks end when it closes, its timers hold it weakly), so no reference counting here:
+    /// this is read several times per packet.
+    unowned(unsafe) let session: RelaySession
     private var machine: RelayLegMachine
     private var agent: ICEAgent?
     private var dtls: DTLSTransport?
@@ -26,6 +29,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private let localAudioSSRC = UInt32.random(in: 1...UInt32.max)
     private let localVideoSSRC = UInt32.random(in: 1...UInt32.max)
     private var bundleMid = "0"
+    private var bundleIndex = 0
     /// Candidates gathered inside `ICEAgent.start()`, which the first answer carries.
     private var collecting = false
     private var gatheredEarly: [String] = []
@@ -67,6 +71,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     init(participant: String, session: RelaySession) {
         self.participant = participant
         self.session = session
+        counters = session.relay.counters
         machine = RelayLegMachine()
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
     }
@@ -87,7 +92,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     }
 
     private var relay: MediaRelay { session.relay }
-    private var counters: RelayCounters { session.relay.counters }
+    private let counters: RelayCounters
 
     // MARK: Signals
 
@@ -155,6 +160,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         lastOffer = offer
         media = answer.media
         bundleMid = answer.media.first?.mid ?? "0"
+        bundleIndex = offer.media.firstIndex { $0.mid == bundleMid } ?? 0
         for m in answer.media {
             switch m.kind {
             case .audio: audioIn = (m.codec.payloadType, m.remoteSSRC ?? audioIn?.ssrc)
@@ -295,7 +301,8 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     func ice(gathered local: String) {
         let candidate = relay.configuration.ice.advertised(local)
         if collecting { return gatheredEarly.append(candidate) }
-        session.sink(.candidate(participant: participant, epoch: session.epoch, candidate: candidate, mid: bundleMid))
+        session.sink(
+            .candidate(participant: participant, epoch: session.epoch, candidate: candidate, mid: bundleMid, mLineIndex: bundleIndex))
     }
 
     func iceGatheringDone() {

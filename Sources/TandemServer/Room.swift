@@ -380,14 +380,14 @@ final class RoomCore {
                 w.member("kind", "offer")
                 w.member("sdp", sdp)
             }
-        case let .candidate(participant, epoch, candidate, mid):
+        case let .candidate(participant, epoch, candidate, mid, mLineIndex):
             signal(participant, epoch) { w in
                 w.member("kind", "candidate")
                 w.key("candidate")
                 w.beginObject()
                 w.member("candidate", candidate)
                 w.member("sdpMid", mid)
-                w.member("sdpMLineIndex", 0)
+                w.member("sdpMLineIndex", mLineIndex)
                 w.endObject()
             }
         case let .endOfCandidates(participant, epoch):

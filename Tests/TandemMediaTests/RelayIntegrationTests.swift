@@ -33,7 +33,7 @@ import Testing
         // Every output names the epoch the relay was opened for.
         #expect(outputs.withLock { $0 }.allSatisfy { output in
             switch output {
-            case .answer(_, let e, _), .offer(_, let e, _), .candidate(_, let e, _, _), .endOfCandidates(_, let e), .rejected(_, let e, _), .media(_, let e, _, _),
+            case .answer(_, let e, _), .offer(_, let e, _), .candidate(_, let e, _, _, _), .endOfCandidates(_, let e), .rejected(_, let e, _), .media(_, let e, _, _),
                 .stats(_, let e, _): e == 3
             }
         })
