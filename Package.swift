@@ -35,7 +35,7 @@ let package = Package(
         .systemLibrary(name: "CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
         .target(
             name: "TandemMedia",
-            dependencies: ["CNice", "COpenSSL", "CSRTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CNice", "COpenSSL", "CSRTP"],
             swiftSettings: strict
         ),
         // An in-process WebRTC endpoint for driving the relay, shared by its tests and bench/relay.
@@ -126,6 +126,9 @@ let package = Package(
         .executableTarget(
             name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
             swiftSettings: strict),
+        // Fuzzing: the network parsers as targets (replayed by the tests), and the libFuzzer driver.
+        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemProtocol"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
+        .executableTarget(name: "tandem-fuzz", dependencies: ["TandemFuzzTargets"], path: "Tests/Fuzz/Main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
@@ -133,7 +136,7 @@ let package = Package(
         .testTarget(
             name: "TandemMediaTests",
             dependencies: [
-                "TandemMedia", "TandemMediaTestSupport",
+                "TandemMedia", "TandemMediaTestSupport", "TandemFuzzTargets",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,0 +1,36 @@
+import Glibc
+import TandemFuzzTargets
+
+#if FUZZING
+// libFuzzer's entry point; the target comes from TANDEM_FUZZ_TARGET (see Tests/Fuzz/run.sh).
+nonisolated(unsafe) let target: FuzzTarget = {
+    let name = getenv("TANDEM_FUZZ_TARGET").map { String(cString: $0) } ?? ""
+    guard let target = FuzzTarget(rawValue: name) else { fatalError("set TANDEM_FUZZ_TARGET to one of \(FuzzTarget.allCases.map(\.rawValue))") }
+    return target
+}()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    target.run(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+#else
+/// Without the fuzzer: `tandem-fuzz TARGET FILE…` runs files through a target (to reproduce a crash).
+@main struct Replay {
+    static func main() {
+        let arguments = CommandLine.arguments.dropFirst()
+        guard let name = arguments.first, let target = FuzzTarget(rawValue: name) else {
+            print("usage: tandem-fuzz \(FuzzTarget.allCases.map(\.rawValue).joined(separator: "|")) FILE…")
+            exit(2)
+        }
+        for path in arguments.dropFirst() {
+            guard let file = fopen(path, "rb") else { continue }
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while case let n = fread(&chunk, 1, chunk.count, file), n > 0 { bytes += chunk[0..<n] }
+            fclose(file)
+            bytes.withUnsafeBytes { target.run($0) }
+        }
+    }
+}
+#endif
