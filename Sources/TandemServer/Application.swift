@@ -127,7 +127,8 @@ func makeRelay(_ settings: RelaySettings, dev: Bool) throws -> MediaRelay {
         throw SetupError("the relay's DTLS certificate: \(error.message)")
     }
     let ice = ICEConfiguration(
-        addresses: settings.addresses, portRange: settings.ports, announced: settings.announced, allowLoopbackCandidates: dev)
+        addresses: settings.addresses, stunServer: settings.stunServer, portRange: settings.ports, announced: settings.announced,
+        allowLoopbackCandidates: dev)
     return MediaRelay(
         configuration: RelayConfiguration(ice: ice, loops: settings.threads, handshakeTimeoutMs: settings.handshakeTimeoutMs), identity: identity)
 }

@@ -14,7 +14,7 @@ public struct ConfigLoader {
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
         "stale-after", "ice-servers", "log-level", "no-demo", "relay-address", "relay-threads", "relay-ports", "relay-dtls-cert",
-        "relay-dtls-key", "relay-announced-ip",
+        "relay-dtls-key", "relay-announced-ip", "relay-stun-server",
     ] + turnKeys
 
     var flags: [String: String]
@@ -248,7 +248,7 @@ extension ConfigLoader {
         }
         if addresses.isEmpty {
             guard dev else {
-                if let stray = ["relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key", "relay-announced-ip"].first(where: { text($0) != nil }) {
+                if let stray = ["relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key", "relay-announced-ip", "relay-stun-server"].first(where: { text($0) != nil }) {
                     throw SetupError("\(stray) needs --relay-address")
                 }
                 return nil
@@ -267,6 +267,12 @@ extension ConfigLoader {
             throw SetupError("relay-announced-ip takes at most one IPv4 and one IPv6 address")
         }
         settings.announced = announced.map(\.description)
+        if let stun = text("relay-stun-server") {
+            // libnice takes the server's address, not a name.
+            let (host, port) = try Self.parseListen(stun, key: "relay-stun-server")
+            guard let ip = IPAddress(host), port > 0 else { throw SetupError("relay-stun-server takes IP:PORT, not \"\(stun)\"") }
+            settings.stunServer = (ip.description, UInt16(port))
+        }
         switch (text("relay-dtls-cert"), text("relay-dtls-key")) {
         case (let cert?, let key?): settings.certificate = (cert, key)
         case (nil, nil): break

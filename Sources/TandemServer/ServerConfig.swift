@@ -87,6 +87,8 @@ public struct RelaySettings: Sendable, Equatable {
     public var ports: ClosedRange<UInt16>?
     /// Addresses advertised instead of the host ones behind a 1:1 NAT, one per family.
     public var announced: [String] = []
+    /// A STUN server (IP and port) the relay's agents ask for a server-reflexive candidate.
+    public var stunServer: (host: String, port: UInt16)?
     /// PEM certificate and key for DTLS; nil makes a P-256 certificate at start.
     public var certificate: (certificate: String, key: String)?
     /// A leg not connected this long after its offer has failed.
@@ -100,7 +102,8 @@ public struct RelaySettings: Sendable, Equatable {
     }
 
     public static func == (a: Self, b: Self) -> Bool {
-        a.addresses == b.addresses && a.threads == b.threads && a.ports == b.ports && a.announced == b.announced && a.certificate?.certificate == b.certificate?.certificate
+        a.addresses == b.addresses && a.threads == b.threads && a.ports == b.ports && a.announced == b.announced
+            && a.stunServer?.host == b.stunServer?.host && a.stunServer?.port == b.stunServer?.port && a.certificate?.certificate == b.certificate?.certificate
             && a.certificate?.key == b.certificate?.key && a.handshakeTimeoutMs == b.handshakeTimeoutMs
     }
 }

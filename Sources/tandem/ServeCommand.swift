@@ -120,6 +120,8 @@ struct ServeCommand: AsyncParsableCommand {
     var relayAddress: [String] = []
     @Option(help: "Address advertised in the relay's candidates behind a 1:1 NAT, e.g. a container's public IP (repeatable, one per family).")
     var relayAnnouncedIp: [String] = []
+    @Option(help: "STUN server (IP:PORT) the relay asks for a server-reflexive candidate.")
+    var relayStunServer: String?
     @Option(help: "GLib loop threads of the media relay (default the number of cores).")
     var relayThreads: String?
     @Option(help: "UDP port range of the media relay, LOW-HIGH (default any).")
@@ -159,7 +161,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("turn-public-host", turnPublicHost), ("turn-relay-ports", turnRelayPorts), ("turn-realm", turnRealm),
             ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota), ("turn-max-bps", turnMaxBps),
             ("turn-allocate-rate", turnAllocateRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
-            ("relay-threads", relayThreads), ("relay-ports", relayPorts), ("relay-dtls-cert", relayDtlsCert), ("relay-dtls-key", relayDtlsKey),
+            ("relay-threads", relayThreads), ("relay-stun-server", relayStunServer), ("relay-ports", relayPorts), ("relay-dtls-cert", relayDtlsCert), ("relay-dtls-key", relayDtlsKey),
         ]
         for case let (key, value?) in options { flags[key] = value }
 

@@ -32,18 +32,20 @@ struct ConfigTests {
         #expect(throws: SetupError.self) { try load(base.merging(["providers": "p2p,relay"]) { $1 }) }
         #expect(throws: SetupError.self) { try load(base.merging(["relay-threads": "2"]) { $1 }) }
 
-        let on = try load(base, file: #"{"relay-address": ["10.0.0.5", "2001:db8::5"], "relay-threads": 3, "relay-ports": "40000-40100", "relay-announced-ip": ["203.0.113.7"]}"#)
+        let on = try load(base, file: #"{"relay-address": ["10.0.0.5", "2001:db8::5"], "relay-threads": 3, "relay-ports": "40000-40100", "relay-announced-ip": ["203.0.113.7"], "relay-stun-server": "198.51.100.3:3478"}"#)
         #expect(on.relay?.addresses == ["10.0.0.5", "2001:db8::5"])
         #expect(on.relay?.threads == 3)
         #expect(on.relay?.ports == 40000...40100)
         #expect(on.relay?.announced == ["203.0.113.7"])
+        #expect(on.relay?.stunServer?.host == "198.51.100.3" && on.relay?.stunServer?.port == 3478)
         #expect(on.arbiter.enabled == [.p2p, .relay])
 
         let dev = try load(["dev": "true", "data-dir": NSTemporaryDirectory() + "tandem-relay-\(UUID().uuidString)"])
         #expect(dev.relay?.addresses == ["127.0.0.1"])
 
         for bad in [["relay-address": "nope"], ["relay-address": "0.0.0.0"], ["relay-address": "::"], ["relay-address": "10.0.0.5", "relay-ports": "9-1"],
-                    ["relay-address": "10.0.0.5", "relay-announced-ip": "1.2.3.4,5.6.7.8"], ["relay-address": "10.0.0.5", "relay-dtls-cert": "/c.pem"]] {
+                    ["relay-address": "10.0.0.5", "relay-announced-ip": "1.2.3.4,5.6.7.8"], ["relay-address": "10.0.0.5", "relay-dtls-cert": "/c.pem"],
+                    ["relay-address": "10.0.0.5", "relay-stun-server": "stun.example.com:3478"]] {
             #expect(throws: SetupError.self, "\(bad)") { try load(base.merging(bad) { $1 }) }
         }
     }

@@ -240,6 +240,34 @@ def test_two_aiortc_peers_talk_through_the_relay(tandem_server, loopback_ice):
     assert tandem_server.process.poll() is None, "tandem serve exited during the call"
 
 
+async def admin_switch(server) -> None:
+    session = "relay-admin-" + secrets.token_hex(6)
+    ann = RelayPeer("Ann", session, server, luma=200, hz=440, providers=("p2p", "relay"))
+    ben = RelayPeer("Ben", session, server, luma=60, hz=660, providers=("p2p", "relay"))
+    peers = (ann, ben)
+    try:
+        for peer in peers:
+            welcome = await peer.join()
+            assert welcome["provider"]["name"] == "p2p"
+        answer = await asyncio.to_thread(server.admin, "POST", f"/v1/sessions/{session}/provider", {"name": "relay"})
+        assert answer["provider"] == {"name": "relay", "epoch": 2}
+        # Each peer hears the switch once and offers to the relay for epoch 2.
+        for peer in peers:
+            await wait_for(peer.connected, f"{peer.name} connected to the relay", peers)
+        for peer in peers:
+            await wait_for(peer.received.enough, f"{peer.name} receiving media through the relay", peers)
+        check_media(peers)
+        for peer in peers:
+            assert [(s["name"], s["epoch"], s["reason"]) for s in peer.switches] == [("relay", 2, "admin")]
+            assert peer.errors == []
+    finally:
+        await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+
+
+def test_an_admin_switch_moves_a_session_onto_the_relay(tandem_server, loopback_ice):
+    asyncio.run(asyncio.wait_for(admin_switch(tandem_server), TEST_TIMEOUT_S))
+
+
 async def audio_only_call(server) -> None:
     session = "relay-audio-" + secrets.token_hex(6)
     ann = RelayPeer("Ann", session, server, luma=200, hz=440, video=False)
