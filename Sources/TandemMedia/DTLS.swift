@@ -171,13 +171,10 @@ public final class DTLSTransport {
     private let expected: Fingerprint
     /// Datagrams OpenSSL wrote since the owner last took them.
     private var outbox: [[UInt8]] = []
-    /// The handshake is over, one way or the other.
-    private(set) var finished = false
-    /// The handshake succeeded (close_notify is worth sending).
-    private var established = false
-    private var shutDown = false
+    private enum Phase { case handshaking, established, failed, closed }
+    private var phase = Phase.handshaking
 
-    public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprint: Fingerprint) throws {
+    public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprint: Fingerprint) throws(MediaError) {
         guard let ssl = SSL_new(identity.context) else { throw MediaError.openSSL(.dtlsFailed, "SSL_new failed") }
         guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(DatagramSink.method) else {
             SSL_free(ssl)
@@ -225,9 +222,9 @@ public final class DTLSTransport {
 
     /// Retransmits the last flight if its timer expired. A handshake that gives up reports failure.
     public func handleTimeout() -> Event? {
-        guard !finished else { return nil }
+        guard phase == .handshaking else { return nil }
         if tandem_dtls_handle_timeout(ssl) < 0 {
-            finished = true
+            phase = .failed
             return .failed(MediaError.openSSL(.dtlsTimeout, "the DTLS handshake timed out"))
         }
         return nil
@@ -242,10 +239,9 @@ public final class DTLSTransport {
     /// Sends close_notify once the association is established, so the peer knows at once rather than
     /// when ICE consent runs out.
     public func close() {
-        guard !shutDown else { return }
-        shutDown = true
-        finished = true
-        if established {
+        guard phase != .closed else { return }
+        defer { phase = .closed }
+        if phase == .established {
             ERR_clear_error()
             SSL_shutdown(ssl)
             ERR_clear_error()
@@ -257,20 +253,19 @@ public final class DTLSTransport {
     }
 
     private func advance() -> Event? {
-        guard !finished else { return established && !shutDown ? drainApplicationData() : nil }
+        guard phase == .handshaking else { return phase == .established ? drainApplicationData() : nil }
         ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
-            finished = true
             let event = connected()
-            if case .connected = event { established = true }
+            if case .connected = event { phase = .established } else { phase = .failed }
             return event
         }
         switch SSL_get_error(ssl, result) {
         case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
             return nil
         default:
-            finished = true
+            phase = .failed
             return .failed(MediaError.openSSL(.dtlsFailed, "the DTLS handshake failed"))
         }
     }

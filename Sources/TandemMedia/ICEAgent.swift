@@ -2,13 +2,14 @@ import CNice
 
 /// The ICE states a relay leg cares about.
 public enum ICEState: Sendable, Equatable {
-    case checking, connected, failed
+    case connected, failed
 }
 
 /// What an `ICEAgent` reports, on its loop thread.
 public protocol ICEAgentDelegate: AnyObject {
-    /// A local candidate as an SDP attribute value (`candidate:…`, no `a=`).
+    /// A local candidate gathered after `start()` returned, as an SDP attribute value (`candidate:…`, no `a=`).
     func ice(gathered candidate: String)
+    /// Gathering finished after `start()` returned.
     func iceGatheringDone()
     func ice(state: ICEState)
     /// One datagram from the selected pair: STUN is consumed by libnice, so this is DTLS, SRTP or SRTCP.
@@ -18,8 +19,19 @@ public protocol ICEAgentDelegate: AnyObject {
 /// Where a relay agent gathers: its host addresses and, optionally, a STUN server for a server-reflexive
 /// candidate and a port range.
 public struct ICEConfiguration: Sendable, Equatable {
+    public struct STUNServer: Sendable, Equatable {
+        /// An IP address: libnice takes no names.
+        public var host: String
+        public var port: UInt16
+
+        public init(host: String, port: UInt16) {
+            self.host = host
+            self.port = port
+        }
+    }
+
     public var addresses: [String]
-    public var stunServer: (host: String, port: UInt16)?
+    public var stunServer: STUNServer?
     public var portRange: ClosedRange<UInt16>?
     /// Addresses advertised instead of the host ones behind a 1:1 NAT (a container's published ports),
     /// at most one per family: an IPv4 one replaces IPv4 host candidates' addresses, an IPv6 one IPv6.
@@ -28,7 +40,7 @@ public struct ICEConfiguration: Sendable, Equatable {
     public var allowLoopbackCandidates: Bool
 
     public init(
-        addresses: [String], stunServer: (host: String, port: UInt16)? = nil, portRange: ClosedRange<UInt16>? = nil, announced: [String] = [],
+        addresses: [String], stunServer: STUNServer? = nil, portRange: ClosedRange<UInt16>? = nil, announced: [String] = [],
         allowLoopbackCandidates: Bool = true
     ) {
         self.addresses = addresses
@@ -38,28 +50,21 @@ public struct ICEConfiguration: Sendable, Equatable {
         self.allowLoopbackCandidates = allowLoopbackCandidates
     }
 
-    public static func == (a: Self, b: Self) -> Bool {
-        a.addresses == b.addresses && a.stunServer?.host == b.stunServer?.host && a.stunServer?.port == b.stunServer?.port
-            && a.portRange == b.portRange && a.announced == b.announced && a.allowLoopbackCandidates == b.allowLoopbackCandidates
-    }
-
-    /// Whether the relay may send connectivity checks to `candidate`'s address. A participant could
-    /// otherwise point the server's checks at its own loopback services, or at unspecified, link-local
-    /// and multicast addresses, which no participant legitimately has. (Private ranges stay: clients on
-    /// the server's own network use them.)
-    public func acceptsRemote(_ candidate: String) -> Bool {
-        let fields = candidate.split(separator: " ", omittingEmptySubsequences: true)
-        guard fields.count >= 5 else { return false }
-        let address = fields[4].lowercased()
-        let loopback = address.hasPrefix("127.") || address == "::1"
-        if loopback { return allowLoopbackCandidates }
-        let v4 = address.split(separator: ".").compactMap { UInt8($0) }
+    /// Whether the relay may send connectivity checks to `address`, in libnice's canonical spelling (as
+    /// `nice_address_to_string` writes it, so `127.1` or `::ffff:127.0.0.1` cannot pass for something
+    /// else). A participant could otherwise point the server's checks at its own loopback services, or at
+    /// unspecified, link-local and multicast addresses, which no participant legitimately has. Private
+    /// ranges stay: clients on the server's own network use them.
+    public func acceptsRemote(address: String) -> Bool {
+        var address = address.lowercased()
+        if address.hasPrefix("::ffff:"), address.contains(".") { address.removeFirst(7) }
+        if address.hasPrefix("127.") || address == "::1" { return allowLoopbackCandidates }
+        let v4 = address.split(separator: ".", omittingEmptySubsequences: false).compactMap { UInt8($0) }
         if v4.count == 4 {
             return v4[0] != 0 && !(v4[0] == 169 && v4[1] == 254) && v4[0] < 224
         }
-        guard address.contains(":") else { return true }  // a name (mDNS): libnice refuses it anyway
-        return address != "::" && !address.hasPrefix("fe8") && !address.hasPrefix("fe9") && !address.hasPrefix("fea")
-            && !address.hasPrefix("feb") && !address.hasPrefix("ff")
+        guard address.contains(":"), address != "::" else { return false }
+        return !["fe8", "fe9", "fea", "feb", "ff"].contains { address.hasPrefix($0) }
     }
 
     /// `candidate` (`candidate:F C TRANSPORT PRIORITY ADDRESS PORT typ host …`) as advertised: a host
@@ -85,14 +90,19 @@ public final class ICEAgent {
     public let localPassword: String
     private unowned let delegate: any ICEAgentDelegate
     private let loop: MediaLoop
+    private let configuration: ICEConfiguration
     private var closed = false
     /// Whether `start` retained self for the callbacks (released when the close completes).
     private var retainedForCallbacks = false
+    /// What gathering reports while `start()` runs (libnice gathers host candidates synchronously),
+    /// handed back by `start()` rather than to the delegate.
+    private var early: (candidates: [String], done: Bool)?
 
-    public init(loop: MediaLoop, configuration: ICEConfiguration, controlling: Bool, delegate: any ICEAgentDelegate) throws {
+    public init(loop: MediaLoop, configuration: ICEConfiguration, controlling: Bool, delegate: any ICEAgentDelegate) throws(MediaError) {
         precondition(loop.isCurrent, "an ICE agent is made on its loop")
         self.loop = loop
         self.delegate = delegate
+        self.configuration = configuration
         let options = NiceAgentOption(rawValue: NICE_AGENT_OPTION_ICE_TRICKLE.rawValue | NICE_AGENT_OPTION_CONSENT_FRESHNESS.rawValue)
         guard let agent = nice_agent_new_full(loop.context, NICE_COMPATIBILITY_RFC5245, options) else {
             throw MediaError(.unavailable, "libnice could not make an agent")
@@ -128,9 +138,12 @@ public final class ICEAgent {
         g_free(pwd)
     }
 
-    /// Connects the callbacks and starts gathering (libnice may report gathering done before this returns).
-    public func start() throws {
-        guard let agent, !retainedForCallbacks else { return }
+    /// Connects the callbacks and starts gathering. Returns what was gathered at once (the host
+    /// candidates, which an answer can carry) and whether gathering is already done; the delegate hears
+    /// only what comes later.
+    @discardableResult
+    public func start() throws(MediaError) -> (candidates: [String], gatheringDone: Bool) {
+        guard let agent, !retainedForCallbacks else { return ([], false) }
         // Retained until the close completes, so callbacks never see a freed owner.
         retainedForCallbacks = true
         let me = Unmanaged.passRetained(self).toOpaque()
@@ -141,12 +154,16 @@ public final class ICEAgent {
             defer { g_free(sdp) }
             var line = String(cString: sdp)
             if line.hasPrefix("a=") { line.removeFirst(2) }
+            line = me.configuration.advertised(line)
+            if me.early != nil { return me.early!.candidates.append(line) }
             me.delegate.ice(gathered: line)
         }, me)
         _ = tandem_signal_connect(UnsafeMutableRawPointer(agent), "candidate-gathering-done", tandem_gathering_done_callback { _, _, data in
             guard let data else { return }
             let me = Unmanaged<ICEAgent>.fromOpaque(data).takeUnretainedValue()
-            if !me.closed { me.delegate.iceGatheringDone() }
+            guard !me.closed else { return }
+            if me.early != nil { return me.early!.done = true }
+            me.delegate.iceGatheringDone()
         }, me)
         _ = tandem_signal_connect(UnsafeMutableRawPointer(agent), "component-state-changed", tandem_state_changed_callback { _, _, _, state, data in
             guard let data else { return }
@@ -155,7 +172,6 @@ public final class ICEAgent {
             switch state {
             case NICE_COMPONENT_STATE_CONNECTED.rawValue, NICE_COMPONENT_STATE_READY.rawValue: me.delegate.ice(state: .connected)
             case NICE_COMPONENT_STATE_FAILED.rawValue: me.delegate.ice(state: .failed)
-            case NICE_COMPONENT_STATE_CONNECTING.rawValue: me.delegate.ice(state: .checking)
             default: break
             }
         }, me)
@@ -165,9 +181,12 @@ public final class ICEAgent {
             guard !me.closed else { return }
             me.delegate.ice(received: UnsafeMutableRawBufferPointer(start: buffer, count: Int(length)))
         }, me)
+        early = ([], false)
+        defer { early = nil }
         guard nice_agent_gather_candidates(agent, streamID) != 0 else {
             throw MediaError(.unavailable, "libnice could not gather candidates")
         }
+        return (early?.candidates ?? [], early?.done ?? false)
     }
 
     public func setRemoteCredentials(ufrag: String, password: String) -> Bool {
@@ -176,7 +195,8 @@ public final class ICEAgent {
     }
 
     /// Adds one remote candidate (`candidate:…`, with or without `a=`). False if libnice cannot use it
-    /// (mDNS `.local` names, TCP, another component, garbage).
+    /// (mDNS `.local` names, TCP, another component, garbage) or its address is one the relay must not
+    /// probe (`ICEConfiguration.acceptsRemote(address:)`, judged on the address as libnice parsed it).
     @discardableResult
     public func addRemoteCandidate(_ value: String) -> Bool {
         guard let agent, !closed, value.utf8.count < 512 else { return false }
@@ -184,6 +204,9 @@ public final class ICEAgent {
         guard let candidate = nice_agent_parse_remote_candidate_sdp(agent, streamID, line) else { return false }
         defer { nice_candidate_free(candidate) }
         guard candidate.pointee.component_id == 1 else { return false }
+        var text = [CChar](repeating: 0, count: 64)
+        nice_address_to_string(&candidate.pointee.addr, &text)
+        guard configuration.acceptsRemote(address: String(cString: text)) else { return false }
         let list = g_slist_append(nil, candidate)
         defer { g_slist_free(list) }
         return nice_agent_set_remote_candidates(agent, streamID, 1, list) > 0

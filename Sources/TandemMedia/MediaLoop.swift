@@ -7,10 +7,8 @@ import Glibc
 public final class MediaLoop: @unchecked Sendable {
     let context: OpaquePointer
     private let loop: OpaquePointer
-    public let name: String
 
     public init(name: String) {
-        self.name = name
         context = g_main_context_new()
         loop = g_main_loop_new(context, 0)
         let owner = Unmanaged.passRetained(self).toOpaque()
@@ -67,12 +65,8 @@ public final class MediaLoop: @unchecked Sendable {
     /// Stops the loop after the work posted before; later work is dropped. (A quit sent before the loop
     /// thread started running would be lost, so it is posted too.)
     public func shutdown() {
-        let loop = UncheckedLoop(loop: loop)
-        execute { g_main_loop_quit(loop.loop) }
-    }
-
-    private struct UncheckedLoop: @unchecked Sendable {
-        let loop: OpaquePointer
+        let loop = UncheckedSendable(loop)
+        execute { g_main_loop_quit(loop.value) }
     }
 
     private final class Job {
@@ -123,4 +117,11 @@ public final class MediaLoopPool: Sendable {
     public func shutdown() {
         for loop in loops { loop.shutdown() }
     }
+}
+
+/// A value handed to another thread's job when the handing-over itself is the synchronisation: a loop
+/// handle, or objects a later loop turn should release.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

@@ -25,7 +25,6 @@ public enum RelayInput: Sendable, Equatable {
     case answer(sdp: String)
     case candidate(String)
     case endOfCandidates
-    case restart
 }
 
 /// What the relay tells the signaling layer, from its loop thread.
@@ -161,8 +160,6 @@ final class RelaySession: @unchecked Sendable {
     let sink: @Sendable (RelayOutput) -> Void
     private(set) var legs: [String: RelayLeg] = [:]
     private var closed = false
-    /// Bumped whenever a leg comes, goes or renegotiates, so legs rebuild what they derived from their peer.
-    private(set) var generation = 0
 
     init(relay: MediaRelay, loop: MediaLoop, epoch: Int, sink: @escaping @Sendable (RelayOutput) -> Void) {
         self.relay = relay
@@ -186,14 +183,21 @@ final class RelaySession: @unchecked Sendable {
 
     func receive(_ participant: String, _ input: RelayInput) {
         guard !closed else { return }
+        guard case .offer(let sdp) = input else {
+            // Candidates that outrun their offer are not expected (the offer is sent first on one socket).
+            legs[participant]?.receive(input)
+            return
+        }
+        let offer: SessionDescription
+        do {
+            offer = try SessionDescription.parse(sdp)
+        } catch {
+            return sink(.rejected(participant: participant, epoch: epoch, error))
+        }
         if let leg = legs[participant] {
-            guard case .offer(let sdp) = input, leg.isNewTransport(sdp) else { return leg.receive(input) }
+            guard leg.isNewTransport(offer) else { return leg.offer(offer) }
             // A new peer connection from the same participant: a new leg for it.
             leg.close()
-        }
-        guard case .offer = input else {
-            // Candidates that outrun their offer are not expected (the offer is sent first on one socket).
-            return
         }
         guard legs.count < 2 else {
             sink(.rejected(participant: participant, epoch: epoch, MediaError(.unavailable, "the relay carries two participants per session")))
@@ -202,7 +206,7 @@ final class RelaySession: @unchecked Sendable {
         let leg = RelayLeg(participant: participant, session: self)
         legs[participant] = leg
         relay.counters.add(relay.counters.legsOpen, 1)
-        leg.receive(input)
+        leg.offer(offer)
         // An offer that could not be answered leaves no leg behind to hold the participant's place.
         if leg.isAwaitingOffer { leg.close() }
     }
@@ -214,7 +218,6 @@ final class RelaySession: @unchecked Sendable {
 
     /// A leg learned its negotiated media: both directions' outgoing streams are (re)configured.
     func negotiated(_ leg: RelayLeg) {
-        generation += 1
         guard let other = peer(of: leg) else { return }
         leg.configureOutgoing(from: other)
         other.configureOutgoing(from: leg)
@@ -223,7 +226,6 @@ final class RelaySession: @unchecked Sendable {
     }
 
     func legEnded(_ leg: RelayLeg) {
-        generation += 1
         if legs[leg.participant] === leg {
             legs[leg.participant] = nil
             relay.counters.add(relay.counters.legsOpen, -1)

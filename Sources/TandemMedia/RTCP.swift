@@ -43,11 +43,15 @@ public struct RTCPSummary: Sendable {
     public var remb: UInt64?
     /// Every report block seen, as received (SSRC and sequence in this leg's numbering).
     public var reports: [RTCPReportBlock]
-    public var senderReports = 0
+    /// The NTP middle 32 bits of each sender report passed on as one: the receiver will echo them as LSR
+    /// in its reports, which times the round trip to it.
+    public var forwardedSenderReports: [UInt32]
 
     public init() {
         reports = []
         reports.reserveCapacity(8)
+        forwardedSenderReports = []
+        forwardedSenderReports.reserveCapacity(4)
     }
 
     public mutating func reset() {
@@ -55,7 +59,7 @@ public struct RTCPSummary: Sendable {
         fullIntraRequests = 0
         remb = nil
         reports.removeAll(keepingCapacity: true)
-        senderReports = 0
+        forwardedSenderReports.removeAll(keepingCapacity: true)
     }
 }
 
@@ -131,7 +135,7 @@ public enum RTCP {
                 kept = 0
             }
             if kept > 0 {
-                store16(packet, at: write + 2, UInt16(kept / 4 - 1))
+                packet.put(UInt16(kept / 4 - 1), at: write + 2)
                 write += kept
             }
             read += sub.size
@@ -169,7 +173,7 @@ public enum RTCP {
         guard o >= 0, length - o >= 4 else { return nil }
         let first = p[o]
         guard first >> 6 == 2 else { return nil }
-        let size = (Int(load16(p, at: o + 2)) + 1) * 4
+        let size = (Int(p.u16(o + 2)) + 1) * 4
         guard size <= length - o else { return nil }
         guard first & 0x20 != 0 else { return (size, size) }
         // RFC 3550 6.4.1: only the last packet is padded, by a multiple of four that counts itself.
@@ -190,7 +194,7 @@ public enum RTCP {
         case payloadFeedback:
             guard n >= 12 else { return false }
             if count == 4 { return (n - 12) % 8 == 0 }
-            if count == 15, n >= 16, load32(p, at: o + 12) == rembIdentifier {
+            if count == 15, n >= 16, p.u32(o + 12) == rembIdentifier {
                 return n >= 20 && n >= 20 + 4 * Int(p[o + 16])
             }
             return true
@@ -204,7 +208,6 @@ public enum RTCP {
     static func translateSR(
         _ p: UnsafeMutableRawBufferPointer, at o: Int, content: Int, first: Bool, _ map: RTCPTranslation, _ summary: inout RTCPSummary
     ) -> Int {
-        summary.senderReports += 1
         guard let m = translateSender(p, at: o + 4, map) else {
             // A sender the other leg has no stream for: its NTP/RTP pair would be read as the timing of
             // another stream of the relay's. Keep its report blocks as a receiver report.
@@ -212,7 +215,8 @@ public enum RTCP {
             p[o + 1] = receiverReport
             return translateRR(p, at: o, content: content - 20, first: first, map, &summary)
         }
-        store32(p, at: o + 16, load32(p, at: o + 16) &+ m.tsDelta)
+        p.put(p.u32(o + 16) &+ m.tsDelta, at: o + 16)
+        summary.forwardedSenderReports.append(p.u32(o + 10))
         var n = content
         translateReportBlocks(p, packet: o, blocks: o + 28, content: &n, map, &summary)
         return n
@@ -239,17 +243,17 @@ public enum RTCP {
         var at = start
         var kept = 0
         for _ in 0..<count {
-            let ssrc = load32(p, at: at)
-            let loss = load32(p, at: at + 4)
-            let highest = load32(p, at: at + 8)
+            let ssrc = p.u32(at)
+            let loss = p.u32(at + 4)
+            let highest = p.u32(at + 8)
             summary.reports.append(
                 RTCPReportBlock(
                     ssrc: ssrc, fractionLost: UInt8(loss >> 24), cumulativeLost: Int32(bitPattern: loss << 8) >> 8,
-                    highestSeq: highest, jitter: load32(p, at: at + 12), lastSR: load32(p, at: at + 16),
-                    delaySinceLastSR: load32(p, at: at + 20)))
+                    highestSeq: highest, jitter: p.u32(at + 12), lastSR: p.u32(at + 16),
+                    delaySinceLastSR: p.u32(at + 20)))
             if let m = find(ssrc, in: map.media) {
-                store32(p, at: at, m.to)
-                store32(p, at: at + 8, unshift(highest, by: m.seqDelta))
+                p.put(m.to, at: at)
+                p.put(unshift(highest, by: m.seqDelta), at: at + 8)
                 at += reportBlockSize
                 kept += 1
             } else {
@@ -272,7 +276,7 @@ public enum RTCP {
         _ nack: (UInt32, UInt16) -> Bool
     ) -> Int {
         translateSender(p, at: o + 4, map)
-        let asSent = load32(p, at: o + 8)
+        let asSent = p.u32(o + 8)
         let media = find(asSent, in: map.media)
         var n = content
         if p[o] & 0x1F == 1 {
@@ -282,7 +286,7 @@ public enum RTCP {
         }
         // Transport-cc sequence numbers are transport-wide, so like other FMTs only the SSRCs change.
         guard let media else { return 0 }
-        store32(p, at: o + 8, media.to)
+        p.put(media.to, at: o + 8)
         return n
     }
 
@@ -292,8 +296,8 @@ public enum RTCP {
     ) {
         var at = o + 12
         while at < o + n {
-            var pid = load16(p, at: at)
-            var blp = load16(p, at: at + 2)
+            var pid = p.u16(at)
+            var blp = p.u16(at + 2)
             let pidAnswered = nack(mediaSSRC, pid)
             var pending = blp
             while pending != 0 {
@@ -312,8 +316,8 @@ public enum RTCP {
                 pid &+= UInt16(shift)
                 blp >>= UInt16(shift)
             }
-            store16(p, at: at, pid &- seqDelta)
-            store16(p, at: at + 2, blp)
+            p.put(pid &- seqDelta, at: at)
+            p.put(blp, at: at + 2)
             at += 4
         }
     }
@@ -322,7 +326,7 @@ public enum RTCP {
         _ p: UnsafeMutableRawBufferPointer, at o: Int, content: Int, _ map: RTCPTranslation, _ summary: inout RTCPSummary
     ) -> Int {
         translateSender(p, at: o + 4, map)
-        let media = find(load32(p, at: o + 8), in: map.media)
+        let media = find(p.u32(o + 8), in: map.media)
         switch p[o] & 0x1F {
         case 4:
             // RFC 5104 FIR: the media SSRC field is unused (0); the targets are in the FCI entries.
@@ -330,8 +334,8 @@ public enum RTCP {
             var n = content
             var at = o + 12
             while at < o + n {
-                if let m = find(load32(p, at: at), in: map.media) {
-                    store32(p, at: at, m.to)
+                if let m = find(p.u32(at), in: map.media) {
+                    p.put(m.to, at: at)
                     at += 8
                 } else {
                     remove(p, at: at, count: 8, end: o + n)
@@ -339,22 +343,22 @@ public enum RTCP {
                 }
             }
             return n > 12 ? n : 0
-        case 15 where content >= 16 && load32(p, at: o + 12) == rembIdentifier:
-            let word = load32(p, at: o + 16)
+        case 15 where content >= 16 && p.u32(o + 12) == rembIdentifier:
+            let word = p.u32(o + 16)
             let exponent = Int((word >> 18) & 0x3F)
             let mantissa = UInt64(word & 0x3FFFF)
             summary.remb = mantissa.leadingZeroBitCount >= exponent ? mantissa << UInt64(exponent) : .max
             for k in 0..<Int(word >> 24) {
                 let at = o + 20 + 4 * k
-                if let m = find(load32(p, at: at), in: map.media) { store32(p, at: at, m.to) }
+                if let m = find(p.u32(at), in: map.media) { p.put(m.to, at: at) }
             }
             // REMB's media SSRC is 0 and its SSRC list is advisory: forward it whatever it names.
-            if let media { store32(p, at: o + 8, media.to) }
+            if let media { p.put(media.to, at: o + 8) }
             return content
         default:
             if p[o] & 0x1F == 1 { summary.pictureLossRequests += 1 }
             guard let media else { return 0 }
-            store32(p, at: o + 8, media.to)
+            p.put(media.to, at: o + 8)
             return content
         }
     }
@@ -362,8 +366,8 @@ public enum RTCP {
     /// Rewrites a sender SSRC field; returns the mapping used, nil when the fallback was written.
     @discardableResult
     static func translateSender(_ p: UnsafeMutableRawBufferPointer, at o: Int, _ map: RTCPTranslation) -> SSRCMapping? {
-        let m = find(load32(p, at: o), in: map.senders)
-        store32(p, at: o, m?.to ?? map.fallbackSender)
+        let m = find(p.u32(o), in: map.senders)
+        p.put(m?.to ?? map.fallbackSender, at: o)
         return m
     }
 
@@ -377,36 +381,6 @@ public enum RTCP {
             i += 1
         }
         return nil
-    }
-
-    @inline(__always)
-    static func load16(_ p: UnsafeRawBufferPointer, at o: Int) -> UInt16 {
-        UInt16(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self))
-    }
-
-    @inline(__always)
-    static func load32(_ p: UnsafeRawBufferPointer, at o: Int) -> UInt32 {
-        UInt32(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self))
-    }
-
-    @inline(__always)
-    static func load16(_ p: UnsafeMutableRawBufferPointer, at o: Int) -> UInt16 {
-        UInt16(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self))
-    }
-
-    @inline(__always)
-    static func load32(_ p: UnsafeMutableRawBufferPointer, at o: Int) -> UInt32 {
-        UInt32(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self))
-    }
-
-    @inline(__always)
-    static func store16(_ p: UnsafeMutableRawBufferPointer, at o: Int, _ value: UInt16) {
-        p.storeBytes(of: value.bigEndian, toByteOffset: o, as: UInt16.self)
-    }
-
-    @inline(__always)
-    static func store32(_ p: UnsafeMutableRawBufferPointer, at o: Int, _ value: UInt32) {
-        p.storeBytes(of: value.bigEndian, toByteOffset: o, as: UInt32.self)
     }
 
     /// Overlapping ranges are fine: `copyMemory(from:byteCount:)` is a memmove.

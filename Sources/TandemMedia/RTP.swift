@@ -1,4 +1,9 @@
-/// Big-endian access to packet bytes without bounds traps beyond the caller's own checks.
+/// Big-endian access to packet bytes, for RTP and RTCP alike; callers check the bounds.
+extension UnsafeRawBufferPointer {
+    @inline(__always) func u16(_ offset: Int) -> UInt16 { UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
+    @inline(__always) func u32(_ offset: Int) -> UInt32 { UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
+}
+
 extension UnsafeMutableRawBufferPointer {
     @inline(__always) func u16(_ offset: Int) -> UInt16 { UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
     @inline(__always) func u32(_ offset: Int) -> UInt32 { UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
@@ -7,10 +12,10 @@ extension UnsafeMutableRawBufferPointer {
 }
 
 /// RFC 7983 demultiplexing of what arrives on an ICE component (STUN is libnice's).
-enum PacketClass: Equatable {
+package enum PacketClass: Equatable {
     case dtls, rtp, rtcp, other
 
-    @inline(__always) static func of(_ first: UInt8, _ second: UInt8) -> PacketClass {
+    @inline(__always) package static func of(_ first: UInt8, _ second: UInt8) -> PacketClass {
         switch first {
         case 20...63: .dtls
         // RFC 5761: payload types 64–95 (with the marker bit: 192–223) are RTCP.
@@ -41,8 +46,6 @@ public struct OutgoingRTPStream: Sendable {
     private var highestSeq: UInt16 = 0
     private var highestTimestamp: UInt32 = 0
     private var highestAtMs: Int64 = 0
-    /// Bumped when the source or offsets change, so that RTCP tables are rebuilt only then.
-    public private(set) var generation = 0
     public private(set) var packets: UInt64 = 0
 
     /// Set when the stream was reconfigured: the next packet starts a new source, continuing the numbering.
@@ -62,7 +65,6 @@ public struct OutgoingRTPStream: Sendable {
         self.payloadType = payloadType
         extensionMap = Self.map(extensions)
         restart = true
-        generation += 1
     }
 
     private static func map(_ extensions: [(incoming: UInt8, outgoing: UInt8)]) -> [UInt8] {
@@ -111,7 +113,6 @@ public struct OutgoingRTPStream: Sendable {
         highestSeq = seq &+ seqDelta &- 1
         highestTimestamp = timestamp &+ tsDelta
         highestAtMs = nowMs
-        generation += 1
     }
 
     private func remapExtensions(_ packet: UnsafeMutableRawBufferPointer, length: Int) {

@@ -28,25 +28,20 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     private var videoHistory: RetransmissionBuffer?
     private let localAudioSSRC = UInt32.random(in: 1...UInt32.max)
     private let localVideoSSRC = UInt32.random(in: 1...UInt32.max)
-    private var bundleMid = "0"
-    private var bundleIndex = 0
-    /// Candidates gathered inside `ICEAgent.start()`, which the first answer carries.
-    private var collecting = false
-    private var gatheredEarly: [String] = []
-    private var gatheringDoneEarly = false
-    private var pendingAnswer: String?
-    /// The client's last offer, which the relay's own offers build on.
+    /// Host candidates gathered when the agent started: every answer carries them.
+    private var hostCandidates: [String] = []
+    /// The client's last offer, which the relay's answers and own offers build on.
     private var lastOffer: SessionDescription?
     /// Sections the relay offered and the client has not answered yet.
     private var pendingReoffer: [SDPAddedSection]?
     /// Kinds the relay has offered to add, once each.
     private var offeredKinds: Set<MediaKind> = []
-    private var answerVersion: UInt64 = 1
+    private var sdpVersion: UInt64 = 1
     private let sessionID = UInt64.random(in: 1...UInt64(Int64.max))
 
-    /// RTCP from this leg's client, translated for the peer: rebuilt when a stream's offsets change.
+    /// RTCP from this leg's client, translated for the peer: its tables are refilled per packet (a few
+    /// entries, capacity kept), so they always follow the streams' current sources and offsets.
     private var translation = RTCPTranslation()
-    private var translationKey = (-1, -1, -1, -1, -1)
     private var summary = RTCPSummary()
     /// Traffic and the client's view of it, for `RelayOutput.stats`.
     private var figures = RelayLegStats()
@@ -57,22 +52,18 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     /// The leg's figures while it is connected.
     var stats: RelayLegStats? { machine.isConnected ? figures : nil }
     private let scratch: UnsafeMutableRawBufferPointer
-    /// SSRCs this leg's client has sent RTP with (capacity reserved up front).
-    private var knownSSRCs: [UInt32] = {
-        var list: [UInt32] = []
-        list.reserveCapacity(RelayLeg.maxSSRCs)
-        return list
-    }()
-    static let maxSSRCs = 8
     private var closed = false
 
     static let scratchSize = 1500 + SRTPSession.maxTrailer
+    static let reofferTimeoutMs = 10_000
 
     init(participant: String, session: RelaySession) {
         self.participant = participant
         self.session = session
         counters = session.relay.counters
         machine = RelayLegMachine()
+        translation.senders.reserveCapacity(2)
+        translation.media.reserveCapacity(2)
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
     }
 
@@ -84,67 +75,66 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
 
     var isAwaitingOffer: Bool { machine.state == .awaitingOffer }
 
-    /// Whether `sdp` offers a new transport (new ICE credentials or certificate: the client made a new
+    /// Whether `offer` is a new transport (new ICE credentials or certificate: the client made a new
     /// peer connection), which this leg's ICE agent and DTLS association cannot serve.
-    func isNewTransport(_ sdp: String) -> Bool {
-        guard let lastOffer, let offer = try? SessionDescription.parse(sdp) else { return false }
+    func isNewTransport(_ offer: SessionDescription) -> Bool {
+        guard let lastOffer else { return false }
         return offer.iceUfrag != lastOffer.iceUfrag || offer.icePwd != lastOffer.icePwd || offer.fingerprint != lastOffer.fingerprint
     }
 
     private var relay: MediaRelay { session.relay }
     private let counters: RelayCounters
 
+    /// The bundle's section: the first the relay accepted, and its index among the offer's m-lines.
+    private var bundle: (mid: String, index: Int) {
+        let mid = media.first?.mid ?? "0"
+        return (mid, lastOffer?.media.firstIndex { $0.mid == mid } ?? 0)
+    }
+
+    private func localEndpoint(candidates: [String] = []) -> SDPLocalEndpoint {
+        SDPLocalEndpoint(
+            iceUfrag: agent?.localUfrag ?? "", icePwd: agent?.localPassword ?? "", fingerprint: relay.identity.fingerprint,
+            candidates: candidates, cname: "tandem", streamID: "tandem-relay", audioSSRC: localAudioSSRC, videoSSRC: localVideoSSRC,
+            sessionID: sessionID, sessionVersion: sdpVersion)
+    }
+
     // MARK: Signals
 
     func receive(_ input: RelayInput) {
         switch input {
-        case .offer(let sdp):
-            offer(sdp)
+        case .offer:
+            break  // parsed and handed to `offer(_:)` by the session
         case .candidate(let value):
-            if relay.configuration.ice.acceptsRemote(value) { agent?.addRemoteCandidate(value) }
+            agent?.addRemoteCandidate(value)
         case .endOfCandidates:
             agent?.remoteGatheringDone()
         case .answer(let sdp):
             answered(sdp)
-        case .restart:
-            // Each relay epoch has fresh legs, so there is no ICE restart to make: the client offers anew.
-            break
         }
     }
 
-    private func offer(_ sdp: String) {
+    func offer(_ offer: SessionDescription) {
         // Perfect negotiation: towards the relay the client is polite, so in a glare the relay's own
         // offer stands and the client's is ignored (the client rolls back and answers ours).
         guard pendingReoffer == nil else { return }
-        let offer: SessionDescription
-        do {
-            offer = try SessionDescription.parse(sdp)
-        } catch {
-            return perform(machine.handle(.badOffer(error)))
-        }
-        if case .awaitingOffer = machine.state {
+        var endOfCandidates = false
+        if agent == nil {
             do {
                 // The offerer controls ICE, unless it is a lite implementation, which never does.
                 let agent = try ICEAgent(
                     loop: session.loop, configuration: relay.configuration.ice, controlling: offer.iceLite, delegate: self)
                 self.agent = agent
-                // Host candidates are gathered at once, inside start(): they go in the answer itself, so
-                // that clients which do not trickle (aiortc) get them too. Later ones trickle.
-                collecting = true
-                defer { collecting = false }
-                try agent.start()
+                // Host candidates come at once: they go in the answer itself, so that clients which do
+                // not trickle (aiortc) get them too. Later ones trickle.
+                (hostCandidates, endOfCandidates) = try agent.start()
             } catch {
-                return perform(machine.handle(.badOffer(error as? MediaError ?? MediaError(.unavailable, "\(error)"))))
+                return perform(machine.handle(.badOffer(error)))
             }
         }
         guard let agent else { return }
         let answer: SDPAnswer
         do {
-            answer = try offer.answer(
-                SDPLocalEndpoint(
-                    iceUfrag: agent.localUfrag, icePwd: agent.localPassword, fingerprint: relay.identity.fingerprint,
-                    candidates: gatheredEarly, cname: "tandem", streamID: "tandem-relay", audioSSRC: localAudioSSRC,
-                    videoSSRC: localVideoSSRC, sessionID: sessionID, sessionVersion: answerVersion))
+            answer = try offer.answer(localEndpoint(candidates: hostCandidates))
         } catch {
             return perform(machine.handle(.badOffer(error)))
         }
@@ -152,15 +142,12 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             do {
                 dtls = try DTLSTransport(identity: relay.identity, role: answer.dtlsRole, remoteFingerprint: offer.fingerprint)
             } catch {
-                return perform(machine.handle(.badOffer(error as? MediaError ?? MediaError(.dtlsFailed, "\(error)"))))
+                return perform(machine.handle(.badOffer(error)))
             }
-            machine = RelayLegMachine(dtlsRoleIsClient: answer.dtlsRole == .client)
         }
-        answerVersion += 1
+        sdpVersion += 1
         lastOffer = offer
         media = answer.media
-        bundleMid = answer.media.first?.mid ?? "0"
-        bundleIndex = offer.media.firstIndex { $0.mid == bundleMid } ?? 0
         for m in answer.media {
             switch m.kind {
             case .audio: audioIn = (m.codec.payloadType, m.remoteSSRC ?? audioIn?.ssrc)
@@ -168,31 +155,23 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             }
         }
         _ = agent.setRemoteCredentials(ufrag: offer.iceUfrag, password: offer.icePwd)
-        pendingAnswer = answer.sdp
-        perform(machine.handle(.offer))
-        for candidate in offer.candidates where relay.configuration.ice.acceptsRemote(candidate) { agent.addRemoteCandidate(candidate) }
+        perform(machine.handle(.offer), answer: answer.sdp, endOfCandidates: endOfCandidates)
+        for candidate in offer.candidates { agent.addRemoteCandidate(candidate) }
         if offer.endOfCandidates { agent.remoteGatheringDone() }
         session.negotiated(self)
     }
 
-    /// Offers the client a send-only section for each kind `peer` sends that this leg cannot receive.
+    /// Offers the client a send-only section for each kind `peer` sends that this leg's offer lacked.
     func offerMissingKinds(from peer: RelayLeg) {
-        guard pendingReoffer == nil, let agent, let lastOffer, !closed else { return }
-        let receivable = Set(media.filter { $0.direction.sends }.map(\.kind))
+        guard pendingReoffer == nil, let lastOffer, !closed else { return }
         let present = Set(media.map(\.kind))
-        let missing = [MediaKind.audio, .video].filter { kind in
-            peer.media.contains { $0.kind == kind && ($0.direction == .sendrecv || $0.direction == .recvonly) }
-                && !receivable.contains(kind) && !present.contains(kind) && !offeredKinds.contains(kind)
+        let missing = MediaKind.allCases.filter { kind in
+            peer.media.contains { $0.kind == kind && $0.direction.receives } && !present.contains(kind) && !offeredKinds.contains(kind)
         }
         guard !missing.isEmpty else { return }
         offeredKinds.formUnion(missing)
-        let offer = lastOffer.reoffer(
-            negotiated: media, adding: missing,
-            local: SDPLocalEndpoint(
-                iceUfrag: agent.localUfrag, icePwd: agent.localPassword, fingerprint: relay.identity.fingerprint, cname: "tandem",
-                streamID: "tandem-relay", audioSSRC: localAudioSSRC, videoSSRC: localVideoSSRC, sessionID: sessionID,
-                sessionVersion: answerVersion))
-        answerVersion += 1
+        let offer = lastOffer.reoffer(negotiated: media, adding: missing, local: localEndpoint())
+        sdpVersion += 1
         pendingReoffer = offer.added
         session.sink(.offer(participant: participant, epoch: session.epoch, sdp: offer.sdp))
         // An offer never answered (lost, or refused by the client) must not leave the leg deaf to the
@@ -204,8 +183,6 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
                 .rejected(participant: self.participant, epoch: self.session.epoch, MediaError(.badSDP, "the relay's offer was not answered")))
         }
     }
-
-    static let reofferTimeoutMs = 10_000
 
     /// The client's answer to the relay's offer.
     private func answered(_ sdp: String) {
@@ -226,18 +203,14 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
 
     // MARK: Actions
 
-    private func perform(_ actions: [RelayLegMachine.Action]) {
+    /// Performs the machine's actions; `answer` is the text `.answer` sends.
+    private func perform(_ actions: [RelayLegMachine.Action], answer: String? = nil, endOfCandidates: Bool = false) {
         for action in actions {
             switch action {
             case .answer:
-                if let sdp = pendingAnswer {
-                    pendingAnswer = nil
-                    session.sink(.answer(participant: participant, epoch: session.epoch, sdp: sdp))
-                    if gatheringDoneEarly {
-                        gatheringDoneEarly = false
-                        session.sink(.endOfCandidates(participant: participant, epoch: session.epoch))
-                    }
-                }
+                guard let answer else { continue }
+                session.sink(.answer(participant: participant, epoch: session.epoch, sdp: answer))
+                if endOfCandidates { session.sink(.endOfCandidates(participant: participant, epoch: session.epoch)) }
             case .reject(let error):
                 session.sink(.rejected(participant: participant, epoch: session.epoch, error))
             case .armHandshakeTimer:
@@ -251,20 +224,16 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
             case .startDTLS:
                 if let event = dtls?.start() { dtlsEvent(event) }
                 flushDTLS()
-            case .installSRTP:
-                break  // installed with the keys, in dtlsEvent
             case .requestKeyframe:
                 // This leg can now receive: ask the peer's sender for a keyframe to start its decoder.
                 session.peer(of: self)?.requestKeyframe()
-            case .report(let connected):
-                if connected {
+            case .report(let error):
+                if error == nil {
                     counters.add(counters.legsConnected, 1)
                 } else {
                     counters.add(counters.legsFailed, 1)
                 }
-                var error: MediaError?
-                if case .failed(let e) = machine.state { error = e }
-                session.sink(.media(participant: participant, epoch: session.epoch, connected: connected, error: error))
+                session.sink(.media(participant: participant, epoch: session.epoch, connected: error == nil, error: error))
             case .teardown:
                 teardown()
             }
@@ -287,38 +256,27 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         agent?.close()
         agent = nil
         // srtp_dealloc costs about half a millisecond: let it happen after the packets queued behind us.
-        let (inbound, outbound, transport) = (srtpIn, srtpOut, dtls)
+        let released = UncheckedSendable((srtpIn, srtpOut, dtls))
         srtpIn = nil
         srtpOut = nil
         dtls = nil
-        let release = Released(inbound, outbound, transport)
-        session.loop.execute { release.drop() }
+        session.loop.execute { _ = released }
         session.legEnded(self)
     }
 
     // MARK: ICE
 
-    func ice(gathered local: String) {
-        let candidate = relay.configuration.ice.advertised(local)
-        if collecting { return gatheredEarly.append(candidate) }
-        session.sink(
-            .candidate(participant: participant, epoch: session.epoch, candidate: candidate, mid: bundleMid, mLineIndex: bundleIndex))
+    func ice(gathered candidate: String) {
+        let (mid, index) = bundle
+        session.sink(.candidate(participant: participant, epoch: session.epoch, candidate: candidate, mid: mid, mLineIndex: index))
     }
 
     func iceGatheringDone() {
-        if collecting {
-            gatheringDoneEarly = true
-            return
-        }
         session.sink(.endOfCandidates(participant: participant, epoch: session.epoch))
     }
 
     func ice(state: ICEState) {
-        switch state {
-        case .connected: perform(machine.handle(.iceConnected))
-        case .failed: perform(machine.handle(.iceFailed))
-        case .checking: break
-        }
+        perform(machine.handle(state == .connected ? .iceConnected : .iceFailed))
     }
 
     func ice(received datagram: UnsafeMutableRawBufferPointer) {
@@ -347,7 +305,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
                 srtpOut = try SRTPSession(local, direction: .outbound)
                 perform(machine.handle(.dtlsConnected))
             } catch {
-                perform(machine.handle(.dtlsFailed(error as? MediaError ?? MediaError(.srtpFailed, "\(error)"))))
+                perform(machine.handle(.dtlsFailed(error)))
             }
         case .failed(let error):
             perform(machine.handle(.dtlsFailed(error)))
@@ -377,9 +335,9 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
 
     /// Sets up the streams that carry `peer`'s media to this leg, for each kind both negotiated.
     func configureOutgoing(from peer: RelayLeg) {
-        for kind in [MediaKind.audio, .video] {
-            guard let mine = media.first(where: { $0.kind == kind && ($0.direction == .sendrecv || $0.direction == .sendonly) }),
-                let theirs = peer.media.first(where: { $0.kind == kind && ($0.direction == .sendrecv || $0.direction == .recvonly) })
+        for kind in MediaKind.allCases {
+            guard let mine = media.first(where: { $0.kind == kind && $0.direction.sends }),
+                let theirs = peer.media.first(where: { $0.kind == kind && $0.direction.receives })
             else { continue }
             let pairs = theirs.extensions.compactMap { ext -> (incoming: UInt8, outgoing: UInt8)? in
                 guard let out = mine.extensions.first(where: { $0.uri == ext.uri }) else { return nil }
@@ -414,15 +372,6 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         figures.bytesIn &+= datagram.count
         let pt = scratch[1] & 0x7F
         let ssrc = scratch.u32(8)
-        if !knownSSRCs.contains(ssrc) {
-            // libsrtp keeps a stream per SSRC and walks them per packet: a client cycling SSRCs would slow
-            // every session on this loop. A call needs a handful.
-            guard knownSSRCs.count < Self.maxSSRCs else {
-                srtpIn.removeStream(ssrc: ssrc)
-                return drop()
-            }
-            knownSSRCs.append(ssrc)
-        }
         let isAudio: Bool
         if pt == audioIn?.pt {
             isAudio = true
@@ -458,9 +407,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         guard let plain = srtpIn.plainLength(scratch.baseAddress!, length: datagram.count, rtcp: true) else { return }
         guard let peer = session.peer(of: self), peer.machine.isConnected else { return }
         let now = monotonicMs()
-        noteSenderReports(plain, forwardedTo: peer, nowMs: now)
-        refreshTranslation(peer)
-        summary.reset()
+        fillTranslation(peer)
         let length = RTCP.translate(scratch, length: plain, translation, summary: &summary) { ssrc, seq in
             retransmit(ssrc: ssrc, seq: seq)
         }
@@ -469,6 +416,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
         }
         for block in summary.reports { learn(from: block, nowMs: now) }
         guard length > 0 else { return }
+        for lsr in summary.forwardedSenderReports { peer.noteForwardedSenderReport(lsr, nowMs: now) }
         peer.send(rtcp: scratch, length: length)
     }
 
@@ -480,47 +428,34 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     /// RTCP from this leg goes to `peer`: our client's media SSRCs become the relay's SSRCs on the peer's
     /// leg (its sender reports), and what our client reports about the relay's streams to it is turned
     /// back into the peer's own SSRCs and numbering.
-    private func refreshTranslation(_ peer: RelayLeg) {
-        // The session's generation changes with its legs and negotiations, the streams' with their sources.
-        let key = (
-            session.generation, peer.audioOut?.generation ?? -1, peer.videoOut?.generation ?? -1, audioOut?.generation ?? -1,
-            videoOut?.generation ?? -1
-        )
-        guard key != translationKey else { return }
-        translationKey = key
-        var senders: [SSRCMapping] = []
-        if let ssrc = audioIn?.ssrc, let out = peer.audioOut { senders.append(SSRCMapping(from: ssrc, to: out.ssrc, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
-        if let ssrc = videoIn?.ssrc, let out = peer.videoOut { senders.append(SSRCMapping(from: ssrc, to: out.ssrc, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
-        var mediaMap: [SSRCMapping] = []
-        if let out = audioOut, let source = out.source { mediaMap.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
-        if let out = videoOut, let source = out.source { mediaMap.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta)) }
-        translation = RTCPTranslation(senders: senders, media: mediaMap)
+    private func fillTranslation(_ peer: RelayLeg) {
+        // Per RTCP packet, so no array literals: the tables keep their capacity.
+        func sender(_ ssrc: UInt32?, _ out: OutgoingRTPStream?) {
+            guard let ssrc, let out else { return }
+            translation.senders.append(SSRCMapping(from: ssrc, to: out.ssrc, seqDelta: out.seqDelta, tsDelta: out.tsDelta))
+        }
+        func media(_ out: OutgoingRTPStream?) {
+            guard let out, let source = out.source else { return }
+            translation.media.append(SSRCMapping(from: out.ssrc, to: source, seqDelta: out.seqDelta, tsDelta: out.tsDelta))
+        }
+        translation.senders.removeAll(keepingCapacity: true)
+        translation.media.removeAll(keepingCapacity: true)
+        sender(audioIn?.ssrc, peer.audioOut)
+        sender(videoIn?.ssrc, peer.videoOut)
+        media(audioOut)
+        media(videoOut)
     }
 
-    /// Sender reports in a compound packet about to be forwarded to `peer`: the peer's client will echo
-    /// their NTP middle bits (LSR) in its receiver reports, which times the round trip to it.
-    private func noteSenderReports(_ length: Int, forwardedTo peer: RelayLeg, nowMs: Int64) {
-        var offset = 0
-        while offset + 20 <= length {
-            let words = Int(scratch.u16(offset + 2)) + 1
-            if scratch[offset + 1] == 200, offset + 16 <= length {
-                peer.forwardedSR[peer.forwardedSRNext] = (scratch.u32(offset + 10), nowMs)
-                peer.forwardedSRNext = (peer.forwardedSRNext + 1) % peer.forwardedSR.count
-            }
-            offset += words * 4
-        }
+    /// A sender report was forwarded to this leg's client: its replies echo `lsr`, which times the round trip.
+    private func noteForwardedSenderReport(_ lsr: UInt32, nowMs: Int64) {
+        forwardedSR[forwardedSRNext] = (lsr, nowMs)
+        forwardedSRNext = (forwardedSRNext + 1) % forwardedSR.count
     }
 
     /// A receiver report block from this leg's client about a stream the relay sends it.
     private func learn(from block: RTCPReportBlock, nowMs: Int64) {
-        let clock: Double
-        if block.ssrc == videoOut?.ssrc {
-            clock = Double(videoOut?.clockRate ?? 90_000)
-        } else if block.ssrc == audioOut?.ssrc {
-            clock = Double(audioOut?.clockRate ?? 48_000)
-        } else {
-            return
-        }
+        let stream = block.ssrc == videoOut?.ssrc ? videoOut : block.ssrc == audioOut?.ssrc ? audioOut : nil
+        guard let clock = stream.map({ Double($0.clockRate) }) else { return }
         figures.lossPct = Double(block.fractionLost) * 100 / 256
         figures.jitterMs = Double(block.jitter) * 1000 / clock
         if block.lastSR != 0, let sent = forwardedSR.first(where: { $0.lsr == block.lastSR }) {
@@ -543,7 +478,7 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     func requestKeyframe() {
         guard machine.isConnected, let media = videoIn?.ssrc, let srtpOut, let agent else { return }
         let length = RTCPWriter.pictureLoss(into: scratch, sender: videoOut?.ssrc ?? localVideoSSRC, media: media)
-        guard let protected = try? srtpOut.protectRTCP(scratch.baseAddress!, length: length) else { return }
+        guard let protected = srtpOut.protectedLength(scratch.baseAddress!, length: length, rtcp: true) else { return }
         _ = agent.send(scratch.baseAddress!, count: protected)
         counters.add(counters.keyframeRequests, 1)
     }
@@ -551,13 +486,6 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
     @inline(__always) private func drop() {
         counters.add(counters.dropped, 1)
     }
-}
-
-/// SRTP sessions and a DTLS transport released on a later loop turn.
-private final class Released: @unchecked Sendable {
-    private var objects: (SRTPSession?, SRTPSession?, DTLSTransport?)
-    init(_ a: SRTPSession?, _ b: SRTPSession?, _ c: DTLSTransport?) { objects = (a, b, c) }
-    func drop() { objects = (nil, nil, nil) }
 }
 
 @inline(__always) func monotonicMs() -> Int64 {

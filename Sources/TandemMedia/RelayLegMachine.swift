@@ -32,32 +32,28 @@ public struct RelayLegMachine: Sendable, Equatable {
         case reject(MediaError)
         case armHandshakeTimer
         case cancelHandshakeTimer
-        /// Start the DTLS handshake (the client role sends its first flight).
+        /// Start the DTLS handshake (a client sends its first flight; a server waits for the client's).
         case startDTLS
-        case installSRTP
         /// Ask the other leg's sender for a keyframe for this one.
         case requestKeyframe
-        /// Report the server's view of this participant's media for the epoch.
-        case report(connected: Bool)
+        /// Report the server's view of this participant's media for the epoch: connected, or failed why.
+        case report(MediaError?)
         /// Close the agent, send close_notify, release SRTP (off the packet path).
         case teardown
     }
 
     public private(set) var state: State = .awaitingOffer
-    public let dtlsRoleIsClient: Bool
 
-    public init(dtlsRoleIsClient: Bool = false) {
-        self.dtlsRoleIsClient = dtlsRoleIsClient
-    }
+    public init() {}
 
     public var isConnected: Bool { state == .connected }
 
     public mutating func handle(_ event: Event) -> [Action] {
         switch (state, event) {
-        case (.closed, _), (.failed, .close):
-            if case .failed = state { state = .closed }
+        case (.failed, .close):
+            state = .closed
             return []
-        case (.failed, _):
+        case (.closed, _), (.failed, _):
             return []
         case (_, .close), (_, .peerClosed):
             state = .closed
@@ -72,10 +68,10 @@ public struct RelayLegMachine: Sendable, Equatable {
             return [.reject(error)]
         case (.connecting(false), .iceConnected):
             state = .connecting(iceConnected: true)
-            return dtlsRoleIsClient ? [.startDTLS] : []
+            return [.startDTLS]
         case (.connecting, .dtlsConnected):
             state = .connected
-            return [.cancelHandshakeTimer, .installSRTP, .report(connected: true), .requestKeyframe]
+            return [.cancelHandshakeTimer, .report(nil), .requestKeyframe]
         case (.awaitingOffer, .handshakeTimeout), (.connecting, .handshakeTimeout):
             return fail(MediaError(.dtlsTimeout, "the relay leg did not connect in time"))
         case (_, .iceFailed):
@@ -89,6 +85,6 @@ public struct RelayLegMachine: Sendable, Equatable {
 
     private mutating func fail(_ error: MediaError) -> [Action] {
         state = .failed(error)
-        return [.cancelHandshakeTimer, .report(connected: false), .teardown]
+        return [.cancelHandshakeTimer, .report(error), .teardown]
     }
 }

@@ -3,7 +3,7 @@
 // parser is bounded (bytes, lines, sections) and every malformed field is a `bad_sdp` error, never a trap.
 
 /// The media kinds the relay forwards.
-public enum MediaKind: String, Sendable {
+public enum MediaKind: String, Sendable, CaseIterable {
     case audio, video
 }
 
@@ -21,6 +21,8 @@ public enum SDPDirection: String, Sendable {
     }
 
     var sends: Bool { self == .sendrecv || self == .sendonly }
+    /// Whether this side receives media.
+    var receives: Bool { self == .sendrecv || self == .recvonly }
 }
 
 /// `a=setup` (RFC 4145 / 5763): which side opens the DTLS handshake.
@@ -514,6 +516,13 @@ public struct SDPLocalEndpoint: Sendable {
     }
 }
 
+extension SDPLocalEndpoint {
+    /// The lines that name what the relay sends in a section: its track and SSRC.
+    func sendingLines(ssrc: UInt32, trackID: String) -> [String] {
+        ["a=msid:\(streamID) \(trackID)", "a=ssrc:\(ssrc) cname:\(cname)", "a=ssrc:\(ssrc) msid:\(streamID) \(trackID)"]
+    }
+}
+
 /// One accepted m-section as the relay will run it.
 public struct NegotiatedMedia: Sendable, Equatable {
     public var mid: String
@@ -634,16 +643,8 @@ extension SessionDescription {
             lines += extensions.map { "a=extmap:\($0.id) \($0.uri)" }
             lines += ["a=\(direction.rawValue)", "a=rtcp-mux"]
             if m.rtcpReducedSize { lines.append("a=rtcp-rsize") }
-            lines.append("a=rtpmap:\(pt) \(codec.name)/\(codec.clockRate)" + (codec.channels.map { "/\($0)" } ?? ""))
-            lines += codec.feedback.map { "a=rtcp-fb:\(pt) \($0)" }
-            if let fmtp = codec.fmtp { lines.append("a=fmtp:\(pt) \(fmtp)") }
-            if direction.sends {
-                lines += [
-                    "a=msid:\(local.streamID) \(trackID)",
-                    "a=ssrc:\(localSSRC) cname:\(local.cname)",
-                    "a=ssrc:\(localSSRC) msid:\(local.streamID) \(trackID)",
-                ]
-            }
+            lines += Self.codecLines(codec)
+            if direction.sends { lines += local.sendingLines(ssrc: localSSRC, trackID: trackID) }
             // Every bundled section repeats the transport's candidates: a client may read them from any
             // (aiortc takes the last section's for its bundled transport).
             if !local.candidates.isEmpty {

@@ -32,7 +32,7 @@ extension SessionDescription {
             while mids.contains(String(next)) { next += 1 }
             let mid = String(next)
             mids.insert(mid)
-            let feedback = kind == .video ? ["nack", "nack pli", "ccm fir", "goog-remb"] : []
+            let feedback = kind == .video ? Self.videoFeedback.filter { $0 != "transport-cc" } : []
             let codecs: [SDPCodec] =
                 kind == .audio
                 ? [SDPCodec(payloadType: freePayloadType(), name: "opus", clockRate: 48_000, channels: 2, fmtp: "minptime=10;useinbandfec=1", feedback: [])]
@@ -60,8 +60,7 @@ extension SessionDescription {
             "a=ice-options:trickle", "a=fingerprint:\(local.fingerprint.description)", "a=setup:actpass",
         ]
         func sends(_ kind: MediaKind, mid: String, ssrc: UInt32) -> [String] {
-            let track = "\(local.streamID)-\(kind.rawValue)-\(mid)"
-            return ["a=msid:\(local.streamID) \(track)", "a=ssrc:\(ssrc) cname:\(local.cname)", "a=ssrc:\(ssrc) msid:\(local.streamID) \(track)"]
+            local.sendingLines(ssrc: ssrc, trackID: "\(local.streamID)-\(kind.rawValue)-\(mid)")
         }
         for m in media {
             guard let mid = m.mid, let n = negotiated.first(where: { $0.mid == mid }) else {
@@ -102,7 +101,7 @@ extension SessionDescription {
             var codec = chosen
             let answeredFeedback = m.codecs.first { $0.payloadType == chosen.payloadType }?.feedback ?? []
             codec.feedback = chosen.feedback.filter { answeredFeedback.contains($0) }
-            let direction: SDPDirection = m.direction == .recvonly || m.direction == .sendrecv ? .sendonly : .inactive
+            let direction: SDPDirection = m.direction.receives ? .sendonly : .inactive
             return NegotiatedMedia(
                 mid: a.mid, kind: a.kind, codec: codec, direction: direction, extensions: [], remoteSSRC: nil, localSSRC: a.localSSRC,
                 rtcpReducedSize: m.rtcpReducedSize)

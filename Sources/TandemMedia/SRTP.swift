@@ -40,8 +40,15 @@ public final class SRTPSession {
     public static let maxTrailer = Int(SRTP_MAX_TRAILER_LEN)
 
     private var session: srtp_t?
+    /// libsrtp keeps one stream per SSRC it has authenticated and walks them on every packet: a peer
+    /// cycling SSRCs (in RTP or RTCP) would slow every session on the thread. A call needs a handful.
+    private let maxStreams: Int
+    private var ssrcs: [UInt32] = []
 
-    public init(_ material: SRTPKeyMaterial, direction: Direction, replayWindow: Int = 1024) throws {
+    /// `maxStreams` bounds the SSRCs an inbound session accepts; packets of further SSRCs are refused.
+    public init(_ material: SRTPKeyMaterial, direction: Direction, replayWindow: Int = 1024, maxStreams: Int = 8) throws(MediaError) {
+        self.maxStreams = direction == .inbound ? maxStreams : .max
+        ssrcs.reserveCapacity(min(maxStreams, 16))
         guard srtpLibraryStatus == srtp_err_status_ok else { throw MediaError(.srtpFailed, "libsrtp2 failed to initialise") }
         guard material.keyAndSalt.count == material.profile.keyLength + material.profile.saltLength else {
             throw MediaError(.srtpFailed, "SRTP key material has \(material.keyAndSalt.count) bytes")
@@ -98,17 +105,23 @@ public final class SRTPSession {
         return status == srtp_err_status_ok ? Int(n) : nil
     }
 
-    /// The packet path's unprotect: nil when the packet does not authenticate or is a replay.
+    /// The packet path's unprotect: nil when the packet does not authenticate, is a replay, or comes from
+    /// an SSRC past `maxStreams` (whose stream is forgotten again).
     @inline(__always)
     public func plainLength(_ packet: UnsafeMutableRawPointer, length: Int, rtcp: Bool = false) -> Int? {
         var n = Int32(truncatingIfNeeded: length)
         let status = rtcp ? srtp_unprotect_rtcp(session, packet, &n) : srtp_unprotect(session, packet, &n)
-        return status == srtp_err_status_ok ? Int(n) : nil
-    }
-
-    /// Forgets the stream of `ssrc` (libsrtp keeps one per SSRC it has seen).
-    public func removeStream(ssrc: UInt32) {
-        _ = srtp_remove_stream(session, ssrc.bigEndian)
+        guard status == srtp_err_status_ok else { return nil }
+        // An authenticated packet has its SSRC in the clear: at 8 in RTP, at 4 (the sender's) in RTCP.
+        let ssrc = UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: rtcp ? 4 : 8, as: UInt32.self))
+        if !ssrcs.contains(ssrc) {
+            guard ssrcs.count < maxStreams else {
+                _ = srtp_remove_stream(session, ssrc.bigEndian)
+                return nil
+            }
+            ssrcs.append(ssrc)
+        }
+        return Int(n)
     }
 
     private func checked(_ length: Int?, _ what: String) throws(MediaError) -> Int {

@@ -15,7 +15,6 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
     private var dtls: DTLSTransport?
     private var srtpOut: SRTPSession?
     private var srtpIn: SRTPSession?
-    private var candidates: [String] = []
     private var seq: UInt16 = 0
     private var timestamp: UInt32 = 0
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
@@ -39,7 +38,7 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
     /// Makes the agent and gathers on 127.0.0.1 (host candidates come at once); returns the offer. On the loop.
     public func offer() throws -> String {
         agent = try ICEAgent(loop: loop, configuration: ICEConfiguration(addresses: ["127.0.0.1"]), controlling: true, delegate: self)
-        try agent.start()
+        let (candidates, _) = try agent.start()
         let transport =
             "a=ice-ufrag:\(agent.localUfrag)\r\na=ice-pwd:\(agent.localPassword)\r\na=fingerprint:\(identity.fingerprint)\r\n"
             + "a=setup:active\r\na=sendrecv\r\na=rtcp-mux\r\n" + candidates.map { "a=\($0)\r\n" }.joined() + "a=end-of-candidates\r\n"
@@ -59,7 +58,7 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
         dtls = try DTLSTransport(identity: identity, role: .client, remoteFingerprint: relayFingerprint)
     }
 
-    public func ice(gathered candidate: String) { candidates.append(candidate) }
+    public func ice(gathered candidate: String) {}
     public func iceGatheringDone() {}
 
     public func ice(state: ICEState) {
@@ -70,7 +69,8 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
 
     public func ice(received datagram: UnsafeMutableRawBufferPointer) {
         guard datagram.count > 1 else { return }
-        if datagram[0] >= 20 && datagram[0] <= 63 {
+        let kind = PacketClass.of(datagram[0], datagram[1])
+        if kind == .dtls {
             guard let dtls else { return }
             if case .connected(let local, let remote)? = dtls.receive(UnsafeRawBufferPointer(datagram)) {
                 srtpOut = try? SRTPSession(local, direction: .outbound)
@@ -80,8 +80,8 @@ public final class RelayTestClient: ICEAgentDelegate, @unchecked Sendable {
             flush()
             return
         }
-        guard datagram[0] >= 128 else { return }
-        let rtcp = (192...223).contains(datagram[1])
+        guard kind == .rtp || kind == .rtcp else { return }
+        let rtcp = kind == .rtcp
         // Kept before counted: a reader that saw the count finds the packets.
         if keep, let srtpIn {
             let raw = Array(datagram)

@@ -115,11 +115,12 @@ public func buildServer(
 func makeRelay(_ settings: RelaySettings, dev: Bool) throws -> MediaRelay {
     let identity: DTLSIdentity
     do {
-        if let (certificate, key) = settings.certificate {
-            guard let cert = FileManager.default.contents(atPath: certificate), let pem = FileManager.default.contents(atPath: key) else {
-                throw SetupError("cannot read the relay's DTLS certificate \(certificate) or key \(key)")
+        if let files = settings.certificate {
+            func read(_ path: String, _ what: String) throws -> String {
+                guard let data = FileManager.default.contents(atPath: path) else { throw SetupError("cannot read the relay's DTLS \(what) \(path)") }
+                return String(decoding: data, as: UTF8.self)
             }
-            identity = try DTLSIdentity.load(certificatePEM: String(decoding: cert, as: UTF8.self), keyPEM: String(decoding: pem, as: UTF8.self))
+            identity = try DTLSIdentity.load(certificatePEM: read(files.certificate, "certificate"), keyPEM: read(files.key, "key"))
         } else {
             identity = try DTLSIdentity.generate()
         }

@@ -1,5 +1,6 @@
 import Foundation
 import TandemArbiter
+import TandemMedia
 import TandemProtocol
 import TandemSTUN
 
@@ -271,10 +272,10 @@ extension ConfigLoader {
             // libnice takes the server's address, not a name.
             let (host, port) = try Self.parseListen(stun, key: "relay-stun-server")
             guard let ip = IPAddress(host), port > 0 else { throw SetupError("relay-stun-server takes IP:PORT, not \"\(stun)\"") }
-            settings.stunServer = (ip.description, UInt16(port))
+            settings.stunServer = ICEConfiguration.STUNServer(host: ip.description, port: UInt16(port))
         }
         switch (text("relay-dtls-cert"), text("relay-dtls-key")) {
-        case (let cert?, let key?): settings.certificate = (cert, key)
+        case (let cert?, let key?): settings.certificate = PEMFiles(certificate: cert, key: key)
         case (nil, nil): break
         default: throw SetupError("--relay-dtls-cert and --relay-dtls-key go together")
         }

@@ -327,7 +327,8 @@ final class RoomCore {
         case .endOfCandidates:
             input = .endOfCandidates
         case .restart:
-            input = .restart
+            // Each relay epoch has fresh legs, so there is no ICE restart to make: the client offers anew.
+            return
         }
         relaySession.signal(from: from.rawValue, input)
     }

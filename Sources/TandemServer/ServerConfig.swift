@@ -1,4 +1,5 @@
 import TandemArbiter
+import TandemMedia
 import TandemProtocol
 
 /// Where the session store lives.
@@ -78,6 +79,17 @@ public struct ServerConfig: Sendable {
     }
 }
 
+/// A PEM certificate file and its private key file.
+public struct PEMFiles: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+
+    public init(certificate: String, key: String) {
+        self.certificate = certificate
+        self.key = key
+    }
+}
+
 /// The server-side media relay: where its ICE agents gather, on how many loop threads, and its DTLS
 /// certificate (made at start unless configured).
 public struct RelaySettings: Sendable, Equatable {
@@ -87,24 +99,18 @@ public struct RelaySettings: Sendable, Equatable {
     public var ports: ClosedRange<UInt16>?
     /// Addresses advertised instead of the host ones behind a 1:1 NAT, one per family.
     public var announced: [String] = []
-    /// A STUN server (IP and port) the relay's agents ask for a server-reflexive candidate.
-    public var stunServer: (host: String, port: UInt16)?
-    /// PEM certificate and key for DTLS; nil makes a P-256 certificate at start.
-    public var certificate: (certificate: String, key: String)?
+    /// A STUN server the relay's agents ask for a server-reflexive candidate.
+    public var stunServer: ICEConfiguration.STUNServer?
+    /// DTLS certificate and key; nil makes a P-256 certificate at start.
+    public var certificate: PEMFiles?
     /// A leg not connected this long after its offer has failed.
     public var handshakeTimeoutMs = 20_000
 
-    public init(addresses: [String], threads: Int, ports: ClosedRange<UInt16>? = nil, certificate: (certificate: String, key: String)? = nil) {
+    public init(addresses: [String], threads: Int, ports: ClosedRange<UInt16>? = nil, certificate: PEMFiles? = nil) {
         self.addresses = addresses
         self.threads = threads
         self.ports = ports
         self.certificate = certificate
-    }
-
-    public static func == (a: Self, b: Self) -> Bool {
-        a.addresses == b.addresses && a.threads == b.threads && a.ports == b.ports && a.announced == b.announced
-            && a.stunServer?.host == b.stunServer?.host && a.stunServer?.port == b.stunServer?.port && a.certificate?.certificate == b.certificate?.certificate
-            && a.certificate?.key == b.certificate?.key && a.handshakeTimeoutMs == b.handshakeTimeoutMs
     }
 }
 

@@ -116,7 +116,7 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(W.u32(out, at: 36) == 0x0002_FFFB)  // low 5 - 10 wraps to 65531, one cycle fewer
         #expect(out[40..<52] == knownBlock[12..<24])
 
-        #expect(summary.senderReports == 1)
+        #expect(summary.forwardedSenderReports == [0x0304_0506])
         #expect(
             summary.reports == [
                 RTCPReportBlock(
@@ -164,7 +164,7 @@ struct SplitMix64: RandomNumberGenerator {
         let out = W.translate(rr + rr, summary: &summary)
         #expect(out == [0x80, 201, 0, 1] + W.u32(W.relayA))
         #expect(summary.reports.count == 2)
-        #expect(summary.senderReports == 0)
+        #expect(summary.forwardedSenderReports.isEmpty)
     }
 }
 

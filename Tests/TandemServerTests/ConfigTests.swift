@@ -1,5 +1,6 @@
 import Foundation
 import TandemArbiter
+import TandemMedia
 import TandemProtocol
 import Testing
 

@@ -37,8 +37,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         // The relay's own offer must always be SDP it can read back.
         guard let again = try? SessionDescription.parse(reoffer.sdp) else { fatalError("the relay's offer does not parse:\n\(reoffer.sdp)") }
         _ = again.accepted(reoffer.added)
+        let ice = ICEConfiguration(addresses: [], announced: ["203.0.113.1"], allowLoopbackCandidates: false)
         for candidate in offer.candidates {
-            _ = ICEConfiguration(addresses: [], announced: ["203.0.113.1"], allowLoopbackCandidates: false).acceptsRemote(candidate)
+            _ = ice.advertised(candidate)
+            if let address = candidate.split(separator: " ").dropFirst(4).first { _ = ice.acceptsRemote(address: String(address)) }
         }
     }
 

@@ -12,7 +12,7 @@ typedef struct {
     double seconds;          /* wall time of the measured window */
 } tandem_floor_result;
 
-/* Returns 0 on success, -1 with errno-like failure otherwise. */
+/* Returns 0 on success, -2 when its loopback sockets cannot be bound. */
 int tandem_floor_run(int pps, int size, double seconds, tandem_floor_result *result);
 
 #endif
