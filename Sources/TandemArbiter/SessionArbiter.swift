@@ -178,17 +178,30 @@ public struct SessionArbiter: Sendable {
             p.connectedCountedEpoch = epoch
             actions.append(.adjustScore(current, delta: ProviderScores.onConnected))
         }
-        if report.media == .failed {
-            actions.append(.adjustScore(current, delta: ProviderScores.onFailure))
-            p.badStreak = 0
-            participants[id] = p
-            actions.append(switchTo(nextAfterFailure(of: current), reason: .failure, now: now))
-            if let level = p.quality.observe(.lost, upgradeReports: config.upgradeReports) {
-                actions.append(.quality(id, score: 0, level: level))
-            }
-            return actions
-        }
+        if report.media == .failed { return actions + failure(&p, id, current: current, now: now) }
         actions += observe(&p, id, report, now: now, current: current)
+        return actions
+    }
+
+    /// The server's own finding that a participant's media failed on `epoch` (the relay's leg for it
+    /// failed): the session moves on as for a `failed` report, but nothing stands for a report from the
+    /// participant (its liveness and last report stay its own).
+    public mutating func mediaFailed(_ id: ParticipantID, epoch: Int, provider: ProviderName, now: Instant) -> [ArbiterAction] {
+        guard var p = participants[id], epoch == self.epoch, provider == self.provider else { return [] }
+        defer { if participants[id] != nil { participants[id] = p } }
+        p.media = .failed
+        return failure(&p, id, current: provider, now: now)
+    }
+
+    /// A participant's media failed on the current provider: its score drops and the session moves on.
+    private mutating func failure(_ p: inout Participant, _ id: ParticipantID, current: ProviderName, now: Instant) -> [ArbiterAction] {
+        var actions: [ArbiterAction] = [.adjustScore(current, delta: ProviderScores.onFailure)]
+        p.badStreak = 0
+        participants[id] = p
+        actions.append(switchTo(nextAfterFailure(of: current), reason: .failure, now: now))
+        if let level = p.quality.observe(.lost, upgradeReports: config.upgradeReports) {
+            actions.append(.quality(id, score: 0, level: level))
+        }
         return actions
     }
 

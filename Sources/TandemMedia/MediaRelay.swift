@@ -42,11 +42,21 @@ public enum RelayOutput: Sendable, Equatable {
     case media(participant: String, epoch: Int, connected: Bool, error: MediaError?)
     /// A connected leg's figures, every `statsIntervalMs`.
     case stats(participant: String, epoch: Int, RelayLegStats)
+
+    /// Whose leg said it, and for which epoch.
+    public var leg: (participant: String, epoch: Int) {
+        switch self {
+        case let .answer(participant, epoch, _), let .offer(participant, epoch, _), let .candidate(participant, epoch, _, _, _),
+            let .endOfCandidates(participant, epoch), let .rejected(participant, epoch, _), let .media(participant, epoch, _, _),
+            let .stats(participant, epoch, _):
+            (participant, epoch)
+        }
+    }
 }
 
 /// What the relay knows of one participant's leg: its traffic, and from the participant's RTCP receiver
 /// reports the loss and jitter of what the relay sends it, and the round trip between them.
-public struct RelayLegStats: Sendable, Equatable {
+public struct RelayLegStats: Sendable, Equatable, Codable {
     public var packetsIn = 0
     public var bytesIn = 0
     public var packetsOut = 0

@@ -11,6 +11,9 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     public var low: UInt64
     public var isV6: Bool
 
+    /// `0.0.0.0` or `::`: a wildcard to bind, never an address to hand out.
+    public var isUnspecified: Bool { self == IPAddress("0.0.0.0") || self == IPAddress("::") }
+
     public init(v4 value: UInt32) {
         high = 0
         low = UInt64(value)

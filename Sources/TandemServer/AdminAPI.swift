@@ -48,17 +48,7 @@ struct AdminAPI {
         var lastSeenMs: Int64
         var health: HealthView?
         /// The media relay's figures for the participant's leg (while on provider relay).
-        var relay: RelayView?
-    }
-
-    struct RelayView: Codable {
-        var packetsIn: Int
-        var bytesIn: Int
-        var packetsOut: Int
-        var bytesOut: Int
-        var lossPct: Double?
-        var jitterMs: Double?
-        var rttMs: Double?
+        var relay: RelayLegStats?
     }
 
     struct HistoryView: Codable {
@@ -188,11 +178,7 @@ struct AdminAPI {
                     ParticipantView(
                         id: p.id.rawValue, name: p.name, state: p.state.rawValue, lastSeenMs: p.lastSeenMs,
                         health: p.health.map { healthView($0, quality: p.qualityLevel, maxVideoHeight: p.maxVideoHeight) },
-                        relay: p.relay.map {
-                            RelayView(
-                                packetsIn: $0.packetsIn, bytesIn: $0.bytesIn, packetsOut: $0.packetsOut, bytesOut: $0.bytesOut, lossPct: $0.lossPct,
-                                jitterMs: $0.jitterMs, rttMs: $0.rttMs)
-                        })
+                        relay: p.relay)
                 }, history: history)
         }
         // Not live on this node: what the store knows.

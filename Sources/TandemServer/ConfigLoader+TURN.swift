@@ -30,6 +30,16 @@ extension ConfigLoader {
         }
     }
 
+    /// `LOW-HIGH`, both ports, `lowest <= LOW <= HIGH` (`LOW < HIGH` when `distinct`).
+    func portRange(_ key: String, lowest: UInt16, distinct: Bool) throws -> ClosedRange<UInt16>? {
+        guard let text = text(key) else { return nil }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { UInt16($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let low = parts[0], let high = parts[1], low >= lowest, distinct ? low < high : low <= high else {
+            throw SetupError("\(key) must be LOW-HIGH with \(lowest) <= LOW \(distinct ? "<" : "<=") HIGH <= 65535, not \"\(text)\"")
+        }
+        return low...high
+    }
+
     func prefixes(_ key: String) throws -> [IPPrefix] {
         try parsedList(key, takes: "addresses or prefixes like 10.0.0.0/8") { IPPrefix($0) }
     }
@@ -64,7 +74,7 @@ extension ConfigLoader {
             notes.append("TURN credentials are signed with a secret made for this run; give --turn-secret to share it with other TURN servers")
         }
         // A specific listening address doubles as the public host and the relay address.
-        let specific = (listen + tlsListen).first.map(\.ip).flatMap { $0 == IPAddress("0.0.0.0") || $0 == IPAddress("::") ? nil : $0 }
+        let specific = (listen + tlsListen).first.map(\.ip).flatMap { $0.isUnspecified ? nil : $0 }
         let publicHost = text("turn-public-host") ?? specific?.description
         if serves, publicHost == nil {
             throw SetupError("give --turn-public-host: TURN listens on every address, so clients need to be told which one to use")
@@ -104,13 +114,7 @@ extension ConfigLoader {
         if let v = try integer("turn-allocate-rate", in: 0...1_000_000) { policy.allocateRatePerSource = v }
         settings.service.policy = policy
 
-        if let ports = text("turn-relay-ports") {
-            let parts = ports.split(separator: "-").compactMap { UInt16($0.trimmingCharacters(in: .whitespaces)) }
-            guard parts.count == 2, parts[0] >= 1024, parts[0] < parts[1] else {
-                throw SetupError("turn-relay-ports must be LOW-HIGH with 1024 <= LOW < HIGH <= 65535, not \"\(ports)\"")
-            }
-            settings.service.limits.ports = parts[0]...parts[1]
-        }
+        if let ports = try portRange("turn-relay-ports", lowest: 1024, distinct: true) { settings.service.limits.ports = ports }
         if let v = try integer("turn-user-quota", in: 0...1_000_000) { settings.service.limits.perIdentity = v }
         if let v = try integer("turn-total-quota", in: 0...1_000_000) { settings.service.limits.total = v }
         if let v = try integer("turn-threads", in: 1...256) { settings.service.threads = v }

@@ -14,9 +14,8 @@ public struct ConfigLoader {
         "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
-        "stale-after", "ice-servers", "log-level", "no-demo", "relay-address", "relay-threads", "relay-ports", "relay-dtls-cert",
-        "relay-dtls-key", "relay-announced-ip", "relay-stun-server",
-    ] + turnKeys
+        "stale-after", "ice-servers", "log-level", "no-demo", 
+    ] + turnKeys + relayKeys
 
     var flags: [String: String]
     var environment: [String: String]
@@ -242,37 +241,33 @@ extension ServerConfig {
 extension ConfigLoader {
     /// `relay-address` (repeatable; `--dev` defaults to 127.0.0.1), `relay-threads`, `relay-ports` and
     /// the optional DTLS certificate.
+    static let relayKeys = [
+        "relay-address", "relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key", "relay-announced-ip", "relay-stun-server",
+    ]
+
     func relaySettings(dev: Bool) throws -> RelaySettings? {
         // A wildcard is not an address a client can reach: the relay's candidates carry these verbatim.
         var addresses = try parsedList("relay-address", takes: "a specific IP address (not 0.0.0.0 or ::)") { text in
-            IPAddress(text).map(\.description).flatMap { $0 == "0.0.0.0" || $0 == "::" ? nil : $0 }
+            IPAddress(text).flatMap { $0.isUnspecified ? nil : $0.description }
         }
         if addresses.isEmpty {
             guard dev else {
-                if let stray = ["relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key", "relay-announced-ip", "relay-stun-server"].first(where: { text($0) != nil }) {
-                    throw SetupError("\(stray) needs --relay-address")
-                }
+                if let stray = Self.relayKeys.dropFirst().first(where: { text($0) != nil }) { throw SetupError("\(stray) needs --relay-address") }
                 return nil
             }
             addresses = ["127.0.0.1"]
         }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         var settings = RelaySettings(addresses: addresses, threads: try integer("relay-threads", in: 1...256) ?? max(1, cores))
-        if let text = text("relay-ports") {
-            let parts = text.split(separator: "-").compactMap { UInt16($0.trimmingCharacters(in: .whitespaces)) }
-            guard parts.count == 2, parts[0] > 0, parts[0] <= parts[1] else { throw SetupError("relay-ports must be LOW-HIGH, not \"\(text)\"") }
-            settings.ports = parts[0]...parts[1]
-        }
+        settings.ports = try portRange("relay-ports", lowest: 1, distinct: false)
         let announced = try ips("relay-announced-ip")
         guard announced.filter({ !$0.isV6 }).count <= 1, announced.filter(\.isV6).count <= 1 else {
             throw SetupError("relay-announced-ip takes at most one IPv4 and one IPv6 address")
         }
         settings.announced = announced.map(\.description)
-        if let stun = text("relay-stun-server") {
-            // libnice takes the server's address, not a name.
-            let (host, port) = try Self.parseListen(stun, key: "relay-stun-server")
-            guard let ip = IPAddress(host), port > 0 else { throw SetupError("relay-stun-server takes IP:PORT, not \"\(stun)\"") }
-            settings.stunServer = ICEConfiguration.STUNServer(host: ip.description, port: UInt16(port))
+        // libnice takes the server's address, not a name.
+        if let stun = try parsedList("relay-stun-server", takes: "IP:PORT", TransportAddress.init).first {
+            settings.stunServer = ICEConfiguration.STUNServer(host: stun.ip.description, port: stun.port)
         }
         switch (text("relay-dtls-cert"), text("relay-dtls-key")) {
         case (let cert?, let key?): settings.certificate = PEMFiles(certificate: cert, key: key)

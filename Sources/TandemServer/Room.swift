@@ -313,9 +313,8 @@ final class RoomCore {
         let input: RelayInput
         switch signal.kind {
         case .offer, .answer:
-            guard let sdp = signal.data["sdp"]?.stringValue else {
-                return sendError(from, ProtocolError(.badMessage, "an \(signal.kind.rawValue) needs sdp", ref: "signal"))
-            }
+            // The decoder refuses an offer or answer without a string `sdp`.
+            let sdp = signal.data["sdp"]?.stringValue ?? ""
             input = signal.kind == .offer ? .offer(sdp: sdp) : .answer(sdp: sdp)
         case .candidate:
             // `candidate` is an RTCIceCandidateInit ({candidate, sdpMid, …}) or the bare attribute string.
@@ -360,30 +359,31 @@ final class RoomCore {
     }
 
     private func relayOutput(_ output: RelayOutput) async {
-        func signal(_ participant: String, _ epoch: Int, _ body: (inout JSONWriter) -> Void) {
-            let id = ParticipantID(participant)
-            guard epoch == arbiter.epoch, members[id] != nil else { return }
-            var w = JSONWriter(capacity: 256)
+        let (participant, epoch) = output.leg
+        if case let .media(_, _, connected, error) = output {
+            logger.info(
+                "relay leg \(connected ? "connected" : "failed")",
+                metadata: ["participant": "\(participant)", "epoch": "\(epoch)", "error": "\(error?.description ?? "-")"])
+        }
+        // What a leg says matters only for the session's current epoch and a participant still in it.
+        let id = ParticipantID(participant)
+        guard epoch == arbiter.epoch, members[id] != nil else { return }
+        func signal(_ kind: String, capacity: Int = 128, _ body: (inout JSONWriter) -> Void = { _ in }) {
+            var w = JSONWriter(capacity: capacity)
             w.beginObject()
+            w.member("kind", kind)
             body(&w)
             w.member("epoch", epoch)
             w.endObject()
             send(id, .signal(from: .server, rawData: w.bytes))
         }
         switch output {
-        case let .answer(participant, epoch, sdp):
-            signal(participant, epoch) { w in
-                w.member("kind", "answer")
-                w.member("sdp", sdp)
-            }
-        case let .offer(participant, epoch, sdp):
-            signal(participant, epoch) { w in
-                w.member("kind", "offer")
-                w.member("sdp", sdp)
-            }
-        case let .candidate(participant, epoch, candidate, mid, mLineIndex):
-            signal(participant, epoch) { w in
-                w.member("kind", "candidate")
+        case .answer(_, _, let sdp):
+            signal("answer", capacity: sdp.utf8.count + 96) { $0.member("sdp", sdp) }
+        case .offer(_, _, let sdp):
+            signal("offer", capacity: sdp.utf8.count + 96) { $0.member("sdp", sdp) }
+        case let .candidate(_, _, candidate, mid, mLineIndex):
+            signal("candidate", capacity: candidate.utf8.count + 128) { w in
                 w.key("candidate")
                 w.beginObject()
                 w.member("candidate", candidate)
@@ -391,28 +391,20 @@ final class RoomCore {
                 w.member("sdpMLineIndex", mLineIndex)
                 w.endObject()
             }
-        case let .endOfCandidates(participant, epoch):
-            signal(participant, epoch) { w in w.member("kind", "end-of-candidates") }
-        case let .rejected(participant, epoch, error):
-            let id = ParticipantID(participant)
-            guard epoch == arbiter.epoch, members[id] != nil else { return }
+        case .endOfCandidates:
+            signal("end-of-candidates")
+        case .rejected(_, _, let error):
             sendError(id, ProtocolError(.badMessage, "the relay cannot use this signal: \(error.message) (\(error.code.rawValue))", ref: "signal"))
-        case let .stats(participant, epoch, stats):
-            let id = ParticipantID(participant)
-            guard epoch == arbiter.epoch, members[id] != nil else { return }
+        case .stats(_, _, let stats):
             relayStats[id] = stats
             guard stats.lossPct != nil || stats.rttMs != nil || stats.jitterMs != nil else { return }
             let measured = HealthReport(
                 epoch: epoch, provider: .relay, media: .connected, rttMs: stats.rttMs, lossPct: stats.lossPct, jitterMs: stats.jitterMs)
             await perform(arbiter.measured(id, measured, now: hub.now()))
-        case let .media(participant, epoch, connected, error):
-            let id = ParticipantID(participant)
-            logger.info(
-                "relay leg \(connected ? "connected" : "failed")",
-                metadata: ["participant": "\(participant)", "epoch": "\(epoch)", "error": "\(error?.description ?? "-")"])
-            // The server's own view counts as that participant's report: a failed leg fails the epoch.
-            guard !connected, epoch == arbiter.epoch, members[id] != nil else { return }
-            await perform(arbiter.health(id, HealthReport(epoch: epoch, provider: .relay, media: .failed), now: hub.now()))
+        case .media(_, _, let connected, _):
+            // A failed leg fails the participant's epoch, as its own `failed` report would.
+            guard !connected else { return }
+            await perform(arbiter.mediaFailed(id, epoch: epoch, provider: .relay, now: hub.now()))
         }
     }
 

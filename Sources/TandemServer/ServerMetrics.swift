@@ -68,24 +68,25 @@ public final class ServerMetrics: Sendable {
 func relayMetrics(_ relay: MediaRelay) -> String {
     let c = relay.counters
     func load(_ a: borrowing Atomic<Int>) -> Int { a.load(ordering: .relaxed) }
-    let rows: [(String, String, String, [(String, Int)])] = [
-        ("tandem_relay_packets_total", "counter", "RTP packets through the media relay", [("in", load(c.packetsIn)), ("out", load(c.packetsOut))]),
-        ("tandem_relay_bytes_total", "counter", "SRTP bytes through the media relay", [("in", load(c.bytesIn)), ("out", load(c.bytesOut))]),
+    let metrics: [(name: String, type: String, help: String, samples: [(labels: String, value: Int)])] = [
+        ("tandem_relay_packets_total", "counter", "RTP packets through the media relay",
+         [("{direction=\"in\"}", load(c.packetsIn)), ("{direction=\"out\"}", load(c.packetsOut))]),
+        ("tandem_relay_bytes_total", "counter", "SRTP bytes through the media relay",
+         [("{direction=\"in\"}", load(c.bytesIn)), ("{direction=\"out\"}", load(c.bytesOut))]),
+        ("tandem_relay_dropped_total", "counter", "Packets the relay could not forward", [("", load(c.dropped))]),
+        ("tandem_relay_legs", "gauge", "Relay legs open", [("", load(c.legsOpen))]),
+        ("tandem_relay_legs_connected_total", "counter", "Relay legs that completed ICE and DTLS", [("", load(c.legsConnected))]),
+        ("tandem_relay_legs_failed_total", "counter", "Relay legs that failed (ICE, DTLS or timeout)", [("", load(c.legsFailed))]),
+        ("tandem_relay_keyframe_requests_total", "counter", "Keyframe requests (PLI/FIR) the relay forwarded or made",
+         [("", load(c.keyframeRequests))]),
+        ("tandem_relay_nacks_total", "counter", "Sequence numbers participants NACKed", [("", load(c.nacks))]),
+        ("tandem_relay_retransmissions_total", "counter", "NACKed packets the relay re-sent from its own history",
+         [("", load(c.retransmissions))]),
     ]
     var text = ""
-    for (name, type, help, values) in rows {
-        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-        for (direction, value) in values { text += "\(name){direction=\"\(direction)\"} \(value)\n" }
+    for metric in metrics {
+        text += "# HELP \(metric.name) \(metric.help)\n# TYPE \(metric.name) \(metric.type)\n"
+        for sample in metric.samples { text += "\(metric.name)\(sample.labels) \(sample.value)\n" }
     }
-    let singles: [(String, String, String, Int)] = [
-        ("tandem_relay_dropped_total", "counter", "Packets the relay could not forward", load(c.dropped)),
-        ("tandem_relay_legs", "gauge", "Relay legs open", load(c.legsOpen)),
-        ("tandem_relay_legs_connected_total", "counter", "Relay legs that completed ICE and DTLS", load(c.legsConnected)),
-        ("tandem_relay_legs_failed_total", "counter", "Relay legs that failed (ICE, DTLS or timeout)", load(c.legsFailed)),
-        ("tandem_relay_keyframe_requests_total", "counter", "Keyframe requests (PLI/FIR) the relay forwarded or made", load(c.keyframeRequests)),
-        ("tandem_relay_nacks_total", "counter", "Sequence numbers participants NACKed", load(c.nacks)),
-        ("tandem_relay_retransmissions_total", "counter", "NACKed packets the relay re-sent from its own history", load(c.retransmissions)),
-    ]
-    for (name, type, help, value) in singles { text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n" }
     return text
 }

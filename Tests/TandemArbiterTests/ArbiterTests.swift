@@ -256,6 +256,13 @@ struct QualitySwitchTests {
         var a = session([.p2p, .sfu])
         _ = a.health(p1, good(), now: t(59))
         #expect(a.participants[p1]?.media == .connected)
+        // Measurements of another epoch or provider are ignored: three of them would otherwise switch.
+        for i in 0..<3 {
+            #expect(a.measured(p1, report(0, loss: 20), now: t(50 + Double(i))) == [])
+            #expect(a.measured(p1, report(1, .relay, loss: 20), now: t(50 + Double(i))) == [])
+            #expect(a.measured(p3, report(1, loss: 20), now: t(50 + Double(i))) == [])
+        }
+        #expect(a.participants[p1]?.qualityLevel != .poor)
         // The relay measured heavy loss on p1's leg three times: the session moves for quality.
         #expect(switches(a.measured(p1, report(1, .p2p, .connecting, loss: 20), now: t(60))) == [])
         #expect(a.participants[p1]?.media == .connected, "a measurement is not a media state")
@@ -263,10 +270,21 @@ struct QualitySwitchTests {
         #expect(a.participants[p1]?.qualityLevel == .poor)
         _ = a.measured(p1, report(1, loss: 20), now: t(61))
         #expect(switches(a.measured(p1, report(1, loss: 20), now: t(62))) == [.switchProvider(to: .sfu, epoch: 2, previous: .p2p, reason: .quality)])
-        // Measurements of an old epoch or another provider are ignored.
-        #expect(a.measured(p1, report(1, loss: 20), now: t(63)) == [])
-        #expect(a.measured(p1, report(2, .relay, loss: 20), now: t(63)) == [])
-        #expect(a.measured(p3, report(2, .sfu, loss: 20), now: t(63)) == [])
+    }
+
+    @Test func theServersFindingOfAFailureMovesTheSessionWithoutStandingForAReport() {
+        var a = session([.p2p, .relay])
+        _ = a.health(p1, good(), now: t(5))
+        #expect(a.mediaFailed(p1, epoch: 0, provider: .p2p, now: t(6)) == [], "an old epoch")
+        #expect(a.mediaFailed(p1, epoch: 1, provider: .relay, now: t(6)) == [], "another provider")
+        #expect(a.mediaFailed(p3, epoch: 1, provider: .p2p, now: t(6)) == [], "no such participant")
+        let actions = a.mediaFailed(p1, epoch: 1, provider: .p2p, now: t(7))
+        #expect(switches(actions) == [.switchProvider(to: .relay, epoch: 2, previous: .p2p, reason: .failure)])
+        #expect(actions.contains(.adjustScore(.p2p, delta: ProviderScores.onFailure)))
+        #expect(a.participants[p1]?.lastHealthAt == t(5), "not a sign of life")
+        #expect(a.participants[p1]?.lastReport == good(), "nor the participant's report")
+        // Exactly once: the other participant's late report of the same failure does not move it again.
+        #expect(switches(a.health(p2, report(1, .p2p, .failed), now: t(8))) == [])
     }
 
     @Test func noTargetNoSwitch() {
