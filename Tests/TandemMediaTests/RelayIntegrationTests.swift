@@ -7,14 +7,11 @@ import Testing
 /// The relay with two in-process WebRTC endpoints (libnice, DTLS, SRTP) on loopback: what one sends,
 /// the other gets, under the relay's SSRC; keyframe requests and NACKs are handled as a relay must.
 @Suite(.serialized) struct RelayIntegrationTests {
-    static func rtpfbNACK(sender: UInt32, media: UInt32, pid: UInt16, blp: UInt16 = 0) -> [UInt8] {
-        var p: [UInt8] = [0x81, 205, 0, 3]
-        for v in [sender, media] { p += withUnsafeBytes(of: v.bigEndian, Array.init) }
-        return p + [UInt8(pid >> 8), UInt8(pid & 0xFF), UInt8(blp >> 8), UInt8(blp & 0xFF)]
-    }
+    typealias W = RTCPWire
 
-    static func u32(_ p: [UInt8], _ at: Int) -> UInt32 { p[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
-    static func u16(_ p: [UInt8], _ at: Int) -> UInt16 { UInt16(p[at]) << 8 | UInt16(p[at + 1]) }
+    static func nack(sender: UInt32, media: UInt32, pid: UInt16) -> [UInt8] {
+        W.fb(pt: 205, fmt: 1, sender: sender, media: media, fci: W.u16(pid) + W.u16(0))
+    }
 
     @Test func mediaKeyframeRequestsAndNACKsThroughTheRelay() throws {
         let relay = MediaRelay(
@@ -40,33 +37,33 @@ import Testing
 
         // Ben's leg came up after Ann's: the relay asked Ann for a keyframe of her video.
         try waitUntil(5, "a PLI to Ann") {
-            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 12 && $0.plain[1] == 206 && $0.plain[0] & 0x1F == 1 && Self.u32($0.plain, 8) == RelayTestClient.videoSSRC } }
+            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 12 && $0.plain[1] == 206 && $0.plain[0] & 0x1F == 1 && W.u32($0.plain, at: 8) == RelayTestClient.videoSSRC } }
         }
 
         try runOnLoop(ann.loop) { ann.sendVideo(count: 30, size: 1200) }
         try waitUntil(5, "Ben receiving Ann's video") { ben.received.load(ordering: .acquiring) >= 30 }
         let video = ben.packets.withLock { $0.filter { !$0.rtcp } }
         #expect(video.count == 30)
-        let ssrcs = Set(video.map { Self.u32($0.plain, 8) })
+        let ssrcs = Set(video.map { W.u32($0.plain, at: 8) })
         #expect(ssrcs.count == 1 && !ssrcs.contains(RelayTestClient.videoSSRC), "the relay's own SSRC, not Ann's")
         #expect(video.allSatisfy { $0.plain.count == 1200 - 16 && $0.plain[1] & 0x7F == 96 && $0.plain[12...].allSatisfy { $0 == 0xAB } })
-        let seqs = video.map { Self.u16($0.plain, 2) }
+        let seqs = video.map { W.u16($0.plain, at: 2) }
         #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $1 == $0 &+ 1 }, "continuous numbering: \(seqs)")
 
         // Ben lost a packet: the relay re-sends the very bytes it sent, without bothering Ann.
         let relaySSRC = ssrcs.first!
         let lost = video[7]
-        try runOnLoop(ben.loop) { ben.sendRTCP(Self.rtpfbNACK(sender: 9, media: relaySSRC, pid: Self.u16(lost.plain, 2))) }
+        try runOnLoop(ben.loop) { ben.sendRTCP(Self.nack(sender: 9, media: relaySSRC, pid: W.u16(lost.plain, at: 2))) }
         try waitUntil(5, "the retransmission") { ben.packets.withLock { $0.filter { $0.raw == lost.raw }.count } == 2 }
         #expect(relay.counters.retransmissions.load(ordering: .relaxed) == 1)
 
         // A packet the relay no longer holds: the NACK goes on to Ann, in her own SSRC.
-        try runOnLoop(ben.loop) { ben.sendRTCP(Self.rtpfbNACK(sender: 9, media: relaySSRC, pid: seqs[0] &- 1000)) }
+        try runOnLoop(ben.loop) { ben.sendRTCP(Self.nack(sender: 9, media: relaySSRC, pid: seqs[0] &- 1000)) }
         try waitUntil(5, "the NACK forwarded to Ann") {
-            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 16 && $0.plain[1] == 205 && Self.u32($0.plain, 8) == RelayTestClient.videoSSRC } }
+            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 16 && $0.plain[1] == 205 && W.u32($0.plain, at: 8) == RelayTestClient.videoSSRC } }
         }
         let forwarded = ann.packets.withLock { $0.first { $0.rtcp && $0.plain[1] == 205 }! }
-        #expect(Self.u16(forwarded.plain, 12) == seqs[0] &- 1000)
+        #expect(W.u16(forwarded.plain, at: 12) == seqs[0] &- 1000)
         #expect(ann.packets.withLock { $0.filter { $0.rtcp && $0.plain[1] == 205 }.count } == 1, "the answered NACK was not forwarded")
 
         // Closing the session tears every leg down.

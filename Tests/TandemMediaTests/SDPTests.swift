@@ -608,11 +608,8 @@ extension String {
     }
 
     @Test func binaryJunk() {
-        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
-        func next() -> UInt32 {
-            seed = seed &* 6364136223846793005 &+ 1442695040888963407
-            return UInt32(truncatingIfNeeded: seed >> 33)
-        }
+        var random = SplitMix64(state: 7)
+        func next() -> UInt32 { UInt32(truncatingIfNeeded: random.next()) }
         for round in 0..<20 {
             var junk = round.isMultiple(of: 2) ? "v=0\r\n" : ""
             for _ in 0..<500 {

@@ -79,14 +79,14 @@ class TandemServer:
         return float(match.group(1)) if match else 0.0
 
     def wait_metric(self, name: str, at_least: float) -> float:
-        """The metric once it reaches `at_least` (TURN shards publish once a second), or its last value after 5 s."""
+        """The metric once it reaches `at_least` (TURN shards publish once a second); fails after 5 s."""
         value = self.metric(name)
         for _ in range(50):
             if value >= at_least:
-                break
+                return value
             time.sleep(0.1)
             value = self.metric(name)
-        return value
+        raise AssertionError(f"{name} stayed at {value}, below {at_least}")
 
     def wait_metric_at_most(self, name: str, at_most: float) -> float:
         """The metric once it falls to `at_most`; fails after 5 s."""

@@ -6,7 +6,6 @@ fake camera and microphone devices and trusts only the server's own key (the dev
 """
 
 import base64
-import ctypes
 import hashlib
 import json
 import os
@@ -22,19 +21,12 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from conftest import REPO_ROOT, _launch
+from netns import setns
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = REPO_ROOT / "artifacts"
-CLONE_NEWNET = 0x40000000
 MEDIA_TIMEOUT_S = 45
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns failed: {os.strerror(errno)}")
 
 
 @pytest.fixture
@@ -47,13 +39,13 @@ def lo_only_netns():
     original = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        _setns(target)
+        setns(target)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         interfaces = subprocess.run(["ip", "-o", "link"], check=True, capture_output=True, text=True).stdout
         assert [line.split(":")[1].strip() for line in interfaces.splitlines()] == ["lo"], interfaces
         yield name
     finally:
-        _setns(original)
+        setns(original)
         os.close(original)
         os.close(target)
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -122,7 +114,7 @@ class Page:
                              f" events {json.dumps(self.events())[-2000:]}; paths {self.paths()}\n{self.console()}")
 
     def paths(self):
-        return self.js("return tandemDemo.call ? [...tandemDemo.call.paths.values()].map(p => ({id: p.id, polite: p.polite,"
+        return self.js("return tandemDemo.call ? [...tandemDemo.call.paths.values()].map(p => ({id: p.id, to: p.remote, polite: p.polite,"
                        " connection: p.pc.connectionState, ice: p.pc.iceConnectionState, signaling: p.pc.signalingState,"
                        " gathering: p.pc.iceGatheringState, local: p.pc.localDescription?.sdp?.length,"
                        " remote: p.pc.remoteDescription?.sdp?.length, trace: p.trace.join(', ')})) : null")
@@ -240,6 +232,9 @@ def test_the_failure_button_moves_the_session_once(pages, browser_server):
     relayed = 'tandem_relay_packets_total{direction="out"}'
     before = browser_server.metric(relayed)
     for page in (ann, bob):
+        # The old peer-to-peer path keeps the page connected until the relay's carries media and
+        # replaces it: wait for that, so the frames counted next come through the relay.
+        page.wait("only the relay's path left", lambda d: [p["to"] for p in page.paths()] == ["server"])
         page.wait("connected again", lambda d: d["state"] == "connected")
         page.frames_grow()
     view = browser_server.admin("GET", "/v1/sessions/browser-failure")

@@ -28,7 +28,6 @@ connect timeout would, and the test records which of the two happened.
 """
 
 import asyncio
-import ctypes
 import errno
 import ipaddress
 import json
@@ -45,15 +44,13 @@ import aioice.ice
 import aioice.stun
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import connect
 
 from conftest import _launch
-from test_p2p_call import FlatVideoTrack, Received, ToneAudioTrack, candidate_addresses, consume, nominated_pairs
-from test_relay import check_media
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from netns import enter, run_in_netns
+from rtc import (
+    FlatVideoTrack, Received, ToneAudioTrack, candidate_addresses, candidate_from_init, check_media, consume, in_network, nominated_pairs,
+    only_network)
 
 SERVER_A, PEER_A, NET_A = "10.77.1.1", "10.77.1.2", ipaddress.ip_network("10.77.1.0/24")
 SERVER_B, PEER_B, NET_B = "10.77.2.1", "10.77.2.2", ipaddress.ip_network("10.77.2.0/24")
@@ -66,40 +63,6 @@ TEST_TIMEOUT_S = 80.0  # the main thread's wait for both peers
 
 
 # --- namespaces ------------------------------------------------------------------------------------
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns failed: {os.strerror(code)}")
-
-
-def run_in_netns(name: str, fn, *args):
-    """Runs fn(*args) in a short-lived thread that has entered network namespace `name`; its result.
-
-    setns moves only the calling thread, so this thread of the test process never changes namespace.
-    """
-    outcome = {}
-
-    def body() -> None:
-        try:
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
-            outcome["value"] = fn(*args)
-        except BaseException as error:  # handed back to the caller
-            outcome["error"] = error
-
-    thread = threading.Thread(target=body, name=f"in-{name}", daemon=True)
-    thread.start()
-    thread.join(30)
-    if thread.is_alive():
-        raise AssertionError(f"{fn.__name__} in {name} did not finish within 30 s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
 
 def ip(*args: str) -> str:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
@@ -205,26 +168,6 @@ def nat_ice(monkeypatch):
     monkeypatch.setattr(aioice.stun, "RETRY_MAX", STUN_RETRANSMISSIONS)
 
 
-def only_subnet(sdp: str, subnet) -> tuple[str, list[str]]:
-    """Keeps the candidates inside `subnet`; returns the SDP and the addresses dropped."""
-    kept, dropped = [], []
-    for line in sdp.split("\r\n"):
-        if line.startswith("a=candidate:"):
-            address = line.split()[4]
-            if not in_subnet(address, subnet):
-                dropped.append(address)
-                continue
-        kept.append(line)
-    return "\r\n".join(kept), dropped
-
-
-def in_subnet(address: str, subnet) -> bool:
-    try:
-        return ipaddress.ip_address(address) in subnet
-    except ValueError:
-        return False
-
-
 # --- one peer, in its own thread and namespace ---------------------------------------------------------
 
 class NatPeer:
@@ -278,11 +221,7 @@ class NatPeer:
 
     def _thread_main(self) -> None:
         try:
-            fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
-            try:
-                _setns(fd)  # this thread only, for good: it ends with the peer
-            finally:
-                os.close(fd)
+            enter(self.netns)  # this thread only, for good: it ends with the peer
             _thread_addresses.value = [self.address]
             asyncio.run(asyncio.wait_for(self.run(), PEER_TIMEOUT_S))
         except BaseException:
@@ -473,15 +412,12 @@ class NatPeer:
         if kind == "answer":
             self.relay_answers.append(data["sdp"])
             # The relay offers both of its addresses; only the one on our own subnet can be reached.
-            sdp, dropped = only_subnet(data["sdp"], self.subnet)
+            sdp, dropped = only_network(data["sdp"], self.subnet)
             self.relay_dropped += dropped
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         elif kind == "candidate":
-            init = data["candidate"]
-            candidate = candidate_from_sdp(init["candidate"].split(":", 1)[1])
-            candidate.sdpMid = init.get("sdpMid")
-            candidate.sdpMLineIndex = init.get("sdpMLineIndex")
-            if in_subnet(candidate.ip, self.subnet):
+            candidate = candidate_from_init(data["candidate"])
+            if in_network(candidate.ip, self.subnet):
                 await self.pc.addIceCandidate(candidate)
             else:
                 self.relay_dropped.append(candidate.ip)
@@ -646,7 +582,7 @@ def test_peers_without_a_route_to_each_other_fall_back_from_p2p_to_the_relay(nat
     assert sent >= before + 300, f"the relay sent only {sent - before:.0f} packets"
     assert server.process.poll() is None, "tandem serve exited during the call"
 
-    print(f"\nNAT relay fallback: "
+    print("\nNAT relay fallback: "
           + ", ".join(f"{p.name} P2P {p.p2p_outcome or 'moved on before failing'}"
                       + (f" after {p.p2p_fail_after_s} s" if p.p2p_fail_after_s is not None else "")
                       + (" (reported)" if p.p2p_reported else "") for p in peers)

@@ -4,156 +4,19 @@ Every packet stays on 127.0.0.0/8: the peers gather only 127.0.0.1 (see the `loo
 fixture), are given no ICE servers, and drop any other candidate from the SDP they receive.
 """
 
-import array
 import asyncio
-import ipaddress
 import json
-import math
 import secrets
-from dataclasses import dataclass, field
 
 from aiortc import (
     RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription)
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
-from av import VideoFrame
 from websockets.asyncio.client import connect
 
-CALL_TIMEOUT_S = 30.0
+from rtc import (
+    VIDEO_SIZE, FlatVideoTrack, Received, ToneAudioTrack, assert_loopback_sdp, check_media, consume, is_loopback, nominated_pairs, only_network,
+    wait_for)
+
 TEST_TIMEOUT_S = 50.0
-MIN_VIDEO_FRAMES = 20
-MIN_AUDIO_FRAMES = 50  # 1 s of 20 ms frames
-VIDEO_SIZE = (160, 120)
-LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-
-
-# --- media ---------------------------------------------------------------------------------------
-
-class FlatVideoTrack(VideoStreamTrack):
-    """Small flat grey frames at 30 fps whose brightness identifies the sender."""
-
-    def __init__(self, luma: int) -> None:
-        super().__init__()
-        self.luma = luma
-
-    async def recv(self) -> VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        frame = VideoFrame(width=VIDEO_SIZE[0], height=VIDEO_SIZE[1], format="yuv420p")
-        y, u, v = frame.planes
-        y.update(bytes([self.luma]) * y.buffer_size)
-        u.update(b"\x80" * u.buffer_size)
-        v.update(b"\x80" * v.buffer_size)
-        frame.pts = pts
-        frame.time_base = time_base
-        return frame
-
-
-class ToneAudioTrack(AudioStreamTrack):
-    """A sine tone (8 kHz mono, 20 ms frames), so that received audio is distinguishable from silence."""
-
-    def __init__(self, hz: float) -> None:
-        super().__init__()
-        self.hz = hz
-
-    async def recv(self):
-        frame = await super().recv()  # paced silence; pts counts samples
-        rate = frame.sample_rate
-        samples = array.array("h", (
-            int(12000 * math.sin(2 * math.pi * self.hz * (frame.pts + i) / rate)) for i in range(frame.samples)))
-        frame.planes[0].update(samples.tobytes())
-        return frame
-
-
-def mean_luma(frame: VideoFrame) -> float:
-    plane = frame.planes[0]
-    data = bytes(plane)
-    width, height, stride = plane.width, plane.height, plane.line_size
-    return sum(sum(data[row * stride: row * stride + width]) for row in range(height)) / (width * height)
-
-
-def audio_peak(frame) -> int:
-    channels = len(frame.layout.channels)
-    assert frame.format.name == "s16", f"unexpected decoded audio format {frame.format.name}"
-    data = bytes(frame.planes[0])[: frame.samples * channels * 2]
-    samples = array.array("h", data)
-    return max((abs(s) for s in samples), default=0)
-
-
-@dataclass
-class Received:
-    video_frames: int = 0
-    audio_frames: int = 0
-    video_size: tuple = (0, 0)
-    video_luma: float = -1.0
-    audio_peak: int = 0
-    tracks: list = field(default_factory=list)
-    enough: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def check(self) -> None:
-        if self.video_frames >= MIN_VIDEO_FRAMES and self.audio_frames >= MIN_AUDIO_FRAMES:
-            self.enough.set()
-
-
-async def consume(track, received: Received) -> None:
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        if track.kind == "video":
-            received.video_frames += 1
-            received.video_size = (frame.width, frame.height)
-            received.video_luma = mean_luma(frame)
-        else:
-            received.audio_frames += 1
-            # The decoder's first frames may be concealment; look at the loudest frame seen.
-            received.audio_peak = max(received.audio_peak, audio_peak(frame))
-        received.check()
-
-
-# --- loopback SDP ----------------------------------------------------------------------------------
-
-def candidate_addresses(sdp: str) -> list[str]:
-    """The connection address of every `a=candidate` line (the fifth field)."""
-    return [line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")]
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address) in LOOPBACK
-    except ValueError:  # an mDNS name or anything else
-        return False
-
-
-def loopback_only(sdp: str) -> tuple[str, int]:
-    """Drops every candidate outside 127.0.0.0/8; returns the SDP and how many were dropped."""
-    kept, dropped = [], 0
-    for line in sdp.split("\r\n"):
-        if line.startswith("a=candidate:") and not is_loopback(line.split()[4]):
-            dropped += 1
-            continue
-        kept.append(line)
-    return "\r\n".join(kept), dropped
-
-
-def assert_loopback_sdp(sdp: str, who: str, relay: bool = False) -> None:
-    """Only 127.0.0.1 candidates: host ones for a direct call, relayed ones (from our TURN) for a relay call."""
-    addresses = candidate_addresses(sdp)
-    assert addresses, f"{who}: SDP carries no candidates:\n{sdp}"
-    assert all(a == "127.0.0.1" for a in addresses), f"{who}: non-loopback candidates {addresses}"
-    types = [line.split()[7] for line in sdp.splitlines() if line.startswith("a=candidate:")]
-    assert set(types) == {"relay" if relay else "host"}, f"{who}: candidate types {types}"
-
-
-def nominated_pairs(pc: RTCPeerConnection) -> list[tuple[tuple, tuple]]:
-    return [(pair.local_addr, pair.remote_addr) for pair in nominated(pc)]
-
-
-def nominated(pc: RTCPeerConnection) -> list:
-    pairs = []
-    for transceiver in pc.getTransceivers():
-        ice = transceiver.sender.transport.transport
-        pairs.extend(ice._connection._nominated.values())
-    return pairs
 
 
 # --- one peer --------------------------------------------------------------------------------------
@@ -253,8 +116,8 @@ class Peer:
             return  # aiortc puts its candidates in the SDP; nothing trickles
         self.remote_peer = sender
         self.remote_sdps.append(data["sdp"])
-        sdp, dropped = loopback_only(data["sdp"])
-        self.dropped_candidates += dropped
+        sdp, dropped = only_network(data["sdp"])
+        self.dropped_candidates += len(dropped)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         if kind == "offer":
             await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -297,20 +160,15 @@ class Peer:
                 pass
             await self.ws.close()
 
+    def state(self):
+        return (self.pc.connectionState, self.received, self.errors, self.read_loop_failure())
+
     def read_loop_failure(self):
         """The exception that ended the signaling reader, if any."""
         reader = self.tasks[0] if self.tasks else None
         if reader is not None and reader.done() and not reader.cancelled():
             return reader.exception()
         return None
-
-
-async def wait_for(event: asyncio.Event, what: str, peers) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), CALL_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        state = {p.name: (p.pc.connectionState, p.received, p.errors, p.read_loop_failure()) for p in peers}
-        raise AssertionError(f"timed out waiting for {what}: {state}") from None
 
 
 # --- the test --------------------------------------------------------------------------------------
@@ -343,14 +201,7 @@ async def call(server) -> None:
         for peer in peers:
             await wait_for(peer.received.enough, f"{peer.name} receiving media", peers)
 
-        for peer, other in ((ann, ben), (ben, ann)):
-            r = peer.received
-            assert sorted(r.tracks) == ["audio", "video"], f"{peer.name} got tracks {r.tracks}"
-            assert r.video_frames >= MIN_VIDEO_FRAMES and r.audio_frames >= MIN_AUDIO_FRAMES
-            assert r.video_size == VIDEO_SIZE, f"{peer.name} decoded {r.video_size}"
-            # The picture is the other peer's, not our own and not garbage.
-            assert abs(r.video_luma - other.luma) < 25, f"{peer.name} sees luma {r.video_luma}, expected {other.luma}"
-            assert r.audio_peak > 2000, f"{peer.name} hears only silence (peak {r.audio_peak})"
+        check_media(peers)
 
         # Loopback only, end to end: every SDP seen and every nominated pair.
         for peer in peers:

@@ -10,12 +10,11 @@ import json
 import secrets
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import connect
 
-from test_p2p_call import (
-    MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, VIDEO_SIZE, FlatVideoTrack, Received, ToneAudioTrack, consume, is_loopback,
-    nominated_pairs)
+from rtc import (
+    MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, FlatVideoTrack, Received, ToneAudioTrack, candidate_from_init,
+    check_media, consume, is_loopback, nominated_pairs, wait_for)
 
 CALL_TIMEOUT_S = 30.0
 TEST_TIMEOUT_S = 60.0
@@ -35,10 +34,10 @@ class RelayPeer:
         self.errors: list = []
         self.switches: list = []
         self.answers: list = []
-        self.trickled = 0
+        # The kinds of the server's signals, in order: the relay's trickle is checked through them.
+        self.server_kinds: list = []
         self.received = Received()
         self.connected = asyncio.Event()
-        self.failed = asyncio.Event()
         self.tasks: list = []
         self.video = FlatVideoTrack(luma)
         self.audio = ToneAudioTrack(hz)
@@ -48,7 +47,6 @@ class RelayPeer:
 
     def make_pc(self) -> None:
         self.connected.clear()
-        self.failed.clear()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.pc.addTrack(self.audio)
         if self.with_video:
@@ -57,12 +55,8 @@ class RelayPeer:
 
         @pc.on("connectionstatechange")
         def _state() -> None:
-            if pc is not self.pc:
-                return
-            if pc.connectionState == "connected":
+            if pc is self.pc and pc.connectionState == "connected":
                 self.connected.set()
-            elif pc.connectionState == "failed":
-                self.failed.set()
 
         @pc.on("track")
         def _track(track) -> None:
@@ -100,6 +94,7 @@ class RelayPeer:
         if data.get("epoch") != self.epoch:
             return
         kind = data.get("kind")
+        self.server_kinds.append(kind)
         if kind == "answer":
             self.answers.append(data["sdp"])
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="answer"))
@@ -111,11 +106,7 @@ class RelayPeer:
             await self.send({"type": "signal", "to": "server",
                              "data": {"kind": "answer", "epoch": self.epoch, "sdp": self.pc.localDescription.sdp}})
         elif kind == "candidate":
-            self.trickled += 1
-            init = data["candidate"]
-            candidate = candidate_from_sdp(init["candidate"].split(":", 1)[1])
-            candidate.sdpMid = init.get("sdpMid")
-            candidate.sdpMLineIndex = init.get("sdpMLineIndex")
+            candidate = candidate_from_init(data["candidate"])
             if is_loopback(candidate.ip):
                 await self.pc.addIceCandidate(candidate)
         elif kind == "end-of-candidates":
@@ -136,9 +127,6 @@ class RelayPeer:
                 if self.provider == "relay":
                     await self.offer_to_server()
 
-    async def report(self, media: str) -> None:
-        await self.send({"type": "health", "epoch": self.epoch, "provider": self.provider, "media": media})
-
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
@@ -152,27 +140,15 @@ class RelayPeer:
                 pass
             await self.ws.close()
 
+    def read_loop_failure(self):
+        """The exception that ended the signaling reader (an assertion in it, say), if any."""
+        reader = self.tasks[0] if self.tasks else None
+        if reader is not None and reader.done() and not reader.cancelled():
+            return reader.exception()
+        return None
+
     def state(self):
-        return (self.pc.connectionState if self.pc else None, self.received, self.errors, self.switches)
-
-
-async def wait_for(event: asyncio.Event, what: str, peers) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), CALL_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}: {[(p.name, p.state()) for p in peers]}") from None
-
-
-def check_media(peers) -> None:
-    ann, ben = peers
-    for peer, other in ((ann, ben), (ben, ann)):
-        r = peer.received
-        assert sorted(r.tracks) == ["audio", "video"], f"{peer.name} got tracks {r.tracks}"
-        assert r.video_frames >= MIN_VIDEO_FRAMES and r.audio_frames >= MIN_AUDIO_FRAMES
-        assert r.video_size == VIDEO_SIZE, f"{peer.name} decoded {r.video_size}"
-        # The other peer's picture and sound, carried by the relay: not our own, not silence.
-        assert abs(r.video_luma - other.luma) < 25, f"{peer.name} sees luma {r.video_luma}, expected {other.luma}"
-        assert r.audio_peak > 2000, f"{peer.name} hears only silence (peak {r.audio_peak})"
+        return (self.pc.connectionState if self.pc else None, self.received, self.errors, self.switches, self.read_loop_failure())
 
 
 async def relay_call(server) -> None:
@@ -202,12 +178,18 @@ async def relay_call(server) -> None:
             assert "a=setup:passive" in answer and "a=ice-lite" not in answer
             assert "VP8/90000" in answer and "opus/48000/2" in answer
             assert "a=fingerprint:sha-256 " in answer
-            assert any(line.startswith("a=candidate:") for line in answer.splitlines()), answer
-            for local, remote in nominated_pairs(peer.pc):
-                # Each peer's only ICE pair is with the server, on loopback.
-                assert is_loopback(local[0]) and is_loopback(remote[0])
+            relay_addresses = {(line.split()[4], int(line.split()[5])) for line in answer.splitlines() if line.startswith("a=candidate:")}
+            assert relay_addresses and {a for a, _ in relay_addresses} == {"127.0.0.1"}, answer
+            # Host candidates came in the answer, and the relay said at once that there are no more.
+            assert peer.server_kinds[:2] == ["answer", "end-of-candidates"], peer.server_kinds
+            pairs = nominated_pairs(peer.pc)
+            assert pairs, f"{peer.name}: no nominated ICE pair"
+            for local, remote in pairs:
+                # Each peer's ICE pair ends at one of the relay's own candidates.
+                assert is_loopback(local[0]) and remote in relay_addresses, (pairs, relay_addresses)
             assert peer.errors == [], f"{peer.name} got errors {peer.errors}"
             assert peer.switches == []
+            assert peer.read_loop_failure() is None, f"{peer.name}: {peer.read_loop_failure()!r}"
 
         # The server's own counters prove the media went through it.
         sent = server.wait_metric('tandem_relay_packets_total{direction="out"}', before + 2 * (MIN_VIDEO_FRAMES + MIN_AUDIO_FRAMES))

@@ -20,7 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from conftest import TURN_SECRET
-from test_p2p_call import MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, TEST_TIMEOUT_S, Peer, nominated, wait_for
+from rtc import MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, nominated, wait_for
+from test_p2p_call import TEST_TIMEOUT_S, Peer
 
 SENT = re.compile(r"tot_send_msgs=(?P<sent>\d+), tot_recv_msgs=(?P<received>\d+)")
 LOST = re.compile(r"Total lost packets (?P<lost>\d+)")
