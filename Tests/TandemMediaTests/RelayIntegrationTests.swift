@@ -104,4 +104,28 @@ import Testing
         #expect(ben.received.load(ordering: .acquiring) == 5 + 7 + 1)
         session.close()
     }
+
+    @Test func anAnnouncedAddressIsWhatTheAnswerCarries() throws {
+        let ice = ICEConfiguration(addresses: ["127.0.0.1"], announced: ["203.0.113.7"])
+        let relay = MediaRelay(configuration: RelayConfiguration(ice: ice, loops: 1), identity: try .generate())
+        defer { relay.shutdown() }
+        let outputs = Mutex<[RelayOutput]>([])
+        let session = relay.open(session: "announced", epoch: 1) { output in outputs.withLock { $0.append(output) } }
+        defer { session.close() }
+        // No candidates in the offer: the relay answers without ever sending a check anywhere.
+        let offer = [
+            "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0",
+            "a=mid:0", "a=ice-ufrag:abcd", "a=ice-pwd:0123456789abcdefghijkl", "a=fingerprint:\(relay.identity.fingerprint)",
+            "a=setup:actpass", "a=sendrecv", "a=rtcp-mux", "a=rtpmap:111 opus/48000/2",
+        ].joined(separator: "\r\n") + "\r\n"
+        session.signal(from: "ann", .offer(sdp: offer))
+        var answer = ""
+        try waitUntil(5, "the answer") {
+            answer = outputs.withLock { $0.lazy.compactMap { if case let .answer(_, _, sdp) = $0 { sdp } else { nil } }.first } ?? ""
+            return !answer.isEmpty
+        }
+        let candidates = answer.split(separator: "\r\n").filter { $0.hasPrefix("a=candidate:") }
+        #expect(!candidates.isEmpty)
+        #expect(candidates.allSatisfy { $0.contains(" 203.0.113.7 ") && !$0.contains("127.0.0.1") }, "\(candidates)")
+    }
 }
