@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -42,6 +43,32 @@ let package = Package(
         .target(name: "TandemMediaTestSupport", dependencies: ["TandemMedia"], swiftSettings: strict),
         .target(name: "TandemProtocol", exclude: ["PROTOCOL.md"], swiftSettings: strict),
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
+        // HS256 JSON Web Tokens: join tokens, and the Daily stand-in's meeting tokens.
+        .target(
+            name: "TandemJWT", dependencies: ["TandemProtocol", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // The SFU adapter: the provider interface and the Daily REST client.
+        .target(
+            name: "TandemSFU",
+            dependencies: [
+                "TandemProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // A local stand-in of Daily's REST API for tests, benchmarks and `tandem serve --dev`.
+        .target(
+            name: "TandemDailyStandIn",
+            dependencies: [
+                "TandemProtocol", "TandemJWT",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(
             name: "TandemTURN",
@@ -72,7 +99,8 @@ let package = Package(
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia", "TandemJWT",
+                "TandemSFU", "TandemDailyStandIn",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -93,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemServer",
+                "TandemServer", "TandemDailyStandIn",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -146,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "TandemServerTests",
             dependencies: [
-                "TandemServer", "TandemSTUN", "TandemTURN", "TandemMedia",
+                "TandemServer", "TandemSTUN", "TandemTURN", "TandemMedia", "TandemSFU", "TandemDailyStandIn", "TandemJWT",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

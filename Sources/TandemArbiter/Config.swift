@@ -18,6 +18,16 @@ public struct QualityThresholds: Sendable, Equatable {
     }
 }
 
+/// When a session's SFU room is made ahead of need.
+public enum SFUPreparation: String, Sendable, Equatable, CaseIterable {
+    /// When the session starts: every switch is immediate, at one room per session.
+    case sessionStart = "session-start"
+    /// When a report first crosses an alert threshold: rooms only for sessions that may need them.
+    case qualityTrend = "quality-trend"
+    /// Only when a switch is due; the switch waits for the service.
+    case onDemand = "on-demand"
+}
+
 /// The arbiter's policy. Defaults, and why:
 /// - switching at RTT 400 ms, loss 8 %, jitter 60 ms: past these a call is hard to hold (ITU-T G.114 puts
 ///   one-way delay above 200 ms as unacceptable for conversation; Opus and VP8 conceal a few percent of
@@ -43,6 +53,10 @@ public struct ArbiterConfig: Sendable, Equatable {
     public var staleAfter: Duration = .seconds(15)
     /// Reports in a row that must agree before a quality level or the video ladder goes up.
     public var upgradeReports = 3
+    /// When the session's SFU room and tokens are made, so that a switch to the SFU waits on nothing.
+    public var sfuPreparation: SFUPreparation = .qualityTrend
+    /// After the SFU service failed, no new attempt for this long.
+    public var sfuRetryAfter: Duration = .seconds(30)
 
     public init() {}
 

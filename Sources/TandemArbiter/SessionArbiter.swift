@@ -16,6 +16,9 @@ public enum ArbiterAction: Sendable, Equatable {
     /// Recommend a maximum video height to this participant for its own uplink.
     case video(ParticipantID, maxHeight: Int, reason: String)
     case alert(AlertKind, ParticipantID, value: Double)
+    /// Make the session's SFU room and every participant's token now, then report with
+    /// ``SessionArbiter/sfuReadiness(_:now:)`` or ``SessionArbiter/sfuFailed(status:now:)``.
+    case prepareSFU
 }
 
 /// The outcome of a `join`.
@@ -58,6 +61,20 @@ public struct SessionArbiter: Sendable {
     /// Participant ids in join order.
     public private(set) var order: [ParticipantID] = []
     private var lastSwitchAt: Instant?
+    /// The session's SFU room exists and every participant holds a token for it (the I/O layer says so),
+    /// so a switch to the SFU waits on nothing.
+    public private(set) var sfuReady = false
+    /// A switch to the SFU that waits for its room.
+    public private(set) var pendingSFU: PendingSwitch?
+    private var sfuPreparing = false
+    /// After the SFU service failed, no new attempt before this.
+    private var sfuBlockedUntil: Instant?
+
+    public struct PendingSwitch: Sendable, Equatable {
+        public let reason: SwitchReason
+        /// Whose report asked for it.
+        public let by: ParticipantID
+    }
 
     /// A new, empty session. `epoch` is the last epoch this session id used, so that epochs never go back.
     public init(session: SessionID, config: ArbiterConfig, lastEpoch: Int = 0) {
@@ -104,6 +121,9 @@ public struct SessionArbiter: Sendable {
             epoch += 1
             lastSwitchAt = now
         }
+        if participants.isEmpty, config.sfuPreparation == .sessionStart, offered.contains(.sfu) {
+            actions += requestSFU(now: now)
+        }
         guard let current = provider else { return .rejected(ProtocolError(.internal, "no provider")) }
         if ArbiterConfig.isPairOnly(current) && participants.count >= 2 {
             // A third joiner: only an SFU that everybody can use serves more than two.
@@ -111,6 +131,8 @@ public struct SessionArbiter: Sendable {
             guard config.enabled.contains(.sfu), everyone.allSatisfy({ $0.contains(.sfu) }) else {
                 return .rejected(ProtocolError(.sessionFull, "\(current.rawValue) serves two participants and no SFU is available"))
             }
+            // The I/O layer makes the room and the joiner's token first (see joinNeedsSFU).
+            guard sfuReady else { return .rejected(ProtocolError(.providerUnavailable, "the session's SFU room is not ready")) }
             actions.append(switchTo(.sfu, reason: .join, now: now))
         } else if !offered.contains(current) {
             return .rejected(ProtocolError(.providerUnavailable, "the session is on \(current.rawValue), which this client does not offer"))
@@ -122,6 +144,16 @@ public struct SessionArbiter: Sendable {
             id: id, name: name, offered: offered, polite: polite, joinedAt: now, lastSeen: now, lastHealthAt: now)
         order.append(id)
         return .admitted(provider: provider!, epoch: epoch, polite: self.polite(for: id), actions: actions)
+    }
+
+    /// Whether admitting a joiner that offers `offered` puts it on the SFU, so that the SFU room and the
+    /// joiner's token must exist before the join: the session is (or, for a new session, `chosen` puts
+    /// it) on the SFU, or the joiner is a third one on a provider that serves two.
+    public func joinNeedsSFU(offered: Set<ProviderName>, chosen: ProviderName? = nil) -> Bool {
+        guard let current = provider ?? chosen else { return false }
+        if current == .sfu { return true }
+        guard ArbiterConfig.isPairOnly(current), participants.count >= 2, config.enabled.contains(.sfu) else { return false }
+        return offered.contains(.sfu) && participants.values.allSatisfy { $0.offered.contains(.sfu) }
     }
 
     /// Any message from a participant: it is alive.
@@ -154,9 +186,13 @@ public struct SessionArbiter: Sendable {
         guard participants.removeValue(forKey: id) != nil else { return [] }
         order.removeAll { $0 == id }
         var actions: [ArbiterAction] = [.removeParticipant(id, reason: reason)]
+        if pendingSFU?.by == id { pendingSFU = nil }
         if participants.isEmpty {
             provider = nil
             lastSwitchAt = nil
+            sfuReady = false
+            sfuPreparing = false
+            sfuBlockedUntil = nil
             actions.append(.sessionEnded)
         }
         return actions
@@ -195,10 +231,13 @@ public struct SessionArbiter: Sendable {
 
     /// A participant's media failed on the current provider: its score drops and the session moves on.
     private mutating func failure(_ p: inout Participant, _ id: ParticipantID, current: ProviderName, now: Instant) -> [ArbiterAction] {
+        // The epoch's failure is being handled already: the switch waits for the SFU's room.
+        if pendingSFU?.reason == .failure { return [] }
         var actions: [ArbiterAction] = [.adjustScore(current, delta: ProviderScores.onFailure)]
         p.badStreak = 0
         participants[id] = p
-        actions.append(switchTo(nextAfterFailure(of: current), reason: .failure, now: now))
+        let next = nextAfterFailure(of: current)
+        actions += next == .sfu && current != .sfu ? wantSFU(.failure, by: id, now: now) : [switchTo(next, reason: .failure, now: now)]
         if let level = p.quality.observe(.lost, upgradeReports: config.upgradeReports) {
             actions.append(.quality(id, score: 0, level: level))
         }
@@ -226,18 +265,85 @@ public struct SessionArbiter: Sendable {
             }
         }
         actions += alerts(for: &p, report)
+        if config.sfuPreparation == .qualityTrend, current != .sfu, usable(.sfu),
+            config.alertThresholds.isBad(report) || config.switchThresholds.isBad(report)
+        {
+            actions += requestSFU(now: now)
+        }
         if let bitrate = report.bitrateKbps,
             let change = p.video.observe(bitrateKbps: bitrate, lossPct: report.lossPct, upgradeReports: config.upgradeReports)
         {
             actions.append(.video(id, maxHeight: change.maxHeight, reason: change.reason))
         }
         p.badStreak = config.switchThresholds.isBad(report) ? p.badStreak + 1 : 0
-        if p.badStreak >= config.consecutiveBadReports, canSwitchForQuality(from: current, now: now) {
+        if p.badStreak >= config.consecutiveBadReports, pendingSFU == nil, canSwitchForQuality(from: current, now: now) {
             participants[id] = p
-            actions.append(switchTo(config.qualityTarget, reason: .quality, now: now))
+            if config.qualityTarget == .sfu {
+                actions += wantSFU(.quality, by: id, now: now)
+            } else {
+                actions.append(switchTo(config.qualityTarget, reason: .quality, now: now))
+            }
             p = participants[id]!
         }
         return actions
+    }
+
+    // MARK: The SFU's room
+
+    /// The I/O layer's word on the SFU room: ready means it exists and every participant holds a token.
+    /// A switch that waited for it happens now, if it is still due.
+    public mutating func sfuReadiness(_ ready: Bool, now: Instant) -> [ArbiterAction] {
+        sfuReady = ready
+        guard ready else { return [] }
+        sfuPreparing = false
+        sfuBlockedUntil = nil
+        for id in order { participants[id]?.activeAlerts.remove(.sfuUnavailable) }
+        guard let pending = pendingSFU else { return [] }
+        pendingSFU = nil
+        guard provider != .sfu, usable(.sfu) else { return [] }
+        return [switchTo(.sfu, reason: pending.reason, now: now)]
+    }
+
+    /// The SFU service could not make the room or a token (`status` is its HTTP answer, 0 for none).
+    /// A switch that waited for it is given up with an alert; a failed provider's session moves on to
+    /// the next provider after the SFU, or restarts where it is.
+    public mutating func sfuFailed(status: Int, now: Instant) -> [ArbiterAction] {
+        sfuReady = false
+        sfuPreparing = false
+        sfuBlockedUntil = now + config.sfuRetryAfter
+        guard let pending = pendingSFU else { return [] }
+        pendingSFU = nil
+        var actions: [ArbiterAction] = []
+        if var p = participants[pending.by], p.activeAlerts.insert(.sfuUnavailable).inserted {
+            participants[pending.by] = p
+            actions.append(.alert(.sfuUnavailable, pending.by, value: Double(status)))
+        }
+        if pending.reason == .failure { actions.append(switchTo(fallbackPastSFU(), reason: .failure, now: now)) }
+        return actions
+    }
+
+    /// A switch to the SFU: now when its room is ready, else once it is.
+    private mutating func wantSFU(_ reason: SwitchReason, by id: ParticipantID, now: Instant) -> [ArbiterAction] {
+        if sfuReady { return [switchTo(.sfu, reason: reason, now: now)] }
+        if let until = sfuBlockedUntil, now < until {
+            // The service failed a moment ago: a failed session moves on without it.
+            return reason == .failure ? [switchTo(fallbackPastSFU(), reason: .failure, now: now)] : []
+        }
+        pendingSFU = PendingSwitch(reason: reason, by: id)
+        return requestSFU(now: now)
+    }
+
+    private mutating func requestSFU(now: Instant) -> [ArbiterAction] {
+        guard !sfuReady, !sfuPreparing, config.enabled.contains(.sfu), sfuBlockedUntil.map({ now >= $0 }) ?? true else { return [] }
+        sfuPreparing = true
+        return [.prepareSFU]
+    }
+
+    /// The next usable provider after the SFU in the fallback order, else the current one again.
+    private func fallbackPastSFU() -> ProviderName {
+        let order = config.fallbackOrder
+        let after = order.firstIndex(of: .sfu).map { Array(order[($0 + 1)...]) } ?? []
+        return after.first { $0 != provider && usable($0) } ?? provider ?? .sfu
     }
 
     /// An operator's switch. It ignores the cool-down but not capacity or what is enabled.
@@ -252,6 +358,7 @@ public struct SessionArbiter: Sendable {
         guard participants.values.allSatisfy({ $0.offered.contains(target) }) else {
             return .failure(ProtocolError(.providerUnavailable, "not every participant offers \(target.rawValue)"))
         }
+        guard target != .sfu || sfuReady else { return .failure(ProtocolError(.providerUnavailable, "the session's SFU room is not ready")) }
         return .success([switchTo(target, reason: .admin, now: now)])
     }
 
@@ -261,6 +368,7 @@ public struct SessionArbiter: Sendable {
         provider = name
         epoch = newEpoch
         lastSwitchAt = now
+        pendingSFU = nil
         resetStreaks()
         return true
     }
@@ -291,6 +399,7 @@ public struct SessionArbiter: Sendable {
         provider = target
         epoch += 1
         lastSwitchAt = now
+        pendingSFU = nil
         resetStreaks()
         return .switchProvider(to: target, epoch: epoch, previous: previous, reason: reason)
     }

@@ -31,6 +31,9 @@ public enum AlertKind: String, Sendable, CaseIterable {
     case stalePeer = "stale_peer"
     /// An addition to PROTOCOL.md: reported jitter past its alert threshold.
     case highJitter = "high_jitter"
+    /// An addition to PROTOCOL.md: the session should have moved to the SFU but the SFU service failed;
+    /// `value` is the HTTP status it answered (0 when it did not answer) and `detail` says why.
+    case sfuUnavailable = "sfu_unavailable"
 }
 
 public struct ICEServer: Sendable, Equatable {
@@ -99,7 +102,7 @@ public enum ServerMessage: Sendable, Equatable {
     case provider(ProviderInfo, reason: SwitchReason, previous: ProviderName?)
     case quality(participant: ParticipantID, score: Int, level: QualityLevel)
     case video(maxHeight: Int, reason: String)
-    case alert(kind: AlertKind, participant: ParticipantID, value: Double)
+    case alert(kind: AlertKind, participant: ParticipantID, value: Double, detail: String? = nil)
     case pong(t: [UInt8])
     case error(ProtocolError)
 
@@ -174,10 +177,11 @@ public enum ServerMessage: Sendable, Equatable {
         case let .video(maxHeight, reason):
             w.member("maxHeight", maxHeight)
             w.member("reason", reason)
-        case let .alert(kind, participant, value):
+        case let .alert(kind, participant, value, detail):
             w.member("kind", kind.rawValue)
             w.member("participant", participant.rawValue)
             w.member("value", value)
+            if let detail { w.member("detail", detail) }
         case .pong(let t):
             w.key("t")
             w.raw(t)

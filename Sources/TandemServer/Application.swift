@@ -7,7 +7,9 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import TandemDailyStandIn
 import TandemMedia
+import TandemSFU
 import TandemStore
 import TandemTURN
 
@@ -69,7 +71,10 @@ public func buildServer(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> TandemServer {
     let store = try store ?? openStore(config.store)
-    let hub = SignalingHub(config: config, store: store, metrics: metrics, logger: logger, relay: try config.relay.map { try makeRelay($0, dev: config.dev) })
+    let sfu = config.sfu.map { settings in DailyClient(configuration: settings.api, logger: logger) }
+    let hub = SignalingHub(
+        config: config, store: store, metrics: metrics, logger: logger, relay: try config.relay.map { try makeRelay($0, dev: config.dev) },
+        sfu: sfu)
     let router = Router()
     AdminAPI(hub: hub).register(on: router)
     WebRoutes(serveDemo: config.serveDemo).register(on: router)
@@ -95,6 +100,10 @@ public func buildServer(
     }
     let server: HTTPServerBuilder = try tls.map { try .tls(http, tlsConfiguration: $0) } ?? http
     var services: [any Service] = [hub]
+    if let settings = config.sfu, let standIn = settings.standIn {
+        services.append(
+            DailyStandIn.application(host: standIn.host, port: standIn.port, apiKey: settings.api.apiKey, logger: logger).0)
+    }
     if let turn = config.turn, turn.runsService {
         var service = turn.service
         if !service.tlsListen.isEmpty, service.tls == nil { service.tls = tls }

@@ -14,8 +14,8 @@ public struct ConfigLoader {
         "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
-        "stale-after", "ice-servers", "log-level", "no-demo", 
-    ] + turnKeys + relayKeys
+        "stale-after", "ice-servers", "log-level", "no-demo",
+    ] + turnKeys + relayKeys + sfuKeys
 
     var flags: [String: String]
     var environment: [String: String]
@@ -179,7 +179,9 @@ public struct ConfigLoader {
         if let v = try milliseconds("join-timeout", in: 100...600_000) { c.joinTimeout = v }
 
         c.relay = try relaySettings(dev: c.dev)
-        let available = ServerConfig.availableProviders.union(c.relay == nil ? [] : [.relay])
+        c.sfu = try sfuSettings(dev: c.dev, notes: &notes)
+        try sfuPolicy(&c.arbiter)
+        let available = ServerConfig.availableProviders.union(c.relay == nil ? [] : [.relay]).union(c.sfu == nil ? [] : [.sfu])
         c.arbiter.enabled = available
         if let enabled = try providers("providers") {
             if let missing = enabled.first(where: { !available.contains($0) }) {

@@ -3,6 +3,7 @@ import Prometheus
 import TandemArbiter
 import TandemMedia
 import TandemProtocol
+import TandemSFU
 import TandemStore
 
 /// A socket's request to join, with what the socket layer already checked.
@@ -55,6 +56,8 @@ enum RoomEvent: Sendable {
     case drain
     /// What the media relay's leg for a participant said (answers, candidates, media state).
     case relay(RelayOutput)
+    /// A background preparation of the session's SFU room and tokens ended.
+    case sfuPrepared(attempt: Int, Result<SFUMade, SFUError>)
 }
 
 /// One live session on this node. Every event for it goes through one mailbox and is handled by one
@@ -105,6 +108,14 @@ final class RoomCore {
     var relaySession: RelaySessionHandle?
     /// The relay's latest figures per participant, for the admin view.
     var relayStats: [ParticipantID: RelayLegStats] = [:]
+    /// The session's SFU room and the participants' tokens for it, made ahead of a switch.
+    var sfuRoom: SFURoom?
+    var sfuTokens: [ParticipantID: String] = [:]
+    /// A preparation under way in the background, by attempt number.
+    var sfuTask: (attempt: Int, task: Task<Result<SFUMade, SFUError>, Never>)?
+    var sfuAttempts = 0
+    /// The SFU service's last failure, until the arbiter asks for the room again.
+    var sfuError: SFUError?
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -117,10 +128,15 @@ final class RoomCore {
     /// Frames sent while handling the current event, written to the store's resume log after it.
     var pendingLog: [LoggedMessage] = []
 
+    /// The room whose mailbox feeds this core, for work that reports back to it.
+    weak var roomRef: Room?
+
     func run(_ events: AsyncStream<RoomEvent>, room: Room) async {
+        roomRef = room
         for await event in events {
             await handle(event, room: room)
             syncRelay(room: room)
+            await syncSFU(room: room)
             if !pendingLog.isEmpty {
                 do {
                     try await hub.store.appendMessages(session, pendingLog)
@@ -158,6 +174,12 @@ final class RoomCore {
             await perform(arbiter.tick(now: hub.now()))
         case let .forceSwitch(name, reply):
             guard !closed else { return reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
+            if name == .sfu, hub.sfu != nil, arbiter.provider != nil {
+                if let error = await ensureSFU() {
+                    return reply.resume(returning: .failure(ProtocolError(.providerUnavailable, "the SFU service failed: \(error)")))
+                }
+                await perform(arbiter.sfuReadiness(true, now: hub.now()))
+            }
             switch arbiter.forceSwitch(to: name, now: hub.now()) {
             case .failure(let error): reply.resume(returning: .failure(error))
             case .success(let actions):
@@ -171,6 +193,8 @@ final class RoomCore {
         case .relay(let output):
             guard !closed else { return }
             await relayOutput(output)
+        case let .sfuPrepared(attempt, result):
+            await sfuPrepared(attempt: attempt, result)
         }
     }
 
@@ -206,6 +230,14 @@ final class RoomCore {
             return .rejected(ProtocolError(.internal, "the session store is unavailable"))
         }
         let id = hub.newParticipantID()
+        if hub.sfu != nil, arbiter.joinNeedsSFU(offered: offered, chosen: current?.0) {
+            // The joiner lands on the SFU: its room and the joiner's token come first.
+            if let error = await ensureSFU(joining: id) {
+                await perform(actions)
+                return .rejected(ProtocolError(.providerUnavailable, "the SFU service failed: \(error)"))
+            }
+            actions += arbiter.sfuReadiness(true, now: hub.now())
+        }
         let decision = arbiter.join(id, name: request.name, offered: offered, scores: scores, now: hub.now(), current: current)
         guard case let .admitted(_, _, _, joinActions) = decision else {
             await perform(actions)
@@ -425,6 +457,7 @@ final class RoomCore {
                 try? await hub.store.removePresence(session, id)
                 try? await hub.store.dropMessages(session, id)
             case .sessionEnded:
+                endSFU()
                 try? await hub.store.endSession(session, atMs: hub.wallMs())
                 closed = true
                 hub.roomClosed(session)
@@ -433,8 +466,11 @@ final class RoomCore {
             case let .video(id, maxHeight, reason):
                 send(id, .video(maxHeight: maxHeight, reason: reason))
             case let .alert(kind, id, value):
-                broadcast(.alert(kind: kind, participant: id, value: value))
+                broadcast(.alert(kind: kind, participant: id, value: value, detail: kind == .sfuUnavailable ? sfuError?.description : nil))
                 try? await hub.store.recordAlert(session, AlertRecord(kind: kind, participant: id, value: value, atMs: hub.wallMs()))
+            case .prepareSFU:
+                sfuError = nil
+                startSFU(room: roomRef)
             }
         }
     }
@@ -464,6 +500,7 @@ final class RoomCore {
 
     private func removeMember(_ id: ParticipantID, reason: LeaveReason) {
         guard let member = members.removeValue(forKey: id) else { return }
+        sfuTokens[id] = nil
         relaySession?.remove(id.rawValue)
         relayStats[id] = nil
         hub.metrics.participants.decrement()
@@ -510,7 +547,7 @@ final class RoomCore {
     func providerInfo(for id: ParticipantID, name: ProviderName, epoch: Int) -> ProviderInfo {
         ProviderInfo(
             name: name, epoch: epoch, room: session, polite: name == .p2p ? (arbiter.participants[id]?.polite ?? true) : true,
-            iceServers: hub.iceServers.servers(for: members[id]?.identity ?? id.rawValue))
+            iceServers: hub.iceServers.servers(for: members[id]?.identity ?? id.rawValue), sfu: name == .sfu ? sfuAccess(for: id) : nil)
     }
 
     private func presence(_ id: ParticipantID, state: PeerConnectionState) -> PresenceRecord {

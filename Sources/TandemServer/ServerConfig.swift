@@ -1,6 +1,7 @@
 import TandemArbiter
 import TandemMedia
 import TandemProtocol
+import TandemSFU
 
 /// Where the session store lives.
 public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
@@ -64,6 +65,8 @@ public struct ServerConfig: Sendable {
     public var turn: TURNSettings?
     /// The media relay (provider `relay`); nil when no relay address is configured.
     public var relay: RelaySettings?
+    /// The SFU service (provider `sfu`); nil when none is configured.
+    public var sfu: SFUSettings?
     public var version = TandemVersion.current
 
     public init() {}
@@ -111,6 +114,25 @@ public struct RelaySettings: Sendable, Equatable {
         self.threads = threads
         self.ports = ports
         self.certificate = certificate
+    }
+}
+
+/// A Daily-style SFU service: its REST API, and how long the rooms it opens for sessions live.
+public struct SFUSettings: Sendable, Equatable {
+    public var api: DailyConfiguration
+    /// Rooms and their tokens stop admitting this long after they are made (the service deletes them
+    /// in the end even if Tandem's own delete never arrives).
+    public var roomTTL: Duration = .seconds(86_400)
+    /// Run a local stand-in of the API on this address (development only); `api` points at it.
+    public var standIn: StandInAddress?
+
+    public struct StandInAddress: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+    }
+
+    public init(api: DailyConfiguration) {
+        self.api = api
     }
 }
 

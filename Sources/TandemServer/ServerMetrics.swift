@@ -2,6 +2,7 @@ import Prometheus
 import Synchronization
 import TandemMedia
 import TandemProtocol
+import TandemSFU
 
 /// The server's Prometheus metrics. Counters for every known label value are made up front so the
 /// per-message path does no registry look-up.
@@ -17,6 +18,9 @@ public final class ServerMetrics: Sendable {
     let joinLatency: DurationHistogram
     let healthReports: Counter
     let slowConsumers: Counter
+    let sfuPreparations: [Bool: Counter]
+    let sfuErrors: [SFUError.Code: Counter]
+    let sfuDeletes: [Bool: Counter]
 
     static let clientTypes = ["join", "signal", "health", "ping", "leave", "invalid"]
     static let serverTypes = [
@@ -50,6 +54,16 @@ public final class ServerMetrics: Sendable {
                       .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)])
         healthReports = registry.makeCounter(descriptor: Self.name("tandem_health_reports_total", "Health reports received"))
         slowConsumers = registry.makeCounter(descriptor: Self.name("tandem_slow_consumers_total", "Sockets closed because they did not read"))
+        let outcome = { (name: String, help: String, yes: String, no: String) -> [Bool: Counter] in
+            [true: registry.makeCounter(descriptor: Self.name(name, help), labels: [("outcome", yes)]),
+             false: registry.makeCounter(descriptor: Self.name(name, help), labels: [("outcome", no)])]
+        }
+        sfuPreparations = outcome("tandem_sfu_preparations_total", "Sessions' SFU rooms and tokens made, or failed", "ready", "failed")
+        sfuDeletes = outcome("tandem_sfu_room_deletes_total", "SFU rooms deleted after their sessions ended", "deleted", "failed")
+        sfuErrors = Dictionary(
+            uniqueKeysWithValues: SFUError.Code.allCases.map {
+                ($0, registry.makeCounter(descriptor: Self.name("tandem_sfu_errors_total", "Failed SFU service calls, by error"), labels: [("code", $0.rawValue)]))
+            })
     }
 
     private static func name(_ full: String, _ help: String) -> MetricNameDescriptor {

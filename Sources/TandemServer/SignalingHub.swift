@@ -6,6 +6,7 @@ import ServiceLifecycle
 import TandemArbiter
 import TandemMedia
 import TandemProtocol
+import TandemSFU
 import TandemStore
 
 /// The sessions live on this node, and the services every room shares: configuration, store, metrics,
@@ -20,6 +21,9 @@ public final class SignalingHub: Service, Sendable {
     let iceServers: ICEServerMint
     /// The server's media endpoint (provider `relay`), when configured.
     public let relay: MediaRelay?
+    /// The SFU service (provider `sfu`), when configured, and the deletes of its rooms.
+    public let sfu: (any SFUProvider)?
+    let sfuRooms: SFURooms?
     private let origin = ContinuousClock.now
     private let rooms = NIOLockedValueBox<[SessionID: Room]>([:])
     private let state = NIOLockedValueBox(HubState())
@@ -32,9 +36,14 @@ public final class SignalingHub: Service, Sendable {
         var draining = false
     }
 
-    public init(config: ServerConfig, store: any SessionStore, metrics: ServerMetrics, logger: Logger, relay: MediaRelay? = nil) {
+    public init(
+        config: ServerConfig, store: any SessionStore, metrics: ServerMetrics, logger: Logger, relay: MediaRelay? = nil,
+        sfu: (any SFUProvider)? = nil
+    ) {
         self.config = config
         self.relay = relay
+        self.sfu = sfu
+        sfuRooms = sfu.map { SFURooms(sfu: $0, metrics: metrics, logger: logger) }
         self.store = store
         self.metrics = metrics
         self.logger = logger
@@ -174,6 +183,7 @@ public final class SignalingHub: Service, Sendable {
     }
 
     func cleanup() async {
+        await sfuRooms?.retryFailed()
         do {
             let report = try await store.cleanup(nowMs: wallMs(), policy: RetentionPolicy())
             if report != CleanupReport() {

@@ -4,6 +4,7 @@ import Prometheus
 import NIOCore
 import NIOWebSocket
 import TandemArbiter
+import TandemJWT
 import TandemProtocol
 
 /// Serves one signaling WebSocket: reads and validates client messages, checks the join and its token,

@@ -130,6 +130,24 @@ struct ServeCommand: AsyncParsableCommand {
     var relayDtlsCert: String?
     @Option(help: "PEM private key for --relay-dtls-cert.")
     var relayDtlsKey: String?
+    @Option(help: "Base URL of a Daily-style SFU REST API, e.g. https://api.daily.co/v1; enables provider sfu.")
+    var sfuUrl: String?
+    @Option(help: "API key of the SFU REST API.")
+    var sfuApiKey: String?
+    @Option(help: "With --dev: run a local stand-in of the Daily REST API on HOST:PORT and use it as the SFU.")
+    var sfuStandin: String?
+    @Option(help: "When a session's SFU room is made: session-start, quality-trend (the first report past an alert threshold) or on-demand (default quality-trend).")
+    var sfuPrepare: String?
+    @Option(help: "Lifetime of SFU rooms and their tokens, in seconds (default 86400).")
+    var sfuRoomTtl: String?
+    @Option(help: "Bound of one SFU API request, in milliseconds (default 5000).")
+    var sfuTimeout: String?
+    @Option(help: "SFU API requests per second, client-side (default 20, Daily's limit).")
+    var sfuRateLimit: String?
+    @Option(help: "SFU room deletes per second, client-side (default 2, Daily's limit).")
+    var sfuDeleteRateLimit: String?
+    @Option(help: "After the SFU service failed, no new attempt for this long, in milliseconds (default 30000).")
+    var sfuRetryAfter: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
     @Option(help: "JSON config file with any of these settings.")
@@ -162,6 +180,9 @@ struct ServeCommand: AsyncParsableCommand {
             ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota), ("turn-max-bps", turnMaxBps),
             ("turn-allocate-rate", turnAllocateRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
             ("relay-threads", relayThreads), ("relay-stun-server", relayStunServer), ("relay-ports", relayPorts), ("relay-dtls-cert", relayDtlsCert), ("relay-dtls-key", relayDtlsKey),
+            ("sfu-url", sfuUrl), ("sfu-api-key", sfuApiKey), ("sfu-standin", sfuStandin), ("sfu-prepare", sfuPrepare),
+            ("sfu-room-ttl", sfuRoomTtl), ("sfu-timeout", sfuTimeout), ("sfu-rate-limit", sfuRateLimit),
+            ("sfu-delete-rate-limit", sfuDeleteRateLimit), ("sfu-retry-after", sfuRetryAfter),
         ]
         for case let (key, value?) in options { flags[key] = value }
 

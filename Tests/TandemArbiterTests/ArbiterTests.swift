@@ -17,9 +17,11 @@ func config(_ enabled: Set<ProviderName> = [.p2p]) -> ArbiterConfig {
 
 func t(_ seconds: Double) -> Instant { .seconds(seconds) }
 
-/// A session with `ids` joined in order at time 0, offering everything.
+/// A session with `ids` joined in order at time 0, offering everything; its SFU room (when the SFU is
+/// enabled) is ready, so switches to it wait on nothing.
 func session(_ enabled: Set<ProviderName> = [.p2p], _ ids: [ParticipantID] = [p1, p2], scores: ProviderScores = ProviderScores()) -> SessionArbiter {
     var a = SessionArbiter(session: room, config: config(enabled))
+    if enabled.contains(.sfu) { _ = a.sfuReadiness(true, now: t(0)) }
     for id in ids { _ = a.join(id, name: nil, offered: all, scores: scores, now: t(0)) }
     return a
 }
@@ -153,6 +155,7 @@ struct RecoveryTests {
     @Test(arguments: orders)
     func fallbackOrder(enabled: Set<ProviderName>, current: ProviderName, expected: ProviderName) {
         var a = SessionArbiter(session: room, config: config(enabled))
+        _ = a.sfuReadiness(true, now: t(0))
         _ = a.join(p1, name: nil, offered: all, scores: ProviderScores(), now: t(0), current: (current, 3))
         let actions = a.health(p1, report(3, current, .failed), now: t(1))
         #expect(actions.contains(.switchProvider(to: expected, epoch: 4, previous: current, reason: .failure)))

@@ -1,6 +1,7 @@
 import Foundation
 import NIOSSL
 import TandemArbiter
+import TandemJWT
 import TandemProtocol
 import Testing
 

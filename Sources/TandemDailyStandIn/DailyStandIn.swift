@@ -1,0 +1,148 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import TandemProtocol
+
+/// Faults the stand-in injects, for tests and demos of a slow or failing SFU service.
+public struct StandInFaults: Sendable, Equatable {
+    /// Added before every API answer.
+    public var latency: Duration = .zero
+    /// The next this many API requests answer `failStatus` with a `server-error` body.
+    public var failNext = 0
+    public var failStatus = 500
+
+    public init(latency: Duration = .zero, failNext: Int = 0, failStatus: Int = 500) {
+        self.latency = latency
+        self.failNext = failNext
+        self.failStatus = failStatus
+    }
+}
+
+/// The Daily REST stand-in over HTTP: ``DailyAPI`` at `/v1/...`, plus a control API at `/_standin/...`
+/// (faults, a clock to move forward for expiry, and counts of the requests seen).
+public final class DailyStandIn: Sendable {
+    struct State {
+        var api: DailyAPI
+        var faults: StandInFaults
+        var clockOffset: Double = 0
+        var requests: [String: Int] = [:]
+    }
+
+    private let state: NIOLockedValueBox<State>
+
+    public init(apiKey: String, roomURLBase: String, faults: StandInFaults = StandInFaults(), requestsPerSecond: Double = 20, deletesPerSecond: Double = 2) {
+        state = NIOLockedValueBox(
+            State(
+                api: DailyAPI(apiKey: apiKey, roomURLBase: roomURLBase, requestsPerSecond: requestsPerSecond, deletesPerSecond: deletesPerSecond),
+                faults: faults))
+    }
+
+    /// Wall time as the stand-in sees it (moved by `/_standin/clock`).
+    public var now: Double { state.withLockedValue { $0.clockOffset } + Date().timeIntervalSince1970 }
+
+    public func setFaults(_ faults: StandInFaults) { state.withLockedValue { $0.faults = faults } }
+
+    /// Where rooms' `url` points (known once the server has its port).
+    public func setRoomURLBase(_ base: String) { state.withLockedValue { $0.api.roomURLBase = base } }
+
+    /// Moves the stand-in's clock forward, so rooms and tokens expire without waiting.
+    public func advanceClock(by seconds: Double) { state.withLockedValue { $0.clockOffset += seconds } }
+
+    /// Requests seen per `METHOD /path-shape` (`GET /rooms/:name`).
+    public var requestCounts: [String: Int] { state.withLockedValue { $0.requests } }
+
+    /// Names of the rooms that exist and have not expired.
+    public var liveRooms: [String] {
+        let now = Int64(now)
+        return state.withLockedValue { s in s.api.rooms.values.filter { $0.exp.map { $0 > now } ?? true }.map(\.name).sorted() }
+    }
+
+    /// Answers one API request, with the configured faults.
+    public func respond(_ request: StandInRequest) async -> StandInResponse {
+        let now = self.now
+        let (latency, injected) = state.withLockedValue { s -> (Duration, Int?) in
+            s.requests[Self.shape(request), default: 0] += 1
+            guard s.faults.failNext > 0 else { return (s.faults.latency, nil) }
+            s.faults.failNext -= 1
+            return (s.faults.latency, s.faults.failStatus)
+        }
+        if latency > .zero { try? await Task.sleep(for: latency) }
+        if let injected { return DailyAPI.error(injected, "server-error", "injected failure") }
+        return state.withLockedValue { $0.api.handle(request, now: now) }
+    }
+
+    static func shape(_ request: StandInRequest) -> String {
+        let parts = request.path.split(separator: "/").map(String.init)
+        let shaped = parts.enumerated().map { $0.offset == 1 ? (parts[0] == "rooms" ? ":name" : ":token") : $0.element }
+        return "\(request.method) /" + shaped.joined(separator: "/")
+    }
+
+    // MARK: HTTP
+
+    public func register(on router: Router<BasicRequestContext>) {
+        for method in [HTTPRequest.Method.get, .post, .delete] {
+            router.on("/v1/**", method: method) { request, context in
+                let body = try await request.body.collect(upTo: 1 << 20)
+                let path = String(request.uri.path.dropFirst(3))
+                let answer = await self.respond(
+                    StandInRequest(
+                        method: method.rawValue, path: path, authorization: request.headers[.authorization],
+                        body: Array(body.readableBytesView)))
+                return Self.response(answer)
+            }
+        }
+        router.post("/_standin/faults") { request, context in
+            let body = try await request.body.collect(upTo: 1 << 16)
+            guard let json = try? JSONParser.parse(Array(body.readableBytesView)), json.isObject else {
+                return Self.response(DailyAPI.error(400, "json-parsing-error", "the request body is not a JSON object"))
+            }
+            var faults = StandInFaults()
+            faults.latency = .milliseconds(json["latencyMs"]?.intValue ?? 0)
+            faults.failNext = json["failNext"]?.intValue ?? 0
+            faults.failStatus = json["failStatus"]?.intValue ?? 500
+            self.setFaults(faults)
+            return Self.response(StandInResponse(status: 200, body: json))
+        }
+        router.post("/_standin/clock") { request, context in
+            let body = try await request.body.collect(upTo: 1 << 16)
+            guard let advance = (try? JSONParser.parse(Array(body.readableBytesView)))?["advanceSeconds"]?.doubleValue else {
+                return Self.response(DailyAPI.error(400, "invalid-request-error", "give advanceSeconds"))
+            }
+            self.advanceClock(by: advance)
+            return Self.response(StandInResponse(status: 200, body: .object(["now": .number(self.now)])))
+        }
+        router.get("/_standin/stats") { _, _ in
+            let counts = self.requestCounts.mapValues { JSON.number(Double($0)) }
+            return Self.response(
+                StandInResponse(status: 200, body: .object(["requests": .object(counts), "rooms": .array(self.liveRooms.map(JSON.string))])))
+        }
+    }
+
+    static func response(_ answer: StandInResponse) -> Response {
+        Response(
+            status: HTTPResponse.Status(code: answer.status), headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body.encoded)))
+    }
+
+    /// A stand-in server on `host:port`; `onRunning` gets the bound port (useful with port 0).
+    public static func application(
+        host: String, port: Int, apiKey: String, faults: StandInFaults = StandInFaults(), requestsPerSecond: Double = 20,
+        deletesPerSecond: Double = 2, logger: Logger, onRunning: @escaping @Sendable (Int, DailyStandIn) async -> Void = { _, _ in }
+    ) -> (any ApplicationProtocol, DailyStandIn) {
+        let base: @Sendable (Int) -> String = { port in "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/rooms" }
+        let standIn = DailyStandIn(
+            apiKey: apiKey, roomURLBase: base(port), faults: faults, requestsPerSecond: requestsPerSecond, deletesPerSecond: deletesPerSecond)
+        let router = Router()
+        standIn.register(on: router)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "tandem-daily-standin"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                standIn.setRoomURLBase(base(bound))
+                await onRunning(bound, standIn)
+            }, logger: logger)
+        return (app, standIn)
+    }
+}

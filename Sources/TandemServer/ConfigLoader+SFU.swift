@@ -1,0 +1,49 @@
+import TandemArbiter
+import TandemSFU
+
+extension ConfigLoader {
+    static let sfuKeys = [
+        "sfu-url", "sfu-api-key", "sfu-standin", "sfu-prepare", "sfu-room-ttl", "sfu-timeout", "sfu-rate-limit", "sfu-delete-rate-limit",
+        "sfu-retry-after",
+    ]
+
+    /// The SFU service: `sfu-url` and `sfu-api-key` for a Daily-style API, or (with `--dev`) `sfu-standin
+    /// HOST:PORT` to run a local stand-in of it; nil when neither is given.
+    func sfuSettings(dev: Bool, notes: inout [String]) throws -> SFUSettings? {
+        var settings: SFUSettings
+        if let standIn = text("sfu-standin") {
+            guard dev else { throw SetupError("sfu-standin is for development: it needs --dev") }
+            guard text("sfu-url") == nil else { throw SetupError("give sfu-url or sfu-standin, not both") }
+            let (host, port) = try Self.parseListen(standIn, key: "sfu-standin")
+            guard port != 0 else { throw SetupError("sfu-standin needs a port other than 0") }
+            let key = text("sfu-api-key") ?? Self.randomSecret()
+            let shown = host.contains(":") ? "[\(host)]" : host
+            settings = SFUSettings(api: DailyConfiguration(baseURL: "http://\(shown):\(port)/v1", apiKey: key))
+            settings.standIn = SFUSettings.StandInAddress(host: host, port: port)
+            notes.append("a stand-in of the Daily REST API runs at http://\(shown):\(port)/v1")
+        } else if let url = text("sfu-url") {
+            guard url.hasPrefix("https://") || url.hasPrefix("http://") else { throw SetupError("sfu-url must be an http(s) URL, not \"\(url)\"") }
+            guard let key = text("sfu-api-key"), !key.isEmpty else { throw SetupError("sfu-url needs sfu-api-key (or TANDEM_SFU_API_KEY)") }
+            settings = SFUSettings(api: DailyConfiguration(baseURL: url, apiKey: key))
+        } else {
+            if let stray = Self.sfuKeys.first(where: { text($0) != nil }) { throw SetupError("\(stray) needs sfu-url") }
+            return nil
+        }
+        if let v = try integer("sfu-room-ttl", in: 60...2_592_000) { settings.roomTTL = .seconds(v) }
+        if let v = try milliseconds("sfu-timeout", in: 100...120_000) { settings.api.requestTimeout = v }
+        if let v = try number("sfu-rate-limit", in: 0.1...10_000) { settings.api.requestsPerSecond = v }
+        if let v = try number("sfu-delete-rate-limit", in: 0.1...10_000) { settings.api.deletesPerSecond = v }
+        return settings
+    }
+
+    /// `sfu-prepare` and `sfu-retry-after`: the arbiter's side of the SFU.
+    func sfuPolicy(_ arbiter: inout ArbiterConfig) throws {
+        if let t = text("sfu-prepare") {
+            guard let policy = SFUPreparation(rawValue: t) else {
+                throw SetupError("sfu-prepare takes \(SFUPreparation.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(t)\"")
+            }
+            arbiter.sfuPreparation = policy
+        }
+        if let v = try milliseconds("sfu-retry-after", in: 0...3_600_000) { arbiter.sfuRetryAfter = v }
+    }
+}
