@@ -65,6 +65,7 @@ let package = Package(
                 "TandemProtocol", "TandemJWT",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -161,6 +162,13 @@ let package = Package(
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
         .testTarget(name: "TandemSTUNTests", dependencies: ["TandemSTUN"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemSFUTests",
+            dependencies: [
+                "TandemSFU", "TandemDailyStandIn", "TandemJWT", "TandemProtocol",
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "TandemMediaTests",
             dependencies: [

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 import TandemProtocol
 
 /// Faults the stand-in injects, for tests and demos of a slow or failing SFU service.
@@ -144,5 +145,34 @@ public final class DailyStandIn: Sendable {
                 await onRunning(bound, standIn)
             }, logger: logger)
         return (app, standIn)
+    }
+
+    /// Runs a stand-in on a free loopback port for the length of `body`, which gets it and its API's
+    /// base URL (`http://127.0.0.1:PORT/v1`).
+    public static func withRunning(
+        apiKey: String, requestsPerSecond: Double = 1000, deletesPerSecond: Double = 1000,
+        _ body: @Sendable (DailyStandIn, String) async throws -> Void
+    ) async throws {
+        var logger = Logger(label: "tandem.daily-standin")
+        logger.logLevel = .warning
+        let (ports, continuation) = AsyncStream<(Int, DailyStandIn)>.makeStream()
+        let (app, _) = application(
+            host: "127.0.0.1", port: 0, apiKey: apiKey, requestsPerSecond: requestsPerSecond, deletesPerSecond: deletesPerSecond,
+            logger: logger
+        ) { port, standIn in continuation.yield((port, standIn)) }
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = ports.makeAsyncIterator()
+            guard let (port, standIn) = await iterator.next() else { return }
+            do {
+                try await body(standIn, "http://127.0.0.1:\(port)/v1")
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import TandemArbiter
 import TandemMedia
 import TandemProtocol
+import TandemSFU
 import Testing
 
 @testable import TandemServer
@@ -23,6 +24,31 @@ struct ConfigTests {
         #expect(try !load(base.merging(["no-demo": "true"]) { $1 }).serveDemo)
         #expect(try !load(base, env: ["TANDEM_NO_DEMO": "true"]).serveDemo)
         #expect(try !load(base, file: #"{"no-demo": true}"#).serveDemo)
+    }
+
+    @Test func theSFUIsEnabledByItsService() throws {
+        let base = ["no-tls": "true", "secret": "s"]
+        let off = try load(base)
+        #expect(off.sfu == nil && !off.arbiter.enabled.contains(.sfu))
+        #expect(throws: SetupError.self) { try load(base.merging(["providers": "p2p,sfu"]) { $1 }) }
+
+        let on = try load(
+            base, env: ["TANDEM_SFU_API_KEY": "k"],
+            file: #"{"sfu-url": "https://api.daily.co/v1/", "sfu-prepare": "session-start", "sfu-room-ttl": 7200, "sfu-timeout": 2500, "sfu-rate-limit": 10}"#)
+        #expect(on.sfu?.api.baseURL == "https://api.daily.co/v1" && on.sfu?.api.apiKey == "k")
+        #expect(on.sfu?.roomTTL == .seconds(7200) && on.sfu?.api.requestTimeout == .milliseconds(2500) && on.sfu?.api.requestsPerSecond == 10)
+        #expect(on.sfu?.api.deletesPerSecond == 2 && on.sfu?.standIn == nil)
+        #expect(on.arbiter.enabled.contains(.sfu) && on.arbiter.sfuPreparation == .sessionStart)
+
+        let dev = try load(["dev": "true", "data-dir": NSTemporaryDirectory() + "tandem-\(UUID().uuidString)", "sfu-standin": "127.0.0.1:8444"])
+        #expect(dev.sfu?.standIn == SFUSettings.StandInAddress(host: "127.0.0.1", port: 8444))
+        #expect(dev.sfu?.api.baseURL == "http://127.0.0.1:8444/v1" && dev.arbiter.enabled.contains(.sfu))
+
+        for bad in [["sfu-url": "https://api.daily.co/v1"], ["sfu-url": "ftp://x", "sfu-api-key": "k"], ["sfu-api-key": "k"],
+                    ["sfu-standin": "127.0.0.1:8444"], ["sfu-url": "https://x", "sfu-api-key": "k", "sfu-prepare": "sometimes"],
+                    ["sfu-url": "https://x", "sfu-api-key": "k", "sfu-room-ttl": "5"]] {
+            #expect(throws: SetupError.self, "\(bad)") { try load(base.merging(bad) { $1 }) }
+        }
     }
 
     @Test func theRelayIsEnabledByItsAddresses() throws {

@@ -1,0 +1,153 @@
+import Foundation
+import TandemArbiter
+import TandemDailyStandIn
+import TandemProtocol
+import TandemSFU
+import Testing
+
+@testable import TandemServer
+
+/// The SFU provider in a running server, against the Daily stand-in: every participant moves together
+/// to one room with a token of its own, and a failing service leaves the session where it works.
+@Suite("Switching to the SFU in a running server")
+struct SFUSwitchTests {
+    static let apiKey = "daily-key"
+    static let bad = #"{"type":"health","epoch":1,"provider":"p2p","media":"connected","rttMs":600,"lossPct":1,"jitterMs":5}"#
+
+    static func config(_ base: String, prepare: SFUPreparation = .qualityTrend) -> ServerConfig {
+        TestServer.config { c in
+            var sfu = SFUSettings(api: DailyConfiguration(baseURL: base, apiKey: apiKey))
+            sfu.api.retry.base = .milliseconds(5)
+            sfu.api.retry.cap = .milliseconds(40)
+            c.sfu = sfu
+            c.arbiter.enabled = [.p2p, .sfu]
+            c.arbiter.sfuPreparation = prepare
+        }
+    }
+
+    func validate(_ standIn: DailyStandIn, _ token: String) async -> StandInResponse {
+        await standIn.respond(StandInRequest(method: "GET", path: "/meeting-tokens/\(token)", authorization: "Bearer \(Self.apiKey)"))
+    }
+
+    func eventually(_ what: String, _ condition: @escaping @Sendable () async -> Bool) async throws {
+        try await within(10, what) {
+            while await !condition() { try await Task.sleep(for: .milliseconds(20)) }
+        }
+    }
+
+    /// One `provider` message reached the client and nothing else moved it: a ping's pong comes next.
+    func onlyProvider(_ client: WSTestClient) async throws -> JSON {
+        let provider = try await client.next("provider")
+        client.send(#"{"type":"ping","t":7}"#)
+        while let m = try await client.nextAny() {
+            if m["type"] == .string("pong") { break }
+            #expect(m["type"] != .string("provider"), "a second provider message")
+        }
+        return provider
+    }
+
+    @Test(arguments: [SFUPreparation.qualityTrend, .onDemand, .sessionStart])
+    func sustainedBadQualityMovesEveryoneToOneRoomWithTokensOfTheirOwn(_ prepare: SFUPreparation) async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: prepare)) { server in
+                let (a, wa) = try await server.join("s1")
+                let (b, wb) = try await server.join("s1")
+                #expect(wa["provider"]?["name"] == .string("p2p") && wb["provider"]?["sfu"] == nil)
+                for _ in 0..<3 { a.send(Self.bad) }
+                let pa = try await onlyProvider(a)
+                let pb = try await onlyProvider(b)
+                for (p, welcome) in [(pa, wa), (pb, wb)] {
+                    #expect(p["name"] == .string("sfu") && p["epoch"] == .number(2) && p["reason"] == .string("quality"))
+                    #expect(p["sfu"]?["provider"] == .string("daily") && p["sfu"]?["url"]?.stringValue?.hasSuffix("/rooms/s1") == true)
+                    guard let token = p["sfu"]?["token"]?.stringValue else { Issue.record("no token"); continue }
+                    let claims = await validate(standIn, token)
+                    #expect(claims.status == 200 && claims.body["room_name"] == .string("s1"))
+                    #expect(claims.body["user_id"] == welcome["participant"] && claims.body["is_owner"] == .bool(false))
+                }
+                #expect(pa["sfu"]?["token"] != pb["sfu"]?["token"])
+                #expect(standIn.liveRooms == ["s1"])
+                #expect(standIn.requestCounts["POST /rooms"] == 1 && standIn.requestCounts["POST /meeting-tokens"] == 2)
+                a.send(#"{"type":"leave"}"#)
+                b.send(#"{"type":"leave"}"#)
+                // The session ended: its room goes.
+                try await eventually("the room's delete") { standIn.liveRooms.isEmpty }
+            }
+        }
+    }
+
+    @Test func aRoomMadeAtSessionStartMeansTheSwitchCallsNothing() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: .sessionStart)) { server in
+                let (a, _) = try await server.join("s2")
+                let (b, _) = try await server.join("s2")
+                // Ready: the room and both tokens exist before any report.
+                try await eventually("two tokens") { standIn.requestCounts["POST /meeting-tokens"] == 2 }
+                let before = standIn.requestCounts
+                for _ in 0..<3 { a.send(Self.bad) }
+                _ = try await b.next("provider")
+                #expect(standIn.requestCounts == before)
+            }
+        }
+    }
+
+    @Test func aThirdJoinerMovesAP2PSessionToTheSFU() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                let (a, _) = try await server.join("s3")
+                let (b, _) = try await server.join("s3")
+                let (_, wc) = try await server.join("s3")
+                #expect(wc["provider"]?["name"] == .string("sfu") && wc["provider"]?["epoch"] == .number(2))
+                var tokens: Set<String> = []
+                if let t = wc["provider"]?["sfu"]?["token"]?.stringValue { tokens.insert(t) }
+                for client in [a, b] {
+                    let p = try await client.next("provider")
+                    #expect(p["name"] == .string("sfu") && p["epoch"] == .number(2) && p["reason"] == .string("join"))
+                    if let t = p["sfu"]?["token"]?.stringValue { tokens.insert(t) }
+                }
+                #expect(tokens.count == 3)
+                for token in tokens { #expect(await validate(standIn, token).body["room_name"] == .string("s3")) }
+            }
+        }
+    }
+
+    @Test func aFailingServiceLeavesTheSessionOnAWorkingProviderWithAnAlert() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            standIn.setFaults(StandInFaults(failNext: 1000, failStatus: 500))
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                let (a, wa) = try await server.join("s4")
+                let (b, wb) = try await server.join("s4")
+                for _ in 0..<3 { a.send(Self.bad) }
+                for client in [a, b] {
+                    var alert = try await client.next("alert")
+                    while alert["kind"] == .string("high_latency") { alert = try await client.next("alert") }
+                    #expect(alert["kind"] == .string("sfu_unavailable") && alert["value"] == .number(500))
+                    #expect(alert["participant"] == wa["participant"])
+                    #expect(alert["detail"]?.stringValue?.contains("server-error") == true)
+                }
+                // Still on p2p at epoch 1: a signal for it goes through, and no provider message came.
+                a.send(#"{"type":"signal","to":"\#(wb["participant"]?.stringValue ?? "")","data":{"kind":"offer","sdp":"v=0","epoch":1}}"#)
+                let signal = try await b.next("signal")
+                #expect(signal["data"]?["kind"] == .string("offer"))
+                let snapshot = await server.hub.snapshot(SessionID("s4")!)
+                #expect(snapshot?.provider == .p2p && snapshot?.epoch == 1)
+                #expect(standIn.liveRooms.isEmpty)
+            }
+        }
+    }
+
+    @Test func aJoinerTheServiceCannotAdmitIsRefusedAndTheOthersCarryOn() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            standIn.setFaults(StandInFaults(failNext: 1000, failStatus: 503))
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                _ = try await server.join("s5")
+                _ = try await server.join("s5")
+                let c = try await server.connect()
+                c.send(#"{"type":"join","session":"s5"}"#)
+                let error = try await c.next("error")
+                #expect(error["code"] == .string("provider_unavailable") && error["message"]?.stringValue?.contains("503") == true)
+                let snapshot = await server.hub.snapshot(SessionID("s5")!)
+                #expect(snapshot?.provider == .p2p && snapshot?.participants.count == 2)
+            }
+        }
+    }
+}
