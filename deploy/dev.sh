@@ -27,11 +27,12 @@ run)
     shift
     install_apt "${APT_PACKAGES[@]}"
     swift build -c release --product tandem
-    # TURN on loopback too, so that the demo's ICE servers work out of the box.
-    case " $* " in
-    *" --turn-listen"*) exec .build/release/tandem serve --dev "$@" ;;
-    *) exec .build/release/tandem serve --dev --turn-listen 127.0.0.1:3478 "$@" ;;
-    esac
+    # TURN on loopback too, so that the demo's ICE servers work out of the box, and a stand-in of
+    # Daily's REST API, so that sessions can move to the SFU.
+    extra=()
+    case " $* " in *" --turn-listen"*) ;; *) extra+=(--turn-listen 127.0.0.1:3478) ;; esac
+    case " $* " in *" --sfu-"*) ;; *) extra+=(--sfu-standin 127.0.0.1:8444) ;; esac
+    exec .build/release/tandem serve --dev "${extra[@]}" "$@"
     ;;
 test)
     install_apt "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"

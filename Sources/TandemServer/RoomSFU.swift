@@ -72,14 +72,30 @@ extension RoomCore {
                     await rooms?.claim(name)
                     room = try await sfu.room(session: name, maxParticipants: maxParticipants, expiresAt: expiresAt)
                 }
-                var tokens: [ParticipantID: String] = [:]
-                for id in missing {
-                    tokens[id] = try await sfu.token(room: room, participant: id.rawValue, expiresAt: expiresAt)
-                }
-                return .success(SFUMade(room: room, tokens: tokens))
+                return .success(SFUMade(room: room, tokens: try await Self.tokens(sfu, room, missing, expiresAt)))
             } catch {
                 return .failure(error)
             }
+        }
+    }
+
+    /// Every participant's token at once (the adapter still paces them).
+    private static func tokens(_ sfu: any SFUProvider, _ room: SFURoom, _ ids: [ParticipantID], _ expiresAt: Int64) async throws(SFUError)
+        -> [ParticipantID: String]
+    {
+        do {
+            return try await withThrowingTaskGroup(of: (ParticipantID, String).self) { group in
+                for id in ids {
+                    group.addTask { (id, try await sfu.token(room: room, participant: id.rawValue, expiresAt: expiresAt)) }
+                }
+                var tokens: [ParticipantID: String] = [:]
+                for try await (id, token) in group { tokens[id] = token }
+                return tokens
+            }
+        } catch let error as SFUError {
+            throw error
+        } catch {
+            throw SFUError(.transport, info: "\(error)")
         }
     }
 
