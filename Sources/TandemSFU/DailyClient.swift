@@ -145,8 +145,9 @@ public final class DailyClient: SFUProvider {
             }
             return json
         }
+        let type = json?["error"]?.stringValue
         throw FailedTry(
-            error: SFUError(Self.code(status), status: status, type: json?["error"]?.stringValue, info: json?["info"]?.stringValue),
+            error: SFUError(type == "authorization-header-error" ? .unauthorized : Self.code(status), status: status, type: type, info: json?["info"]?.stringValue),
             retryAfter: retryAfter.flatMap { Int($0) }.map { .seconds($0) })
     }
 

@@ -39,7 +39,8 @@ actor SFURooms {
         for name in failed { delete(name) }
     }
 
-    var pending: Int { deleting.count + failed.count }
+    /// Rooms whose delete failed, waiting for the cleanup job.
+    var failedDeletes: Int { failed.count }
 
     private func run(_ name: String) async {
         do throws(SFUError) {

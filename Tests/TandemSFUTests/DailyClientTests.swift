@@ -55,6 +55,18 @@ struct DailyClientTests {
         }
     }
 
+    @Test func aMissingKeyIsAnAuthorizationError() async throws {
+        try await withStandIn { standIn, base in
+            do throws(SFUError) {
+                _ = try await client(base, apiKey: "").room(session: "s3b", maxParticipants: 2, expiresAt: Self.later)
+                Issue.record("no key made a room")
+            } catch {
+                #expect(error.code == .unauthorized && error.status == 400 && error.type == "authorization-header-error")
+            }
+            #expect(standIn.requestCounts == ["POST /rooms": 1])
+        }
+    }
+
     @Test func aBadRequestIsFinal() async throws {
         try await withStandIn { standIn, base in
             // An exp in the past is Daily's 400 invalid-request-error; the room is not there either.

@@ -150,4 +150,21 @@ struct SFUSwitchTests {
             }
         }
     }
+
+    @Test func aRoomWhoseDeleteFailedIsDeletedByTheCleanupJob() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: .sessionStart)) { server in
+                let (a, _) = try await server.join("s6")
+                try await eventually("the room") { standIn.liveRooms == ["s6"] && standIn.requestCounts["POST /meeting-tokens"] == 1 }
+                // Every try of the delete fails.
+                standIn.setFaults(StandInFaults(failNext: RetryPolicy().serverErrorTries, failStatus: 502))
+                a.send(#"{"type":"leave"}"#)
+                try await eventually("the failed delete") { standIn.requestCounts["DELETE /rooms/:name"] == RetryPolicy().serverErrorTries }
+                #expect(standIn.liveRooms == ["s6"])
+                try await eventually("the delete to be given up") { await server.hub.sfuRooms?.failedDeletes == 1 }
+                await server.hub.cleanup()
+                try await eventually("the retried delete") { standIn.liveRooms.isEmpty }
+            }
+        }
+    }
 }
