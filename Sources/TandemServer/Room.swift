@@ -178,7 +178,12 @@ final class RoomCore {
                 if let error = await ensureSFU() {
                     return reply.resume(returning: .failure(ProtocolError(.providerUnavailable, "the SFU service failed: \(error)")))
                 }
-                await perform(arbiter.sfuReadiness(true, now: hub.now()))
+                // A switch that was waiting for the room happens now, and is the one asked for.
+                let waited = arbiter.sfuReadiness(true, now: hub.now())
+                if !waited.isEmpty {
+                    await perform(waited)
+                    return reply.resume(returning: .success(ProviderState(name: .sfu, epoch: arbiter.epoch)))
+                }
             }
             switch arbiter.forceSwitch(to: name, now: hub.now()) {
             case .failure(let error): reply.resume(returning: .failure(error))

@@ -52,8 +52,10 @@ extension RoomCore {
         if sfuRoom != nil && missing.isEmpty { return nil }
         let result = await preparation(sfu, missing: missing)()
         apply(result)
-        if case .failure(let error) = result { return error }
-        return nil
+        guard case .failure(let error) = result else { return nil }
+        // A switch that waited for the room learns of the failure as from a background attempt.
+        await perform(arbiter.sfuFailed(status: error.status ?? 0, now: hub.now()))
+        return error
     }
 
     /// The work of one preparation, to run off the room's task.

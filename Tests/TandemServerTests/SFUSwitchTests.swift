@@ -167,4 +167,26 @@ struct SFUSwitchTests {
             }
         }
     }
+
+    @Test func aJoinerThatFindsTheServiceFailingEndsAWaitingSwitchWithAnAlert() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            standIn.setFaults(StandInFaults(latency: .milliseconds(200), failNext: 1000, failStatus: 500))
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                let (a, wa) = try await server.join("s7")
+                let (b, _) = try await server.join("s7")
+                for _ in 0..<3 { a.send(Self.bad) }
+                // The switch waits for a room the service will not make; a third joiner arrives meanwhile.
+                let c = try await server.connect()
+                c.send(#"{"type":"join","session":"s7"}"#)
+                #expect(try await c.next("error")["code"] == .string("provider_unavailable"))
+                for client in [a, b] {
+                    var alert = try await client.next("alert")
+                    while alert["kind"] == .string("high_latency") { alert = try await client.next("alert") }
+                    #expect(alert["kind"] == .string("sfu_unavailable") && alert["participant"] == wa["participant"])
+                }
+                let snapshot = await server.hub.snapshot(SessionID("s7")!)
+                #expect(snapshot?.provider == .p2p && snapshot?.epoch == 1 && snapshot?.participants.count == 2)
+            }
+        }
+    }
 }
