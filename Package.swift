@@ -166,6 +166,9 @@ let package = Package(
             name: "TandemSFUTests",
             dependencies: [
                 "TandemSFU", "TandemDailyStandIn", "TandemJWT", "TandemProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -121,9 +121,6 @@ public struct SessionArbiter: Sendable {
             epoch += 1
             lastSwitchAt = now
         }
-        if participants.isEmpty, config.sfuPreparation == .sessionStart, offered.contains(.sfu) {
-            actions += requestSFU(now: now)
-        }
         guard let current = provider else { return .rejected(ProtocolError(.internal, "no provider")) }
         if ArbiterConfig.isPairOnly(current) && participants.count >= 2 {
             // A third joiner: only an SFU that everybody can use serves more than two.
@@ -140,6 +137,10 @@ public struct SessionArbiter: Sendable {
         // The later joiner is polite; if every peer present is polite already, this one is not, so that
         // each pair keeps exactly one impolite side.
         let polite = participants.values.contains { !$0.polite }
+        // Asked only once the joiner is admitted: a refused join leaves nothing waiting.
+        if participants.isEmpty, config.sfuPreparation == .sessionStart, offered.contains(.sfu) {
+            actions += requestSFU(now: now)
+        }
         participants[id] = Participant(
             id: id, name: name, offered: offered, polite: polite, joinedAt: now, lastSeen: now, lastHealthAt: now)
         order.append(id)
@@ -150,7 +151,7 @@ public struct SessionArbiter: Sendable {
     /// joiner's token must exist before the join: the session is (or, for a new session, `chosen` puts
     /// it) on the SFU, or the joiner is a third one on a provider that serves two.
     public func joinNeedsSFU(offered: Set<ProviderName>, chosen: ProviderName? = nil) -> Bool {
-        guard let current = provider ?? chosen else { return false }
+        guard let current = provider ?? chosen, participants.count < config.maxParticipants, offered.contains(.sfu) else { return false }
         if current == .sfu { return true }
         guard ArbiterConfig.isPairOnly(current), participants.count >= 2, config.enabled.contains(.sfu) else { return false }
         return offered.contains(.sfu) && participants.values.allSatisfy { $0.offered.contains(.sfu) }

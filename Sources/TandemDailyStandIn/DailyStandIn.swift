@@ -103,13 +103,19 @@ public final class DailyStandIn: Sendable {
             faults.latency = .milliseconds(json["latencyMs"]?.intValue ?? 0)
             faults.failNext = json["failNext"]?.intValue ?? 0
             faults.failStatus = json["failStatus"]?.intValue ?? 500
+            guard (100...599).contains(faults.failStatus), faults.failNext >= 0, (0...600_000).contains(json["latencyMs"]?.intValue ?? 0) else {
+                return Self.response(DailyAPI.invalid("failStatus must be 100-599, failNext 0 or more, latencyMs 0-600000"))
+            }
             self.setFaults(faults)
             return Self.response(StandInResponse(status: 200, body: json))
         }
         router.post("/_standin/clock") { request, context in
             let body = try await request.body.collect(upTo: 1 << 16)
-            guard let advance = (try? JSONParser.parse(Array(body.readableBytesView)))?["advanceSeconds"]?.doubleValue else {
-                return Self.response(DailyAPI.error(400, "invalid-request-error", "give advanceSeconds"))
+            // Within a century, so that the clock stays a valid timestamp.
+            guard let advance = (try? JSONParser.parse(Array(body.readableBytesView)))?["advanceSeconds"]?.doubleValue,
+                (0...3_155_760_000).contains(advance)
+            else {
+                return Self.response(DailyAPI.invalid("give advanceSeconds, from 0 to 3155760000"))
             }
             self.advanceClock(by: advance)
             return Self.response(StandInResponse(status: 200, body: .object(["now": .number(self.now)])))

@@ -89,10 +89,10 @@ public final class DailyClient: SFUProvider {
     func call(_ method: HTTPMethod, _ path: String, body: JSON? = nil) async throws(SFUError) -> JSON {
         var tries = 0
         while true {
+            // Deletes have their own, lower limit, and never hold up the calls a switch may wait for.
             let wait = pacers.withLockedValue { p in
                 let now = ContinuousClock.now - origin
-                let general = p.all.reserve(now: now)
-                return method == .DELETE ? max(general, p.deletes.reserve(now: now)) : general
+                return method == .DELETE ? p.deletes.reserve(now: now) : p.all.reserve(now: now)
             }
             if wait > .zero { try? await Task.sleep(for: wait) }
             // A cancelled call (a room delete that a new session overtook) is not sent.
@@ -124,19 +124,31 @@ public final class DailyClient: SFUProvider {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body.encoded))
         }
-        let status: Int
-        let bytes: [UInt8]
-        let retryAfter: String?
+        let timeout = configuration.requestTimeout
+        let prepared = request
+        let answer: (status: Int, bytes: [UInt8], retryAfter: String?)?
         do {
-            let response = try await http.execute(request, timeout: .nanoseconds(configuration.requestTimeout.nanoseconds))
-            status = Int(response.status.code)
-            retryAfter = response.headers.first(name: "Retry-After")
-            var buffer = try await response.body.collect(upTo: 1 << 20)
-            bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+            // The deadline covers the body too: the client's own stops once the head has arrived.
+            answer = try await withThrowingTaskGroup(of: (status: Int, bytes: [UInt8], retryAfter: String?)?.self) { [http] group in
+                group.addTask {
+                    let response = try await http.execute(prepared, timeout: .nanoseconds(timeout.nanoseconds))
+                    var buffer = try await response.body.collect(upTo: 1 << 20)
+                    return (Int(response.status.code), buffer.readBytes(length: buffer.readableBytes) ?? [], response.headers.first(name: "Retry-After"))
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? nil
+            }
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
-            throw FailedTry(error: SFUError(.timeout, info: "no answer from \(configuration.baseURL) within \(configuration.requestTimeout)"))
+            answer = nil
         } catch {
             throw FailedTry(error: SFUError(.transport, info: "\(method) \(path): \(error)"))
+        }
+        guard let (status, bytes, retryAfter) = answer else {
+            throw FailedTry(error: SFUError(.timeout, info: "no answer from \(configuration.baseURL) within \(timeout)"))
         }
         let json = try? JSONParser.parse(bytes)
         if (200..<300).contains(status) {

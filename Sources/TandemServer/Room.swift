@@ -116,6 +116,8 @@ final class RoomCore {
     var sfuAttempts = 0
     /// The SFU service's last failure, until the arbiter asks for the room again.
     var sfuError: SFUError?
+    /// A preparation ran, so the service may hold a room for this session (even one whose tokens failed).
+    var sfuRoomMayExist = false
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -245,6 +247,7 @@ final class RoomCore {
         }
         let decision = arbiter.join(id, name: request.name, offered: offered, scores: scores, now: hub.now(), current: current)
         guard case let .admitted(_, _, _, joinActions) = decision else {
+            sfuTokens[id] = nil
             await perform(actions)
             if case .rejected(let error) = decision { return .rejected(error) }
             return .rejected(ProtocolError(.internal, "join failed"))
@@ -462,7 +465,7 @@ final class RoomCore {
                 try? await hub.store.removePresence(session, id)
                 try? await hub.store.dropMessages(session, id)
             case .sessionEnded:
-                endSFU()
+                await endSFU()
                 try? await hub.store.endSession(session, atMs: hub.wallMs())
                 closed = true
                 hub.roomClosed(session)

@@ -60,9 +60,11 @@ extension RoomCore {
 
     /// The work of one preparation, to run off the room's task.
     private func preparation(_ sfu: any SFUProvider, missing: [ParticipantID]) -> @Sendable () async -> Result<SFUMade, SFUError> {
+        sfuRoomMayExist = true
         let known = sfuRoom
         let name = session.rawValue
-        let maxParticipants = hub.config.arbiter.maxParticipants
+        // Daily's rooms hold at most 200.
+        let maxParticipants = min(hub.config.arbiter.maxParticipants, 200)
         let expiresAt = hub.wallMs() / 1000 + Int64(hub.config.sfu?.roomTTL.components.seconds ?? 86_400)
         let rooms = hub.sfuRooms
         return {
@@ -118,6 +120,7 @@ extension RoomCore {
             // A joiner's token is made before it joins; one of a participant who left meanwhile goes
             // with the room.
             sfuTokens.merge(made.tokens) { _, new in new }
+            sfuError = nil
             hub.metrics.sfuPreparations[true]?.increment()
         case .failure(let error):
             sfuError = error
@@ -137,17 +140,17 @@ extension RoomCore {
         if sfuRoom != nil, !missing.isEmpty, sfuError == nil { startSFU(room: room) }
     }
 
-    /// The session ended: its room goes (after a preparation under way, which may be making it).
-    func endSFU() {
-        guard let rooms = hub.sfuRooms, sfuRoom != nil || sfuTask != nil else { return }
-        let name = session.rawValue
+    /// The session ended: its room goes (after a preparation under way, which may be making it). The
+    /// delete is registered at once, so that a session starting again under this id can call it off.
+    func endSFU() async {
+        guard let rooms = hub.sfuRooms, sfuRoomMayExist else { return }
         let pending = sfuTask?.task
         sfuTask = nil
         sfuRoom = nil
         sfuTokens = [:]
-        Task {
-            _ = await pending?.value
-            await rooms.delete(name)
-        }
+        sfuRoomMayExist = false
+        var after: (@Sendable () async -> Void)?
+        if let pending { after = { _ = await pending.value } }
+        await rooms.delete(session.rawValue, after: after)
     }
 }

@@ -18,11 +18,14 @@ actor SFURooms {
         self.logger = logger
     }
 
-    /// The session ended: delete its room.
-    func delete(_ name: String) {
+    /// The session ended: delete its room, once `after` (work that may still be making it) is done.
+    func delete(_ name: String, after: (@Sendable () async -> Void)? = nil) {
         failed.remove(name)
         guard deleting[name] == nil else { return }
-        deleting[name] = Task { await self.run(name) }
+        deleting[name] = Task {
+            await after?()
+            await self.run(name)
+        }
     }
 
     /// A session is about to use this room: a pending delete of it is called off (or, when it has been

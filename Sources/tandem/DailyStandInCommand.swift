@@ -36,6 +36,9 @@ struct DailyStandInCommand: AsyncParsableCommand {
             throw SetupError("give --api-key or TANDEM_SFU_API_KEY")
         }
         guard rateLimit > 0, deleteRateLimit > 0 else { throw SetupError("rate limits must be above 0") }
+        guard (100...599).contains(failStatus), failNext >= 0, latencyMs >= 0 else {
+            throw SetupError("--fail-status must be 100-599, --fail-next and --latency-ms 0 or more")
+        }
         let (host, port) = try ConfigLoader.parseListen(listen)
         var logger = Logger(label: "tandem.daily-standin")
         logger.logLevel = .warning

@@ -115,6 +115,20 @@ struct SFUArbiterTests {
         #expect([first, second, trend].map { $0.contains(.prepareSFU) } == expected)
     }
 
+    @Test func aRefusedFirstJoinerLeavesNothingWaiting() {
+        var c = config([.p2p, .relay, .sfu])
+        c.sfuPreparation = .sessionStart
+        var a = SessionArbiter(session: room, config: c)
+        // Another node put the session on relay; a joiner without relay is refused.
+        guard case .rejected = a.join(p1, name: nil, offered: [.p2p, .sfu], scores: ProviderScores(), now: t(0), current: (.relay, 1)) else {
+            Issue.record()
+            return
+        }
+        guard case .admitted(_, _, _, let actions) = a.join(p2, name: nil, offered: all, scores: ProviderScores(), now: t(1), current: (.relay, 1))
+        else { Issue.record(); return }
+        #expect(actions.contains(.prepareSFU))
+    }
+
     @Test func aJoinerWhoLandsOnTheSFUNeedsItsRoomFirst() {
         var a = unprepared()
         #expect(a.joinNeedsSFU(offered: all))
@@ -124,6 +138,7 @@ struct SFUArbiterTests {
         _ = a.sfuReadiness(true, now: t(2))
         guard case .admitted(.sfu, 2, _, _) = a.join(p3, name: nil, offered: all, scores: ProviderScores(), now: t(2)) else { Issue.record(); return }
         #expect(a.joinNeedsSFU(offered: all))  // on the SFU, every joiner needs a token
+        #expect(!a.joinNeedsSFU(offered: [.p2p]))  // but one that will be refused does not
         var fresh = SessionArbiter(session: room, config: config([.p2p, .sfu]))
         #expect(fresh.joinNeedsSFU(offered: all, chosen: .sfu) && !fresh.joinNeedsSFU(offered: all, chosen: .p2p))
         _ = fresh.join(p1, name: nil, offered: all, scores: ProviderScores(), now: t(0))

@@ -189,4 +189,27 @@ struct SFUSwitchTests {
             }
         }
     }
+
+    @Test func aSessionThatStartsAgainKeepsItsRoomFromTheOldSessionsDelete() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            // A slow service: the first session ends while its room is still being made.
+            standIn.setFaults(StandInFaults(latency: .milliseconds(300)))
+            try await TestServer.with(Self.config(base, prepare: .sessionStart)) { server in
+                let (a, _) = try await server.join("s8")
+                a.send(#"{"type":"leave"}"#)
+                _ = try await a.closeCode()
+                let (b, wb) = try await server.join("s8")
+                let (c, _) = try await server.join("s8")
+                try await eventually("the new session's tokens") { standIn.requestCounts["POST /meeting-tokens", default: 0] >= 3 }
+                // Epochs never go back: the new session is at the next one.
+                let epoch = wb["provider"]?["epoch"]?.intValue ?? 0
+                for _ in 0..<3 { b.send(Self.bad.replacingOccurrences(of: #""epoch":1"#, with: #""epoch":\#(epoch)"#)) }
+                let moved = try await c.next("provider")
+                #expect(moved["name"] == .string("sfu"))
+                // The old session's delete was called off: the room the new one uses is still there.
+                #expect(standIn.requestCounts["DELETE /rooms/:name"] == nil)
+                #expect(standIn.liveRooms == ["s8"])
+            }
+        }
+    }
 }
