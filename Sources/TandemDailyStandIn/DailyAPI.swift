@@ -77,6 +77,7 @@ public struct DailyAPI: Sendable {
         switch (request.method, parts.count, parts.first) {
         case ("POST", 1, "rooms"): return createRoom(request.body, now: seconds)
         case ("GET", 2, "rooms"): return live(parts[1], now: seconds).map { StandInResponse(status: 200, body: view($0)) } ?? Self.roomNotFound(parts[1])
+        case ("POST", 2, "rooms"): return updateRoom(parts[1], request.body, now: seconds)
         case ("DELETE", 2, "rooms"): return deleteRoom(parts[1], now: seconds)
         case ("POST", 1, "meeting-tokens"): return createToken(request.body, now: seconds)
         case ("GET", 2, "meeting-tokens"): return validateToken(parts[1], now: seconds)
@@ -111,31 +112,54 @@ public struct DailyAPI: Sendable {
             return Self.invalid("privacy must be one of 'public', 'private'")
         }
         var room = Room(id: UUID().uuidString.lowercased(), name: name, privacy: privacy, createdAt: now)
-        if let properties = json["properties"] {
-            guard case .object(let members) = properties else { return Self.invalid("properties must be an object") }
-            for (key, value) in members {
-                switch key {
-                case "exp", "nbf":
-                    guard let t = value.intValue else { return Self.invalid("\(key) was '\(Self.text(value))' but should be a number of seconds since the unix epoch") }
-                    if key == "exp" {
-                        guard t > now else { return Self.invalid("exp was '\(t)', which is in the past rather than in the future") }
-                        room.exp = Int64(t)
-                    } else {
-                        room.nbf = Int64(t)
-                    }
-                case "max_participants":
-                    guard let n = value.intValue, (1...Self.defaultMaxParticipants).contains(n) else {
-                        return Self.invalid("max_participants must be an integer from 1 to \(Self.defaultMaxParticipants)")
-                    }
-                    room.maxParticipants = n
-                default:
-                    return Self.invalid("unknown parameter '\(key)'")
-                }
-            }
-        }
+        if let refused = Self.apply(json["properties"], to: &room, now: now) { return refused }
         guard live(name, now: now) == nil else { return Self.invalid("a room named \(name) already exists") }
         rooms[name] = room
         return StandInResponse(status: 200, body: view(room))
+    }
+
+    /// Daily's "set room config": new properties for a live room.
+    private mutating func updateRoom(_ name: String, _ body: [UInt8], now: Int64) -> StandInResponse {
+        guard var room = live(name, now: now) else { return Self.roomNotFound(name) }
+        let json: JSON
+        switch Self.object(body) {
+        case .failure(let response): return response
+        case .success(let parsed): json = parsed
+        }
+        if let unknown = json.keys.first(where: { !["privacy", "properties"].contains($0) }) { return Self.invalid("unknown parameter '\(unknown)'") }
+        if let privacy = json["privacy"] {
+            guard let text = privacy.stringValue, ["public", "private"].contains(text) else { return Self.invalid("privacy must be one of 'public', 'private'") }
+            room.privacy = text
+        }
+        if let refused = Self.apply(json["properties"], to: &room, now: now) { return refused }
+        rooms[name] = room
+        return StandInResponse(status: 200, body: view(room))
+    }
+
+    /// Sets a room's properties from a request's `properties`; the error answer when one is refused.
+    private static func apply(_ properties: JSON?, to room: inout Room, now: Int64) -> StandInResponse? {
+        guard let properties else { return nil }
+        guard case .object(let members) = properties else { return invalid("properties must be an object") }
+        for (key, value) in members {
+            switch key {
+            case "exp", "nbf":
+                guard let t = value.intValue else { return invalid("\(key) was '\(text(value))' but should be a number of seconds since the unix epoch") }
+                if key == "exp" {
+                    guard t > now else { return invalid("exp was '\(t)', which is in the past rather than in the future") }
+                    room.exp = Int64(t)
+                } else {
+                    room.nbf = Int64(t)
+                }
+            case "max_participants":
+                guard let n = value.intValue, (1...defaultMaxParticipants).contains(n) else {
+                    return invalid("max_participants must be an integer from 1 to \(defaultMaxParticipants)")
+                }
+                room.maxParticipants = n
+            default:
+                return invalid("unknown parameter '\(key)'")
+            }
+        }
+        return nil
     }
 
     private mutating func deleteRoom(_ name: String, now: Int64) -> StandInResponse {

@@ -58,7 +58,9 @@ public final class DailyClient: SFUProvider {
             guard let existing = try? await call(.GET, "/rooms/\(session)"), let room = try? Self.room(from: existing) else {
                 throw error
             }
-            return room
+            // A room left by an earlier run may close sooner than its tokens would: its life is extended.
+            guard let exp = room.expiresAt, exp < expiresAt else { return room }
+            return try Self.room(from: try await call(.POST, "/rooms/\(session)", body: .object(["properties": .object(["exp": .number(Double(expiresAt))])])))
         }
     }
 

@@ -134,6 +134,15 @@ extension RoomCore {
     /// for participants who joined after the room (unless the service just failed).
     func syncSFU(room: Room) async {
         guard hub.sfu != nil, !closed else { return }
+        // A room in its last quarter of life is made afresh (the adapter extends it) before a switch
+        // could send anybody to it; a session already on it keeps it.
+        if let made = sfuRoom, let exp = made.expiresAt, sfuTask == nil, arbiter.provider != .sfu,
+            let ttl = hub.config.sfu?.roomTTL.components.seconds, exp - hub.wallMs() / 1000 < ttl / 4
+        {
+            sfuRoom = nil
+            sfuTokens = [:]
+            startSFU(room: room)
+        }
         let missing = withoutToken()
         let ready = sfuRoom != nil && missing.isEmpty
         if ready != arbiter.sfuReady { await perform(arbiter.sfuReadiness(ready, now: hub.now())) }

@@ -40,6 +40,10 @@ struct DailyClientTests {
             #expect(first == again)
             #expect(standIn.liveRooms == ["s2"])
             #expect(standIn.requestCounts == ["POST /rooms": 2, "GET /rooms/:name": 1])
+            // Reused for tokens that live longer: the room's exp is extended to match, same room.
+            let longer = try await daily.room(session: "s2", maxParticipants: 16, expiresAt: Self.later + 600)
+            #expect(longer.name == "s2" && longer.expiresAt == Self.later + 600)
+            #expect(standIn.requestCounts["POST /rooms/:name"] == 1 && standIn.liveRooms == ["s2"])
         }
     }
 

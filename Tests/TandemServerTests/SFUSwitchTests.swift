@@ -14,9 +14,10 @@ struct SFUSwitchTests {
     static let apiKey = "daily-key"
     static let bad = #"{"type":"health","epoch":1,"provider":"p2p","media":"connected","rttMs":600,"lossPct":1,"jitterMs":5}"#
 
-    static func config(_ base: String, prepare: SFUPreparation = .qualityTrend) -> ServerConfig {
+    static func config(_ base: String, prepare: SFUPreparation = .qualityTrend, roomTTL: Duration = .seconds(3600)) -> ServerConfig {
         TestServer.config { c in
             var sfu = SFUSettings(api: DailyConfiguration(baseURL: base, apiKey: apiKey))
+            sfu.roomTTL = roomTTL
             sfu.api.retry.base = .milliseconds(5)
             sfu.api.retry.cap = .milliseconds(40)
             c.sfu = sfu
@@ -29,8 +30,8 @@ struct SFUSwitchTests {
         await standIn.respond(StandInRequest(method: "GET", path: "/meeting-tokens/\(token)", authorization: "Bearer \(Self.apiKey)"))
     }
 
-    func eventually(_ what: String, _ condition: @escaping @Sendable () async -> Bool) async throws {
-        try await within(10, what) {
+    func eventually(_ what: String, within seconds: Double = 10, _ condition: @escaping @Sendable () async -> Bool) async throws {
+        try await within(seconds, what) {
             while await !condition() { try await Task.sleep(for: .milliseconds(20)) }
         }
     }
@@ -209,6 +210,31 @@ struct SFUSwitchTests {
                 // The old session's delete was called off: the room the new one uses is still there.
                 #expect(standIn.requestCounts["DELETE /rooms/:name"] == nil)
                 #expect(standIn.liveRooms == ["s8"])
+            }
+        }
+    }
+
+    @Test func aRoomNearItsEndIsExtendedAndItsTokensMadeAgain() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            // Rooms that live 8 s: after about 6 s the session's room is in its last quarter.
+            try await TestServer.with(Self.config(base, prepare: .sessionStart, roomTTL: .seconds(8))) { server in
+                let (a, _) = try await server.join("s9")
+                let (b, _) = try await server.join("s9")
+                try await eventually("the first tokens") { standIn.requestCounts["POST /meeting-tokens"] == 2 }
+                let first = await standIn.respond(StandInRequest(method: "GET", path: "/rooms/s9", authorization: "Bearer \(Self.apiKey)"))
+                // Keep the session busy so that the room looks again after each message.
+                try await eventually("the room's extension", within: 30) {
+                    a.send(#"{"type":"ping","t":1}"#)
+                    return standIn.requestCounts["POST /meeting-tokens"] == 4
+                }
+                let extended = await standIn.respond(StandInRequest(method: "GET", path: "/rooms/s9", authorization: "Bearer \(Self.apiKey)"))
+                #expect(standIn.requestCounts["POST /rooms/:name"] == 1)
+                #expect((extended.body["config"]?["exp"]?.intValue ?? 0) > (first.body["config"]?["exp"]?.intValue ?? .max))
+                #expect(extended.body["id"] == first.body["id"])
+                for _ in 0..<3 { a.send(Self.bad) }
+                let moved = try await b.next("provider")
+                guard let token = moved["sfu"]?["token"]?.stringValue else { Issue.record("no token"); return }
+                #expect(await validate(standIn, token).body["exp"] == extended.body["config"]?["exp"])
             }
         }
     }
