@@ -20,7 +20,7 @@ extension ConfigLoader {
             let shown = host.contains(":") ? "[\(host)]" : host
             settings = SFUSettings(api: DailyConfiguration(baseURL: "http://\(shown):\(port)/v1", apiKey: key))
             settings.standIn = SFUSettings.StandInAddress(host: host, port: port)
-            notes.append("a stand-in of the Daily REST API runs at http://\(shown):\(port)/v1")
+            notes.append("a stand-in of the Daily REST API runs at http://\(shown):\(port)/v1 (API key \(key))")
         } else if let url = text("sfu-url") {
             guard url.hasPrefix("https://") || url.hasPrefix("http://") else { throw SetupError("sfu-url must be an http(s) URL, not \"\(url)\"") }
             guard let key = text("sfu-api-key"), !key.isEmpty else { throw SetupError("sfu-url needs sfu-api-key (or TANDEM_SFU_API_KEY)") }
