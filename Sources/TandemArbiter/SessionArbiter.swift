@@ -340,11 +340,10 @@ public struct SessionArbiter: Sendable {
         return [.prepareSFU]
     }
 
-    /// The next usable provider after the SFU in the fallback order, else the current one again.
+    /// Where a failed session goes when the SFU cannot take it: the next usable provider after the SFU
+    /// in the fallback order, else the current one again.
     private func fallbackPastSFU() -> ProviderName {
-        let order = config.fallbackOrder
-        let after = order.firstIndex(of: .sfu).map { Array(order[($0 + 1)...]) } ?? []
-        return after.first { $0 != provider && usable($0) } ?? provider ?? .sfu
+        firstUsable(after: .sfu, skipping: provider) ?? provider ?? .sfu
     }
 
     /// An operator's switch. It ignores the cool-down but not capacity or what is enabled.
@@ -412,9 +411,14 @@ public struct SessionArbiter: Sendable {
     /// The next provider after `current` in the fallback order that is enabled, offered by everybody and
     /// big enough; when there is none, `current` again (clients treat it as an ICE restart).
     func nextAfterFailure(of current: ProviderName) -> ProviderName {
+        firstUsable(after: current) ?? current
+    }
+
+    /// The first usable provider after `p` in the fallback order (anywhere in it when `p` is not in it).
+    private func firstUsable(after p: ProviderName, skipping: ProviderName? = nil) -> ProviderName? {
         let order = config.fallbackOrder
-        let after = order.firstIndex(of: current).map { Array(order[($0 + 1)...]) } ?? order.filter { $0 != current }
-        return after.first { usable($0) } ?? current
+        let after = order.firstIndex(of: p).map { Array(order[($0 + 1)...]) } ?? order.filter { $0 != p }
+        return after.first { $0 != skipping && usable($0) }
     }
 
     private func usable(_ p: ProviderName) -> Bool {

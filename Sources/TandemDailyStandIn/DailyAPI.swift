@@ -171,6 +171,11 @@ public struct DailyAPI: Sendable {
         return StandInResponse(status: 200, body: .object(["deleted": .bool(true), "name": .string(name)]))
     }
 
+    /// Names of the rooms that exist and have not expired.
+    public func liveRooms(now: Int64) -> [String] {
+        rooms.keys.filter { live($0, now: now) != nil }.sorted()
+    }
+
     /// A room that exists and has not expired. Expired rooms are kept, so that deleting one can say so,
     /// but everything else treats them as deleted.
     private func live(_ name: String, now: Int64) -> Room? {

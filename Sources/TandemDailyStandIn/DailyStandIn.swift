@@ -57,7 +57,7 @@ public final class DailyStandIn: Sendable {
     /// Names of the rooms that exist and have not expired.
     public var liveRooms: [String] {
         let now = Int64(now)
-        return state.withLockedValue { s in s.api.rooms.values.filter { $0.exp.map { $0 > now } ?? true }.map(\.name).sorted() }
+        return state.withLockedValue { $0.api.liveRooms(now: now) }
     }
 
     /// Answers one API request, with the configured faults.
@@ -99,14 +99,11 @@ public final class DailyStandIn: Sendable {
             guard let json = try? JSONParser.parse(Array(body.readableBytesView)), json.isObject else {
                 return Self.response(DailyAPI.error(400, "json-parsing-error", "the request body is not a JSON object"))
             }
-            var faults = StandInFaults()
-            faults.latency = .milliseconds(json["latencyMs"]?.intValue ?? 0)
-            faults.failNext = json["failNext"]?.intValue ?? 0
-            faults.failStatus = json["failStatus"]?.intValue ?? 500
-            guard (100...599).contains(faults.failStatus), faults.failNext >= 0, (0...600_000).contains(json["latencyMs"]?.intValue ?? 0) else {
+            let (latencyMs, failNext, failStatus) = (json["latencyMs"]?.intValue ?? 0, json["failNext"]?.intValue ?? 0, json["failStatus"]?.intValue ?? 500)
+            guard (100...599).contains(failStatus), failNext >= 0, (0...600_000).contains(latencyMs) else {
                 return Self.response(DailyAPI.invalid("failStatus must be 100-599, failNext 0 or more, latencyMs 0-600000"))
             }
-            self.setFaults(faults)
+            self.setFaults(StandInFaults(latency: .milliseconds(latencyMs), failNext: failNext, failStatus: failStatus))
             return Self.response(StandInResponse(status: 200, body: json))
         }
         router.post("/_standin/clock") { request, context in
@@ -133,12 +130,17 @@ public final class DailyStandIn: Sendable {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body.encoded)))
     }
 
+    /// `http://HOST:PORT`, the stand-in's address (its API is below `/v1`, rooms' pages below `/rooms`).
+    public static func address(host: String, port: Int) -> String {
+        "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
+
     /// A stand-in server on `host:port`; `onRunning` gets the bound port (useful with port 0).
     public static func application(
         host: String, port: Int, apiKey: String, faults: StandInFaults = StandInFaults(), requestsPerSecond: Double = 20,
         deletesPerSecond: Double = 2, logger: Logger, onRunning: @escaping @Sendable (Int, DailyStandIn) async -> Void = { _, _ in }
-    ) -> (any ApplicationProtocol, DailyStandIn) {
-        let base: @Sendable (Int) -> String = { port in "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/rooms" }
+    ) -> any ApplicationProtocol {
+        let base: @Sendable (Int) -> String = { port in address(host: host, port: port) + "/rooms" }
         let standIn = DailyStandIn(
             apiKey: apiKey, roomURLBase: base(port), faults: faults, requestsPerSecond: requestsPerSecond, deletesPerSecond: deletesPerSecond)
         let router = Router()
@@ -150,7 +152,7 @@ public final class DailyStandIn: Sendable {
                 standIn.setRoomURLBase(base(bound))
                 await onRunning(bound, standIn)
             }, logger: logger)
-        return (app, standIn)
+        return app
     }
 
     /// Runs a stand-in on a free loopback port for the length of `body`, which gets it and its API's
@@ -162,7 +164,7 @@ public final class DailyStandIn: Sendable {
         var logger = Logger(label: "tandem.daily-standin")
         logger.logLevel = .warning
         let (ports, continuation) = AsyncStream<(Int, DailyStandIn)>.makeStream()
-        let (app, _) = application(
+        let app = application(
             host: "127.0.0.1", port: 0, apiKey: apiKey, requestsPerSecond: requestsPerSecond, deletesPerSecond: deletesPerSecond,
             logger: logger
         ) { port, standIn in continuation.yield((port, standIn)) }
@@ -172,7 +174,7 @@ public final class DailyStandIn: Sendable {
             var iterator = ports.makeAsyncIterator()
             guard let (port, standIn) = await iterator.next() else { return }
             do {
-                try await body(standIn, "http://127.0.0.1:\(port)/v1")
+                try await body(standIn, address(host: "127.0.0.1", port: port) + "/v1")
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error

@@ -133,7 +133,7 @@ public final class DailyClient: SFUProvider {
             // The deadline covers the body too: the client's own stops once the head has arrived.
             answer = try await withThrowingTaskGroup(of: (status: Int, bytes: [UInt8], retryAfter: String?)?.self) { [http] group in
                 group.addTask {
-                    let response = try await http.execute(prepared, timeout: .nanoseconds(timeout.nanoseconds))
+                    let response = try await http.execute(prepared, timeout: TimeAmount(timeout))
                     var buffer = try await response.body.collect(upTo: 1 << 20)
                     return (Int(response.status.code), buffer.readBytes(length: buffer.readableBytes) ?? [], response.headers.first(name: "Retry-After"))
                 }
@@ -188,11 +188,4 @@ public final class DailyClient: SFUProvider {
 struct FailedTry: Error {
     var error: SFUError
     var retryAfter: Duration?
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
-    }
 }

@@ -17,7 +17,7 @@ public struct RequestPacer: Sendable, Equatable {
     /// Reserves one request at `now` and returns how long it must wait before it goes.
     public mutating func reserve(now: Duration) -> Duration {
         if now > updatedAt {
-            tokens = min(burst, tokens + (now - updatedAt).seconds * perSecond)
+            tokens = min(burst, tokens + (now - updatedAt) / .seconds(1) * perSecond)
             updatedAt = now
         }
         tokens -= 1
@@ -60,12 +60,5 @@ public struct RetryPolicy: Sendable, Equatable {
 
     private func backoff(_ tries: Int) -> Duration {
         min(cap, base * (1 << min(max(tries - 1, 0), 20)))
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (s, atto) = components
-        return Double(s) + Double(atto) / 1e18
     }
 }

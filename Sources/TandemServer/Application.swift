@@ -101,8 +101,7 @@ public func buildServer(
     let server: HTTPServerBuilder = try tls.map { try .tls(http, tlsConfiguration: $0) } ?? http
     var services: [any Service] = [hub]
     if let settings = config.sfu, let standIn = settings.standIn {
-        services.append(
-            DailyStandIn.application(host: standIn.host, port: standIn.port, apiKey: settings.api.apiKey, logger: logger).0)
+        services.append(DailyStandIn.application(host: standIn.host, port: standIn.port, apiKey: settings.api.apiKey, logger: logger))
     }
     if let turn = config.turn, turn.runsService {
         var service = turn.service

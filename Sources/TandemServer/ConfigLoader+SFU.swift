@@ -1,4 +1,5 @@
 import TandemArbiter
+import TandemDailyStandIn
 import TandemSFU
 
 extension ConfigLoader {
@@ -17,10 +18,10 @@ extension ConfigLoader {
             let (host, port) = try Self.parseListen(standIn, key: "sfu-standin")
             guard port != 0 else { throw SetupError("sfu-standin needs a port other than 0") }
             let key = text("sfu-api-key") ?? Self.randomSecret()
-            let shown = host.contains(":") ? "[\(host)]" : host
-            settings = SFUSettings(api: DailyConfiguration(baseURL: "http://\(shown):\(port)/v1", apiKey: key))
+            let api = DailyStandIn.address(host: host, port: port) + "/v1"
+            settings = SFUSettings(api: DailyConfiguration(baseURL: api, apiKey: key))
             settings.standIn = SFUSettings.StandInAddress(host: host, port: port)
-            notes.append("a stand-in of the Daily REST API runs at http://\(shown):\(port)/v1 (API key \(key))")
+            notes.append("a stand-in of the Daily REST API runs at \(api) (API key \(key))")
         } else if let url = text("sfu-url") {
             guard url.hasPrefix("https://") || url.hasPrefix("http://") else { throw SetupError("sfu-url must be an http(s) URL, not \"\(url)\"") }
             guard let key = text("sfu-api-key"), !key.isEmpty else { throw SetupError("sfu-url needs sfu-api-key (or TANDEM_SFU_API_KEY)") }

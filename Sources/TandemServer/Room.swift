@@ -113,11 +113,11 @@ final class RoomCore {
     var sfuTokens: [ParticipantID: String] = [:]
     /// A preparation under way in the background, by attempt number.
     var sfuTask: (attempt: Int, task: Task<Result<SFUMade, SFUError>, Never>)?
+    /// Preparations started, in the background or waited for; after one, the service may hold a room for
+    /// this session (even one whose tokens failed).
     var sfuAttempts = 0
     /// The SFU service's last failure, until the arbiter asks for the room again.
     var sfuError: SFUError?
-    /// A preparation ran, so the service may hold a room for this session (even one whose tokens failed).
-    var sfuRoomMayExist = false
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -174,6 +174,7 @@ final class RoomCore {
         case .tick:
             guard !closed else { return }
             await perform(arbiter.tick(now: hub.now()))
+            renewSFURoom(room: room)
         case let .forceSwitch(name, reply):
             guard !closed else { return reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
             if name == .sfu, hub.sfu != nil, arbiter.provider != nil {

@@ -25,14 +25,16 @@ extension RoomCore {
         (arbiter.order + (joining.map { [$0] } ?? [])).filter { sfuTokens[$0] == nil }
     }
 
+    /// Everybody holds a token (no allocation: this runs after every event).
+    private var everyoneHasAToken: Bool { arbiter.order.allSatisfy { sfuTokens[$0] != nil } }
+
     /// Starts making what is missing in the background, unless that is under way already.
     func startSFU(room: Room?) {
         guard let sfu = hub.sfu, let room, sfuTask == nil, !closed else { return }
         let missing = withoutToken()
         guard sfuRoom == nil || !missing.isEmpty else { return }
-        sfuAttempts += 1
-        let attempt = sfuAttempts
         let work = preparation(sfu, missing: missing)
+        let attempt = sfuAttempts
         let task = Task { [weak room] in
             let result = await work()
             room?.post(.sfuPrepared(attempt: attempt, result))
@@ -60,7 +62,7 @@ extension RoomCore {
 
     /// The work of one preparation, to run off the room's task.
     private func preparation(_ sfu: any SFUProvider, missing: [ParticipantID]) -> @Sendable () async -> Result<SFUMade, SFUError> {
-        sfuRoomMayExist = true
+        sfuAttempts += 1
         let known = sfuRoom
         let name = session.rawValue
         // Daily's rooms hold at most 200.
@@ -134,30 +136,30 @@ extension RoomCore {
     /// for participants who joined after the room (unless the service just failed).
     func syncSFU(room: Room) async {
         guard hub.sfu != nil, !closed else { return }
-        // A room in its last quarter of life is made afresh (the adapter extends it) before a switch
-        // could send anybody to it; a session already on it keeps it.
-        if let made = sfuRoom, let exp = made.expiresAt, sfuTask == nil, arbiter.provider != .sfu,
-            let ttl = hub.config.sfu?.roomTTL.components.seconds, exp - hub.wallMs() / 1000 < ttl / 4
-        {
-            sfuRoom = nil
-            sfuTokens = [:]
-            startSFU(room: room)
-        }
-        let missing = withoutToken()
-        let ready = sfuRoom != nil && missing.isEmpty
+        let ready = sfuRoom != nil && everyoneHasAToken
         if ready != arbiter.sfuReady { await perform(arbiter.sfuReadiness(ready, now: hub.now())) }
-        if sfuRoom != nil, !missing.isEmpty, sfuError == nil { startSFU(room: room) }
+        if sfuRoom != nil, !ready, sfuError == nil { startSFU(room: room) }
+    }
+
+    /// Once a second: a room in its last quarter of life is made afresh (the adapter extends it) before
+    /// a switch could send anybody to it; a session already on it keeps it.
+    func renewSFURoom(room: Room) {
+        guard let made = sfuRoom, let exp = made.expiresAt, sfuTask == nil, arbiter.provider != .sfu,
+            let ttl = hub.config.sfu?.roomTTL.components.seconds, exp - hub.wallMs() / 1000 < ttl / 4
+        else { return }
+        sfuRoom = nil
+        sfuTokens = [:]
+        startSFU(room: room)
     }
 
     /// The session ended: its room goes (after a preparation under way, which may be making it). The
     /// delete is registered at once, so that a session starting again under this id can call it off.
     func endSFU() async {
-        guard let rooms = hub.sfuRooms, sfuRoomMayExist else { return }
+        guard let rooms = hub.sfuRooms, sfuAttempts > 0 else { return }
         let pending = sfuTask?.task
         sfuTask = nil
         sfuRoom = nil
         sfuTokens = [:]
-        sfuRoomMayExist = false
         var after: (@Sendable () async -> Void)?
         if let pending { after = { _ = await pending.value } }
         await rooms.delete(session.rawValue, after: after)

@@ -43,11 +43,11 @@ struct DailyStandInCommand: AsyncParsableCommand {
         var logger = Logger(label: "tandem.daily-standin")
         logger.logLevel = .warning
         let faults = StandInFaults(latency: .milliseconds(latencyMs), failNext: failNext, failStatus: failStatus)
-        let (app, _) = DailyStandIn.application(
+        let app = DailyStandIn.application(
             host: host, port: port, apiKey: key, faults: faults, requestsPerSecond: rateLimit, deletesPerSecond: deleteRateLimit,
             logger: logger
         ) { bound, _ in
-            let line = "daily stand-in listening on http://\(host.contains(":") ? "[\(host)]" : host):\(bound)/v1\n"
+            let line = "daily stand-in listening on \(DailyStandIn.address(host: host, port: bound))/v1\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
         try await app.runService()

@@ -34,11 +34,11 @@ struct ConfigTests {
 
         let on = try load(
             base, env: ["TANDEM_SFU_API_KEY": "k"],
-            file: #"{"sfu-url": "https://api.daily.co/v1/", "sfu-prepare": "session-start", "sfu-room-ttl": 7200, "sfu-timeout": 2500, "sfu-rate-limit": 10}"#)
+            file: #"{"sfu-url": "https://api.daily.co/v1/", "sfu-prepare": "session-start", "sfu-room-ttl": 7200, "sfu-timeout": 2500, "sfu-rate-limit": 10, "sfu-delete-rate-limit": 1, "sfu-retry-after": 5000}"#)
         #expect(on.sfu?.api.baseURL == "https://api.daily.co/v1" && on.sfu?.api.apiKey == "k")
         #expect(on.sfu?.roomTTL == .seconds(7200) && on.sfu?.api.requestTimeout == .milliseconds(2500) && on.sfu?.api.requestsPerSecond == 10)
-        #expect(on.sfu?.api.deletesPerSecond == 2 && on.sfu?.standIn == nil)
-        #expect(on.arbiter.enabled.contains(.sfu) && on.arbiter.sfuPreparation == .sessionStart)
+        #expect(on.sfu?.api.deletesPerSecond == 1 && on.sfu?.standIn == nil)
+        #expect(on.arbiter.enabled.contains(.sfu) && on.arbiter.sfuPreparation == .sessionStart && on.arbiter.sfuRetryAfter == .seconds(5))
 
         let dev = try load(["dev": "true", "data-dir": NSTemporaryDirectory() + "tandem-\(UUID().uuidString)", "sfu-standin": "127.0.0.1:8444"])
         #expect(dev.sfu?.standIn == SFUSettings.StandInAddress(host: "127.0.0.1", port: 8444))

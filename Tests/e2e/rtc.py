@@ -1,9 +1,11 @@
-"""What the aiortc end-to-end tests share: test media and what peers received of it, loopback and
-subnet candidate filters, the ICE pairs aiortc nominated, and the waits and media checks of a call."""
+"""What the end-to-end tests share: a signaling client's sending and closing, test media and what
+peers received of it, loopback and subnet candidate filters, the ICE pairs aiortc nominated, and the
+waits and media checks of a call."""
 
 import array
 import asyncio
 import ipaddress
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -17,6 +19,42 @@ MIN_VIDEO_FRAMES = 20
 MIN_AUDIO_FRAMES = 50  # 1 s of 20 ms frames
 VIDEO_SIZE = (160, 120)
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+# --- signaling --------------------------------------------------------------------------------------
+
+class SignalingClient:
+    """Sending, closing and the reader's fate, the same for every test client. A subclass keeps `ws` (its
+    socket, once open), and may keep `pc` (its RTCPeerConnection) and `tasks` (its signaling reader
+    first)."""
+
+    ws = None
+    pc = None
+    tasks: list = []
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def close(self) -> None:
+        """Stops the tasks, closes the peer connection, says `leave` and closes the socket."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.pc is not None:
+            await self.pc.close()
+        if self.ws is not None:
+            try:
+                await self.send({"type": "leave"})
+            except Exception:
+                pass
+            await self.ws.close()
+
+    def read_loop_failure(self):
+        """The exception that ended the signaling reader (an assertion in it, say), if any."""
+        reader = self.tasks[0] if self.tasks else None
+        if reader is not None and reader.done() and not reader.cancelled():
+            return reader.exception()
+        return None
 
 
 # --- media ---------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from websockets.asyncio.client import connect
 from conftest import _launch
 from netns import enter, run_in_netns
 from rtc import (
+    SignalingClient,
     FlatVideoTrack, Received, ToneAudioTrack, candidate_addresses, candidate_from_init, check_media, consume, in_network, nominated_pairs,
     only_network)
 
@@ -170,7 +171,7 @@ def nat_ice(monkeypatch):
 
 # --- one peer, in its own thread and namespace ---------------------------------------------------------
 
-class NatPeer:
+class NatPeer(SignalingClient):
     """Joins over wss, calls p2p, reports the failure, follows the switch to the relay, receives media.
 
     Everything asyncio (and every socket) is made in the peer's own thread; the main thread reads the
@@ -321,9 +322,6 @@ class NatPeer:
                 self.received.tracks.append(track.kind)
                 self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
 
-    async def send(self, message: dict) -> None:
-        await self.ws.send(json.dumps(message))
-
     def set_media(self, media: str) -> None:
         """A media state change on the current provider: reported at once, as the protocol asks."""
         self.media = media
@@ -448,19 +446,6 @@ class NatPeer:
                 self.errors.append(message)
             elif kind == "pong":
                 self.pong.set()
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.pc is not None:
-            await self.pc.close()
-        if getattr(self, "ws", None) is not None:
-            try:
-                await self.send({"type": "leave"})
-            except Exception:
-                pass
-            await self.ws.close()
 
 
 # --- the test --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from aiortc import (
 from websockets.asyncio.client import connect
 
 from rtc import (
+    SignalingClient,
     VIDEO_SIZE, FlatVideoTrack, Received, ToneAudioTrack, assert_loopback_sdp, check_media, consume, is_loopback, nominated_pairs, only_network,
     wait_for)
 
@@ -21,7 +22,7 @@ TEST_TIMEOUT_S = 50.0
 
 # --- one peer --------------------------------------------------------------------------------------
 
-class Peer:
+class Peer(SignalingClient):
     def __init__(self, name: str, session: str, server, luma: int, hz: float, turn_transport: str | None = None) -> None:
         self.name = name
         self.session = session
@@ -67,9 +68,6 @@ class Peer:
         def _track(track) -> None:
             self.received.tracks.append(track.kind)
             self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
-
-    async def send(self, message: dict) -> None:
-        await self.ws.send(json.dumps(message))
 
     async def join(self) -> dict:
         self.ws = await connect(
@@ -148,27 +146,8 @@ class Peer:
         # Messages from one sender are handled in order: the pong comes after the health report.
         await self.send({"type": "ping", "t": t})
 
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.pc.close()
-        if self.ws is not None:
-            try:
-                await self.send({"type": "leave"})
-            except Exception:
-                pass
-            await self.ws.close()
-
     def state(self):
         return (self.pc.connectionState, self.received, self.errors, self.read_loop_failure())
-
-    def read_loop_failure(self):
-        """The exception that ended the signaling reader, if any."""
-        reader = self.tasks[0] if self.tasks else None
-        if reader is not None and reader.done() and not reader.cancelled():
-            return reader.exception()
-        return None
 
 
 # --- the test --------------------------------------------------------------------------------------

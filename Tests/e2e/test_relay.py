@@ -13,6 +13,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from websockets.asyncio.client import connect
 
 from rtc import (
+    SignalingClient,
     MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, FlatVideoTrack, Received, ToneAudioTrack, candidate_from_init,
     check_media, consume, is_loopback, nominated_pairs, wait_for)
 
@@ -20,7 +21,7 @@ CALL_TIMEOUT_S = 30.0
 TEST_TIMEOUT_S = 60.0
 
 
-class RelayPeer:
+class RelayPeer(SignalingClient):
     """A participant whose media goes to the server's relay: it offers to `server`, as the client library does."""
 
     def __init__(self, name: str, session: str, server, luma: int, hz: float, providers=("relay",), video: bool = True) -> None:
@@ -62,9 +63,6 @@ class RelayPeer:
         def _track(track) -> None:
             self.received.tracks.append(track.kind)
             self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
-
-    async def send(self, message: dict) -> None:
-        await self.ws.send(json.dumps(message))
 
     async def join(self, token: str | None = None) -> dict:
         self.ws = await connect(self.server.signal_url, ssl=self.server.ssl_context(), server_hostname="localhost", open_timeout=10)
@@ -126,26 +124,6 @@ class RelayPeer:
                 self.epoch = message["epoch"]
                 if self.provider == "relay":
                     await self.offer_to_server()
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.pc is not None:
-            await self.pc.close()
-        if self.ws is not None:
-            try:
-                await self.send({"type": "leave"})
-            except Exception:
-                pass
-            await self.ws.close()
-
-    def read_loop_failure(self):
-        """The exception that ended the signaling reader (an assertion in it, say), if any."""
-        reader = self.tasks[0] if self.tasks else None
-        if reader is not None and reader.done() and not reader.cancelled():
-            return reader.exception()
-        return None
 
     def state(self):
         return (self.pc.connectionState if self.pc else None, self.received, self.errors, self.switches, self.read_loop_failure())

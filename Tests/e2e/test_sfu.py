@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from conftest import DEFAULT_BIN, _launch, _stop
+from rtc import SignalingClient
 
 API_KEY = "e2e-daily-key"
 BAD = {"type": "health", "epoch": 1, "provider": "p2p", "media": "connected", "rttMs": 650, "lossPct": 1, "jitterMs": 5}
@@ -54,7 +55,7 @@ def control(base: str, path: str) -> str:
     return base.removesuffix("/v1") + path
 
 
-class Client:
+class Client(SignalingClient):
     def __init__(self, server, session: str) -> None:
         self.server = server
         self.session = session
@@ -64,9 +65,6 @@ class Client:
         await self.send({"type": "join", "session": self.session})
         self.welcome = await self.next("welcome")
         return self.welcome
-
-    async def send(self, message: dict) -> None:
-        await self.ws.send(json.dumps(message))
 
     async def next(self, kind: str, timeout: float = 15, where=lambda m: True) -> dict:
         deadline = time.monotonic() + timeout
