@@ -209,6 +209,15 @@ async def wait_for(event: asyncio.Event, what: str, peers, timeout: float = CALL
         raise AssertionError(f"timed out waiting for {what}: {[(p.name, p.state()) for p in peers]}") from None
 
 
+async def media_flows(peers, via: str) -> None:
+    """Waits until every peer is connected and receives media (`via` names the path), then checks it."""
+    for peer in peers:
+        await wait_for(peer.connected, f"{peer.name} connected {via}", peers)
+    for peer in peers:
+        await wait_for(peer.received.enough, f"{peer.name} receiving media {via}", peers)
+    check_media(peers)
+
+
 def check_media(peers) -> None:
     """Each of two peers decoded the other's picture (its luma) and sound (not silence)."""
     ann, ben = peers

@@ -49,9 +49,8 @@ from websockets.asyncio.client import connect
 from conftest import _launch
 from netns import enter, run_in_netns
 from rtc import (
-    SignalingClient,
-    FlatVideoTrack, Received, ToneAudioTrack, candidate_addresses, candidate_from_init, check_media, consume, in_network, nominated_pairs,
-    only_network)
+    FlatVideoTrack, Received, SignalingClient, ToneAudioTrack, candidate_addresses, candidate_from_init, check_media, consume,
+    in_network, nominated_pairs, only_network)
 
 SERVER_A, PEER_A, NET_A = "10.77.1.1", "10.77.1.2", ipaddress.ip_network("10.77.1.0/24")
 SERVER_B, PEER_B, NET_B = "10.77.2.1", "10.77.2.2", ipaddress.ip_network("10.77.2.0/24")

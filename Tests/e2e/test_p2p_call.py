@@ -13,9 +13,8 @@ from aiortc import (
 from websockets.asyncio.client import connect
 
 from rtc import (
-    SignalingClient,
-    VIDEO_SIZE, FlatVideoTrack, Received, ToneAudioTrack, assert_loopback_sdp, check_media, consume, is_loopback, nominated_pairs, only_network,
-    wait_for)
+    VIDEO_SIZE, FlatVideoTrack, Received, SignalingClient, ToneAudioTrack, assert_loopback_sdp, check_media, consume, is_loopback,
+    nominated_pairs, only_network, wait_for)
 
 TEST_TIMEOUT_S = 50.0
 

@@ -13,9 +13,8 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from websockets.asyncio.client import connect
 
 from rtc import (
-    SignalingClient,
-    MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, FlatVideoTrack, Received, ToneAudioTrack, candidate_from_init,
-    check_media, consume, is_loopback, nominated_pairs, wait_for)
+    MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, FlatVideoTrack, Received, SignalingClient, ToneAudioTrack, candidate_from_init, consume,
+    is_loopback, media_flows, nominated_pairs, wait_for)
 
 CALL_TIMEOUT_S = 30.0
 TEST_TIMEOUT_S = 60.0
@@ -144,11 +143,7 @@ async def relay_call(server) -> None:
         before = server.metric('tandem_relay_packets_total{direction="out"}')
         for peer in peers:
             await peer.offer_to_server()
-        for peer in peers:
-            await wait_for(peer.connected, f"{peer.name} connected to the relay", peers)
-        for peer in peers:
-            await wait_for(peer.received.enough, f"{peer.name} receiving media through the relay", peers)
-        check_media(peers)
+        await media_flows(peers, "through the relay")
 
         for peer in peers:
             answer = peer.answers[0]
@@ -212,11 +207,7 @@ async def admin_switch(server) -> None:
         answer = await asyncio.to_thread(server.admin, "POST", f"/v1/sessions/{session}/provider", {"name": "relay"})
         assert answer["provider"] == {"name": "relay", "epoch": 2}
         # Each peer hears the switch once and offers to the relay for epoch 2.
-        for peer in peers:
-            await wait_for(peer.connected, f"{peer.name} connected to the relay", peers)
-        for peer in peers:
-            await wait_for(peer.received.enough, f"{peer.name} receiving media through the relay", peers)
-        check_media(peers)
+        await media_flows(peers, "through the relay")
         for peer in peers:
             assert [(s["name"], s["epoch"], s["reason"]) for s in peer.switches] == [("relay", 2, "admin")]
             assert peer.errors == []
