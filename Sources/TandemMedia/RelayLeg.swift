@@ -225,8 +225,14 @@ final class RelayLeg: ICEAgentDelegate, @unchecked Sendable {
                 if let event = dtls?.start() { dtlsEvent(event) }
                 flushDTLS()
             case .requestKeyframe:
-                // This leg can now receive: ask the peer's sender for a keyframe to start its decoder.
-                session.peer(of: self)?.requestKeyframe()
+                // Media starts both ways once both legs are up, whichever came up first: each sender is
+                // asked for a keyframe to start the other side's decoder. This leg's last DTLS flight
+                // goes first, or its client could not yet read the request.
+                if let peer = session.peer(of: self), peer.machine.isConnected {
+                    flushDTLS()
+                    peer.requestKeyframe()
+                    requestKeyframe()
+                }
             case .report(let error):
                 if error == nil {
                     counters.add(counters.legsConnected, 1)

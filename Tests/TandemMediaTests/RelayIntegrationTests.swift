@@ -35,9 +35,11 @@ import Testing
             }
         })
 
-        // Ben's leg came up after Ann's: the relay asked Ann for a keyframe of her video.
-        try waitUntil(5, "a PLI to Ann") {
-            ann.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 12 && $0.plain[1] == 206 && $0.plain[0] & 0x1F == 1 && W.u32($0.plain, at: 8) == RelayTestClient.videoSSRC } }
+        // Both legs are up, whichever came first: the relay asked each for a keyframe of its video.
+        for (client, name) in [(ann, "Ann"), (ben, "Ben")] {
+            try waitUntil(5, "a PLI to \(name)") {
+                client.packets.withLock { $0.contains { $0.rtcp && $0.plain.count >= 12 && $0.plain[1] == 206 && $0.plain[0] & 0x1F == 1 && W.u32($0.plain, at: 8) == RelayTestClient.videoSSRC } }
+            }
         }
 
         try runOnLoop(ann.loop) { ann.sendVideo(count: 30, size: 1200) }
