@@ -34,6 +34,8 @@ let package = Package(
         .systemLibrary(name: "CNice", pkgConfig: "nice", providers: [.apt(["libnice-dev", "libglib2.0-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
+        // epoll and batched UDP calls for the TURN packet path, which Swift's Glibc module lacks.
+        .target(name: "CDatagramIO"),
         .target(
             name: "TandemMedia",
             dependencies: ["CNice", "COpenSSL", "CSRTP"],
@@ -74,7 +76,7 @@ let package = Package(
         .target(
             name: "TandemTURN",
             dependencies: [
-                "TandemSTUN",
+                "TandemSTUN", "CDatagramIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,3 +1,4 @@
+import CDatagramIO
 import Logging
 import NIOCore
 import NIOPosix
@@ -20,7 +21,7 @@ public struct TURNServiceConfiguration: Sendable {
     public var tls: TLSConfiguration?
     public var policy = TURNPolicy()
     public var limits = RelayResources.Limits()
-    /// Event loops, each with its own listeners (SO_REUSEPORT) and allocations.
+    /// Threads, each with its own UDP listeners (SO_REUSEPORT), allocations and relay sockets.
     public var threads = System.coreCount
 
     public init() {}
@@ -50,7 +51,9 @@ public final class TURNService: Service, Sendable {
     }
 
     public func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        let threads = max(1, configuration.threads)
+        // TCP and TLS connections live on NIO's loops; loop i hands its frames to shard i.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let resources = RelayResources(configuration.limits)
         var nonceKey = [UInt8](repeating: 0, count: 32)
         var rng = SystemRandomNumberGenerator()
@@ -59,23 +62,25 @@ public final class TURNService: Service, Sendable {
             TURNInstant(monotonic: Double(NIODeadline.now().uptimeNanoseconds) / 1e9, unix: Int64(time(nil)))
         }
         var shards: [TURNShard] = []
-        for (i, loop) in group.makeIterator().enumerated() {
-            let server = TURNServer(policy: configuration.policy, resources: resources, nonceKey: nonceKey, now: clock(),
-                idBase: AllocationID(i) << 48)
-            let shard = TURNShard(index: i, loop: loop, server: server, clock: clock, metrics: metrics, logger: logger)
-            shards.append(shard)
-            try await loop.submit { shard.start() }.get()
-        }
         var servers: [any Channel] = []
         func shutDown() async {
             for channel in servers { try? await channel.close() }
-            for shard in shards { try? await shard.loop.flatSubmit { shard.close() }.get() }
+            for shard in shards { await shard.stop() }
             try? await group.shutdownGracefully()
         }
         do {
+            for i in 0..<threads {
+                let server = TURNServer(policy: configuration.policy, resources: resources, nonceKey: nonceKey, now: clock(),
+                    idBase: AllocationID(i) << 48)
+                let shard = try TURNShard(index: i, server: server, clock: clock, metrics: metrics, logger: logger)
+                shard.start()
+                shards.append(shard)
+            }
+            var loops: [ObjectIdentifier: TURNShard] = [:]
+            for (loop, shard) in zip(group.makeIterator(), shards) { loops[ObjectIdentifier(loop)] = shard }
             var udp: [TransportAddress] = []
             for (i, address) in configuration.listen.enumerated() {
-                let (port, tcp) = try await bindUDPAndTCP(address, endpoint: UInt32(i + 1), shards: shards, group: group)
+                let (port, tcp) = try await bindUDPAndTCP(address, endpoint: UInt32(i + 1), shards: shards, loops: loops, group: group)
                 servers.append(tcp)
                 udp.append(TransportAddress(ip: address.ip, port: port))
                 logger.notice("turn listening on udp+tcp \(TransportAddress(ip: address.ip, port: port))")
@@ -85,7 +90,7 @@ public final class TURNService: Service, Sendable {
                 guard let tlsConfiguration = configuration.tls else { throw TURNSetupError("TURNS needs a TLS certificate") }
                 let context = try NIOSSLContext(configuration: tlsConfiguration)
                 for address in configuration.tlsListen {
-                    let channel = try await bindStream(address, shards: shards, group: group, tls: context)
+                    let channel = try await bindStream(address, loops: loops, group: group, tls: context)
                     servers.append(channel)
                     let port = channel.localAddress?.port.map(UInt16.init) ?? address.port
                     tls.append(TransportAddress(ip: address.ip, port: port))
@@ -101,51 +106,37 @@ public final class TURNService: Service, Sendable {
         await shutDown()
     }
 
-    private func shardMap(_ shards: [TURNShard]) -> [ObjectIdentifier: TURNShard] {
-        Dictionary(uniqueKeysWithValues: shards.map { (ObjectIdentifier($0.loop), $0) })
-    }
-
-    /// One UDP socket per loop on the same port (SO_REUSEPORT: the kernel keeps each client on one of
+    /// One UDP socket per shard on the same port (SO_REUSEPORT: the kernel keeps each client on one of
     /// them), and a TCP listener on that port. With port 0 the pair is retried until both are free.
-    private func bindUDPAndTCP(_ address: TransportAddress, endpoint: UInt32, shards: [TURNShard], group: any EventLoopGroup)
-        async throws -> (UInt16, any Channel)
+    private func bindUDPAndTCP(_ address: TransportAddress, endpoint: UInt32, shards: [TURNShard],
+        loops: [ObjectIdentifier: TURNShard], group: any EventLoopGroup) async throws -> (UInt16, any Channel)
     {
         var lastError: (any Error)?
         for _ in 0..<(address.port == 0 ? 8 : 1) {
             var port = address.port
-            var udpChannels: [any Channel] = []
+            var sockets: [Int32] = []
             do {
-                for shard in shards {
-                    let channel = try await DatagramBootstrap(group: shard.loop)
-                        .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
-                        .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
-                        .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
-                        .channelOption(.datagramVectorReadMessageCount, value: 32)
-                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 4096))
-                        .channelInitializer { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(DatagramListenerHandler(shard: shard, endpoint: endpoint))
-                            }
-                        }
-                        .bind(to: TransportAddress(ip: address.ip, port: port).socketAddress).get()
-                    udpChannels.append(channel)
-                    if port == 0 { port = UInt16(channel.localAddress?.port ?? 0) }
-                    try await shard.loop.submit { shard.endpoints[endpoint] = .datagram(channel) }.get()
+                for _ in shards {
+                    var bound: UInt16 = 0
+                    let fd = tandem_udp_open(address.ip.isV6 ? 1 : 0, address.ip.high, address.ip.low, port, 1, 4 << 20, &bound)
+                    guard fd >= 0 else { throw TURNSetupError("udp: \(String(cString: strerror(-fd)))") }
+                    sockets.append(fd)
+                    port = bound
                 }
-                let tcp = try await bindStream(TransportAddress(ip: address.ip, port: port), shards: shards, group: group, tls: nil)
+                let tcp = try await bindStream(TransportAddress(ip: address.ip, port: port), loops: loops, group: group, tls: nil)
+                for (shard, fd) in zip(shards, sockets) { shard.adoptListener(fd, endpoint: endpoint) }
                 return (port, tcp)
             } catch {
                 lastError = error
-                for channel in udpChannels { try? await channel.close() }
+                for fd in sockets { close(fd) }
             }
         }
         throw TURNSetupError("cannot listen for TURN on \(address): \(lastError.map { "\($0)" } ?? "unknown error")")
     }
 
-    private func bindStream(_ address: TransportAddress, shards: [TURNShard], group: any EventLoopGroup, tls: NIOSSLContext?)
-        async throws -> any Channel
+    private func bindStream(_ address: TransportAddress, loops byLoop: [ObjectIdentifier: TURNShard], group: any EventLoopGroup,
+        tls: NIOSSLContext?) async throws -> any Channel
     {
-        let byLoop = shardMap(shards)
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)

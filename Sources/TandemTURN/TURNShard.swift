@@ -1,33 +1,52 @@
+import CDatagramIO
 import Logging
 import NIOCore
-import NIOPosix
+import Synchronization
 import TandemSTUN
 
-/// The allocations of one event loop and every socket they use: the loop's UDP listeners, the TCP and
-/// TLS connections it accepted, and the relay sockets. Only that loop touches it, so a packet never
-/// changes thread and nothing on the packet path takes a lock.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The allocations of one thread and every socket they use: that thread's UDP listeners and the
+/// relay sockets, read with `recvmmsg` and written with `sendmmsg` through one ``DatagramBatch``
+/// per wake-up, and the TCP and TLS connections, whose frames NIO hands over as tasks. Only that
+/// thread touches it, so a datagram never changes thread and nothing on its path takes a lock.
 final class TURNShard: @unchecked Sendable {
     enum Endpoint {
-        case datagram(any Channel)
+        case datagram(Int32)
         case stream(any Channel)
     }
 
+    enum Socket {
+        case listener(endpoint: UInt32)
+        case relay(AllocationID)
+    }
+
     let index: Int
-    let loop: any EventLoop
+    let io: EpollThread
     var server: TURNServer
     let clock: @Sendable () -> TURNInstant
     let logger: Logger
     let metrics: TURNMetrics
     var endpoints: [UInt32: Endpoint] = [:]
-    var relays: [AllocationID: [any Channel]] = [:]
-    var nextStreamEndpoint: UInt32 = 1 << 20
-    var dirty: [any Channel] = []
-    var tickTask: RepeatedTask?
-    var closing = false
+    var relays: [AllocationID: RelaySockets] = [:]
+    /// What each watched descriptor is, by descriptor number.
+    var sockets: [Socket?] = []
+    private let nextStreamEndpoint = Atomic<UInt32>(1 << 20)
+    var batch = DatagramBatch()
+    /// Frames for TCP and TLS clients gathered in this round, one write per connection.
+    var streamWrites: [UInt32: ByteBuffer] = [:]
+    /// Relay sockets closed this round: closed after the round's sends, so that a descriptor
+    /// number is not reused while a datagram queued for it waits.
+    var closing: [Int32] = []
+    let allocator = ByteBufferAllocator()
 
-    init(index: Int, loop: any EventLoop, server: TURNServer, clock: @escaping @Sendable () -> TURNInstant, metrics: TURNMetrics, logger: Logger) {
+    init(index: Int, server: TURNServer, clock: @escaping @Sendable () -> TURNInstant, metrics: TURNMetrics, logger: Logger)
+        throws(TURNSetupError)
+    {
         self.index = index
-        self.loop = loop
+        self.io = try EpollThread()
         self.server = server
         self.clock = clock
         self.metrics = metrics
@@ -35,73 +54,186 @@ final class TURNShard: @unchecked Sendable {
     }
 
     func start() {
-        loop.assertInEventLoop()
-        tickTask = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in tick() }
+        io.start(name: "tandem-turn-\(index)", .init(
+            readable: { [unowned self] token in readable(Int32(truncatingIfNeeded: token)) },
+            roundEnd: { [unowned self] in flush() },
+            tick: { [unowned self] in tick() },
+            stopped: { [unowned self] in closeAll() }))
     }
 
-    // MARK: From clients
+    /// Takes a bound UDP listening socket; its datagrams are ours from now on.
+    func adoptListener(_ fd: Int32, endpoint: UInt32) {
+        io.execute { [self] in
+            endpoints[endpoint] = .datagram(fd)
+            watch(fd, as: .listener(endpoint: endpoint))
+        }
+    }
 
-    /// A datagram or stream frame from a client.
-    func clientBytes(_ buffer: inout ByteBuffer, from client: ClientID) {
-        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
+    private func watch(_ fd: Int32, as socket: Socket) {
+        let i = Int(fd)
+        if i >= sockets.count { sockets.append(contentsOf: repeatElement(nil, count: i + 1 - sockets.count)) }
+        sockets[i] = socket
+        if !io.watch(fd, token: UInt64(fd)) { logger.error("cannot watch a TURN socket", metadata: ["fd": "\(fd)"]) }
+    }
+
+    // MARK: Datagrams
+
+    private func readable(_ fd: Int32) {
+        guard Int(fd) < sockets.count, let socket = sockets[Int(fd)] else { return }
+        switch socket {
+        case .listener(let endpoint): readClients(fd, endpoint: endpoint)
+        case .relay(let id): readPeers(fd, allocation: id)
+        }
+    }
+
+    /// Reads a listener until it is empty or has had four reads' worth, so that one busy socket
+    /// cannot starve the others of this round.
+    private func readClients(_ fd: Int32, endpoint: UInt32) {
+        for _ in 0..<4 {
+            if !batch.roomForRead { flush() }
+            let count = batch.read(fd, offset: 0)
+            for i in 0..<count {
+                let d = batch.received(i)
+                if d.truncated {
+                    server.counters.dropped += 1
+                    continue
+                }
+                let client = ClientID(remote: d.from, endpoint: endpoint)
+                clientDatagram(UnsafeMutableRawBufferPointer(start: d.base, count: d.length), from: client)
+            }
+            if count < DatagramBatch.readCount { return }
+        }
+    }
+
+    /// A ChannelData message goes to its peer from where it landed; anything else is STUN.
+    private func clientDatagram(_ bytes: UnsafeMutableRawBufferPointer, from client: ClientID) {
+        guard let first = bytes.first else { return }
         if TURNFraming.isChannelData(firstByte: first) {
-            guard let number = buffer.readInteger(as: UInt16.self), let length = buffer.readInteger(as: UInt16.self),
-                Int(length) <= buffer.readableBytes
-            else {
+            guard bytes.count >= 4 else {
                 server.counters.dropped += 1
                 return
             }
-            switch server.routeChannelData(number, length: Int(length), from: client) {
-            case .peer(let id, let peer):
-                guard let relay = relayChannel(id, for: peer) else { return }
-                let payload = buffer.readSlice(length: Int(length))!
-                relay.write(AddressedEnvelope(remoteAddress: peer.socketAddress, data: payload), promise: nil)
-                markDirty(relay)
-            case .drop:
-                break
+            let number = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+            let length = Int(UInt16(bytes[2]) << 8 | UInt16(bytes[3]))
+            guard length <= bytes.count - 4 else {
+                server.counters.dropped += 1
+                return
             }
+            guard case .peer(let id, let peer) = server.routeChannelData(number, length: length, from: client),
+                let relay = relaySocket(id, for: peer)
+            else { return }
+            if !batch.queue(relay, bytes.baseAddress! + 4, length, to: peer) { server.counters.dropped += 1 }
             return
         }
         server.setTime(clock())
-        perform(server.receive(Array(buffer.readableBytesView), from: client))
+        perform(server.receive(Array(bytes), from: client))
     }
 
-    func registerStream(_ channel: any Channel) -> UInt32 {
-        let id = nextStreamEndpoint
-        nextStreamEndpoint &+= 1
-        endpoints[id] = .stream(channel)
+    private func readPeers(_ fd: Int32, allocation id: AllocationID) {
+        for _ in 0..<4 {
+            if !batch.roomForRead { flush() }
+            let count = batch.read(fd, offset: DatagramBatch.headroom)
+            for i in 0..<count {
+                let d = batch.received(i)
+                if d.truncated {
+                    server.counters.dropped += 1
+                    continue
+                }
+                peerDatagram(d.base, d.length, from: d.from, allocation: id)
+            }
+            if count < DatagramBatch.readCount { return }
+        }
+    }
+
+    /// A datagram from a peer goes to the client behind a 4-byte ChannelData header written into
+    /// the headroom in front of it, or inside a Data indication when no channel is bound.
+    private func peerDatagram(_ base: UnsafeMutableRawPointer, _ length: Int, from peer: TransportAddress, allocation id: AllocationID) {
+        switch server.routePeerData(to: id, from: peer, length: length) {
+        case .channel(let number, let client):
+            let framed = base - 4
+            framed.storeBytes(of: number.bigEndian, toByteOffset: 0, as: UInt16.self)
+            framed.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
+            send(UnsafeRawBufferPointer(start: framed, count: length + 4), to: client, padded: true)
+        case .dataIndication(let client):
+            let data = UnsafeRawBufferPointer(start: base, count: length)
+            let bytes = TURNFraming.dataIndication(peer: peer, data: data, transactionID: .random())
+            bytes.withUnsafeBytes { send($0, to: client, padded: false, inBatch: false) }
+        case .drop:
+            break
+        }
+    }
+
+    /// Sends bytes to a client: queued as they are for a UDP client (copied when they are not in
+    /// the batch's memory), appended to the connection's write for TCP and TLS, where a ChannelData
+    /// message is padded to four bytes (RFC 8656 §12.5).
+    private func send(_ bytes: UnsafeRawBufferPointer, to client: ClientID, padded: Bool, inBatch: Bool = true) {
+        switch endpoints[client.endpoint] {
+        case .datagram(let fd)?:
+            let ok = inBatch ? batch.queue(fd, UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, to: client.remote)
+                : queueCopy(fd, bytes, to: client.remote)
+            if !ok { server.counters.dropped += 1 }
+        case .stream?:
+            var buffer = streamWrites.removeValue(forKey: client.endpoint) ?? allocator.buffer(capacity: bytes.count + 3)
+            buffer.writeBytes(bytes)
+            if padded, bytes.count % 4 != 0 { buffer.writeRepeatingByte(0, count: 4 - bytes.count % 4) }
+            streamWrites[client.endpoint] = buffer
+        case nil:
+            break
+        }
+    }
+
+    /// Copies bytes that are not in the batch's memory (replies, stream frames) into it, sending the
+    /// round early when it is full.
+    private func queueCopy(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, to address: TransportAddress) -> Bool {
+        if batch.isFull { flush() }
+        return batch.queueCopy(fd, bytes, to: address)
+    }
+
+    private func relaySocket(_ id: AllocationID, for peer: TransportAddress) -> Int32? {
+        relays[id]?.socket(for: peer.ip.isV6)
+    }
+
+    // MARK: Streams (on NIO's threads: everything is posted to ours)
+
+    func streamOpened(_ channel: any Channel) -> UInt32 {
+        let id = nextStreamEndpoint.wrappingAdd(1, ordering: .relaxed).oldValue
+        io.execute { [self] in endpoints[id] = .stream(channel) }
         return id
     }
 
-    func streamClosed(_ client: ClientID) {
-        endpoints[client.endpoint] = nil
-        perform(server.clientClosed(client))
-        flush()
+    func streamFrames(_ frames: [ByteBuffer], from client: ClientID) {
+        io.execute { [self] in
+            for frame in frames { streamFrame(frame, from: client) }
+        }
     }
 
-    // MARK: From peers
+    func streamClosed(_ client: ClientID) {
+        io.execute { [self] in
+            endpoints[client.endpoint] = nil
+            streamWrites[client.endpoint] = nil
+            perform(server.clientClosed(client))
+        }
+    }
 
-    func peerDatagram(_ envelope: AddressedEnvelope<ByteBuffer>, allocation id: AllocationID, allocator: ByteBufferAllocator) {
-        guard let peer = TransportAddress(envelope.remoteAddress) else { return }
-        let length = envelope.data.readableBytes
-        switch server.routePeerData(to: id, from: peer, length: length) {
-        case .channel(let number, let client):
-            guard let endpoint = endpoints[client.endpoint] else { return }
-            let isStream: Bool
-            if case .stream = endpoint { isStream = true } else { isStream = false }
-            let padding = isStream ? (4 - length % 4) % 4 : 0
-            var out = allocator.buffer(capacity: 4 + length + padding)
-            out.writeInteger(number)
-            out.writeInteger(UInt16(length))
-            out.writeImmutableBuffer(envelope.data)
-            if padding > 0 { out.writeRepeatingByte(0, count: padding) }
-            send(out, to: client, via: endpoint)
-        case .dataIndication(let client):
-            guard let endpoint = endpoints[client.endpoint] else { return }
-            let bytes = TURNFraming.dataIndication(peer: peer, data: envelope.data.readableBytesView, transactionID: .random())
-            send(allocator.buffer(bytes: bytes), to: client, via: endpoint)
-        case .drop:
-            break
+    private func streamFrame(_ frame: ByteBuffer, from client: ClientID) {
+        frame.withUnsafeReadableBytes { raw in
+            guard let first = raw.first else { return }
+            if TURNFraming.isChannelData(firstByte: first) {
+                guard raw.count >= 4 else { return }
+                let number = UInt16(raw[0]) << 8 | UInt16(raw[1])
+                let length = Int(UInt16(raw[2]) << 8 | UInt16(raw[3]))
+                guard length <= raw.count - 4 else {
+                    server.counters.dropped += 1
+                    return
+                }
+                guard case .peer(let id, let peer) = server.routeChannelData(number, length: length, from: client),
+                    let relay = relaySocket(id, for: peer)
+                else { return }
+                if !queueCopy(relay, UnsafeRawBufferPointer(rebasing: raw[4..<(4 + length)]), to: peer) { server.counters.dropped += 1 }
+                return
+            }
+            server.setTime(clock())
+            perform(server.receive(Array(raw), from: client))
         }
     }
 
@@ -111,87 +243,58 @@ final class TURNShard: @unchecked Sendable {
         for action in actions {
             switch action {
             case .reply(let bytes, let client):
-                guard let endpoint = endpoints[client.endpoint] else { continue }
-                send(ByteBuffer(bytes: bytes), to: client, via: endpoint)
+                bytes.withUnsafeBytes { send($0, to: client, padded: false, inBatch: false) }
             case .openRelay(let id, let addresses):
                 openRelay(id, addresses)
             case .closeRelay(let id):
-                for channel in relays.removeValue(forKey: id) ?? [] { channel.close(promise: nil) }
+                for fd in relays.removeValue(forKey: id)?.all ?? [] {
+                    io.unwatch(fd)
+                    sockets[Int(fd)] = nil
+                    closing.append(fd)
+                }
             case .sendToPeer(let id, let peer, let bytes):
-                guard let relay = relayChannel(id, for: peer) else { continue }
-                relay.write(AddressedEnvelope(remoteAddress: peer.socketAddress, data: ByteBuffer(bytes: bytes)), promise: nil)
-                markDirty(relay)
+                guard let relay = relaySocket(id, for: peer) else { continue }
+                let ok = bytes.withUnsafeBytes { queueCopy(relay, $0, to: peer) }
+                if !ok { server.counters.dropped += 1 }
             }
         }
     }
 
     private func openRelay(_ id: AllocationID, _ addresses: [TransportAddress]) {
-        let binds = addresses.map { address in
-            DatagramBootstrap(group: loop)
-                .channelOption(.socketOption(.so_reuseaddr), value: 0)
-                .channelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RelayHandler(shard: self, allocation: id))
-                    }
-                }
-                .bind(to: address.socketAddress)
-        }
-        EventLoopFuture.whenAllComplete(binds, on: loop).whenSuccess { [self] results in
-            let channels = results.compactMap { try? $0.get() }
-            guard channels.count == results.count, !closing else {
-                for channel in channels { channel.close(promise: nil) }
-                if !closing {
-                    if case .failure(let error) = results.first(where: { if case .failure = $0 { true } else { false } }) {
-                        logger.debug("relay bind failed", metadata: ["error": "\(error)"])
-                    }
-                    perform(server.relayFailed(id))
-                    flush()
-                }
+        var sockets = RelaySockets()
+        for address in addresses {
+            var port: UInt16 = 0
+            let fd = tandem_udp_open(address.ip.isV6 ? 1 : 0, address.ip.high, address.ip.low, address.port, 0, 0, &port)
+            guard fd >= 0 else {
+                logger.debug("relay bind failed", metadata: ["address": "\(address)", "errno": "\(-fd)"])
+                for fd in sockets.all { close(fd) }
+                perform(server.relayFailed(id))
                 return
             }
-            relays[id] = channels
-            server.setTime(clock())
-            perform(server.relayOpened(id))
-            flush()
+            if address.ip.isV6 { sockets.v6 = fd } else { sockets.v4 = fd }
         }
+        for fd in sockets.all { watch(fd, as: .relay(id)) }
+        relays[id] = sockets
+        server.setTime(clock())
+        perform(server.relayOpened(id))
     }
 
-    private func relayChannel(_ id: AllocationID, for peer: TransportAddress) -> (any Channel)? {
-        guard let channels = relays[id] else { return nil }
-        if channels.count == 1 { return channels[0] }
-        return channels.first { ($0.localAddress?.protocol == .inet6) == peer.ip.isV6 } ?? channels[0]
-    }
-
-    private func send(_ buffer: ByteBuffer, to client: ClientID, via endpoint: Endpoint) {
-        switch endpoint {
-        case .datagram(let channel):
-            channel.write(AddressedEnvelope(remoteAddress: client.remote.socketAddress, data: buffer), promise: nil)
-            markDirty(channel)
-        case .stream(let channel):
-            channel.write(buffer, promise: nil)
-            markDirty(channel)
-        }
-    }
-
-    @inline(__always)
-    private func markDirty(_ channel: any Channel) {
-        if !dirty.contains(where: { $0 === channel }) { dirty.append(channel) }
-    }
-
-    /// Writes are queued while a batch of reads is handled and flushed once after it (by the handlers'
-    /// `channelReadComplete`), so that NIO can send them with one `sendmmsg`; work outside a read
-    /// (ticks, relay binds, a closed stream) flushes itself.
+    /// Sends the round's datagrams and stream writes.
     func flush() {
-        guard !dirty.isEmpty else { return }
-        for channel in dirty { channel.flush() }
-        dirty.removeAll(keepingCapacity: true)
+        server.counters.dropped += batch.flush()
+        for fd in closing { close(fd) }
+        closing.removeAll(keepingCapacity: true)
+        guard !streamWrites.isEmpty else { return }
+        for (endpoint, buffer) in streamWrites {
+            if case .stream(let channel)? = endpoints[endpoint] { channel.writeAndFlush(buffer, promise: nil) }
+        }
+        streamWrites.removeAll(keepingCapacity: true)
     }
 
     // MARK: Time and metrics
 
     func tick() {
         perform(server.tick(clock()))
-        flush()
         publish()
     }
 
@@ -203,64 +306,17 @@ final class TURNShard: @unchecked Sendable {
         metrics.setGauges(shard: index, allocations: server.allocationCount, permissions: server.permissionCount, channels: server.channelCount)
     }
 
-    func close() -> EventLoopFuture<Void> {
-        closing = true
-        tickTask?.cancel()
-        var futures: [EventLoopFuture<Void>] = []
-        for channels in relays.values { for c in channels { futures.append(c.close().recover { _ in }) } }
-        for endpoint in endpoints.values {
-            switch endpoint {
-            case .datagram(let c), .stream(let c): futures.append(c.close().recover { _ in })
-            }
-        }
+    /// Stops the thread; its sockets close with it.
+    func stop() async { await io.stop() }
+
+    private func closeAll() {
+        flush()
+        for (fd, socket) in sockets.enumerated() where socket != nil { close(Int32(fd)) }
+        sockets = []
         relays = [:]
+        for case .stream(let channel) in endpoints.values { channel.close(promise: nil) }
         endpoints = [:]
-        return EventLoopFuture.andAllComplete(futures, on: loop)
     }
-}
-
-/// Reads from one allocation's relay socket.
-final class RelayHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let shard: TURNShard
-    let allocation: AllocationID
-
-    init(shard: TURNShard, allocation: AllocationID) {
-        self.shard = shard
-        self.allocation = allocation
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        shard.peerDatagram(unwrapInboundIn(data), allocation: allocation, allocator: context.channel.allocator)
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) { shard.flush() }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ICMP errors surface here as ECONNREFUSED and the like; the socket stays usable.
-    }
-}
-
-/// Reads a UDP listening socket.
-final class DatagramListenerHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let shard: TURNShard
-    let endpoint: UInt32
-
-    init(shard: TURNShard, endpoint: UInt32) {
-        self.shard = shard
-        self.endpoint = endpoint
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var envelope = unwrapInboundIn(data)
-        guard let remote = TransportAddress(envelope.remoteAddress) else { return }
-        shard.clientBytes(&envelope.data, from: ClientID(remote: remote, endpoint: endpoint))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) { shard.flush() }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
 }
 
 /// Splits a TCP or TLS byte stream into STUN and ChannelData messages (RFC 8656 §12.5).
@@ -282,31 +338,38 @@ struct TURNStreamDecoder: ByteToMessageDecoder {
 
 struct TURNStreamError: Error {}
 
-/// One TCP or TLS client connection.
+/// One TCP or TLS client connection, on an NIO thread: its frames are handed to the shard once per read.
 final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     let shard: TURNShard
     var client: ClientID?
+    var frames: [ByteBuffer] = []
 
     init(shard: TURNShard) { self.shard = shard }
 
     func channelActive(context: ChannelHandlerContext) {
         if let remote = TransportAddress(context.channel.remoteAddress) {
-            client = ClientID(remote: remote, endpoint: shard.registerStream(context.channel))
+            client = ClientID(remote: remote, endpoint: shard.streamOpened(context.channel))
         }
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let client else { return }
-        var frame = unwrapInboundIn(data)
-        shard.clientBytes(&frame, from: client)
+        frames.append(unwrapInboundIn(data))
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { shard.flush() }
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard let client, !frames.isEmpty else { return }
+        shard.streamFrames(frames, from: client)
+        frames.removeAll()
+    }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let client { shard.streamClosed(client) }
+        if let client {
+            if !frames.isEmpty { shard.streamFrames(frames, from: client) }
+            shard.streamClosed(client)
+        }
+        frames.removeAll()
         client = nil
         context.fireChannelInactive()
     }
@@ -314,4 +377,15 @@ final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
+}
+
+/// An allocation's relay sockets: one per address family it was given (RFC 6156).
+struct RelaySockets {
+    var v4: Int32?
+    var v6: Int32?
+
+    var all: [Int32] { [v4, v6].compactMap { $0 } }
+
+    /// The socket of the peer's family, or the only one there is.
+    func socket(for v6Peer: Bool) -> Int32? { v6Peer ? (v6 ?? v4) : (v4 ?? v6) }
 }
