@@ -21,11 +21,11 @@ final class UDPProbe: ChannelInboundHandler, @unchecked Sendable {
         iterator = stream.makeAsyncIterator()
     }
 
-    static func open() async throws -> UDPProbe {
+    static func open(host: String = "127.0.0.1") async throws -> UDPProbe {
         let probe = UDPProbe()
         probe.channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { $0.pipeline.addHandler(probe) }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: host, port: 0).get()
         return probe
     }
 
@@ -36,8 +36,8 @@ final class UDPProbe: ChannelInboundHandler, @unchecked Sendable {
         continuation.yield((envelope.remoteAddress, Array(envelope.data.readableBytesView)))
     }
 
-    func send(_ bytes: [UInt8], to port: Int) async throws {
-        let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+    func send(_ bytes: [UInt8], to port: Int, host: String = "127.0.0.1") async throws {
+        let address = try SocketAddress(ipAddress: host, port: port)
         try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)))
     }
 
