@@ -101,6 +101,9 @@ final class TURNShard: @unchecked Sendable {
                 let client = ClientID(remote: d.from, endpoint: endpoint)
                 clientDatagram(UnsafeMutableRawBufferPointer(start: d.base, count: d.length), from: client)
             }
+            // Each relay socket gets its own send call anyway; sending now keeps the bursts that reach
+            // one peer down to a read's worth.
+            flush()
             if count < DatagramBatch.readCount { return }
         }
     }
@@ -109,24 +112,35 @@ final class TURNShard: @unchecked Sendable {
     private func clientDatagram(_ bytes: UnsafeMutableRawBufferPointer, from client: ClientID) {
         guard let first = bytes.first else { return }
         if TURNFraming.isChannelData(firstByte: first) {
-            guard bytes.count >= 4 else {
+            guard let (relay, peer, payload) = routeChannelData(UnsafeRawBufferPointer(bytes), from: client) else { return }
+            if !batch.queue(relay, UnsafeMutableRawPointer(mutating: payload.baseAddress!), payload.count, to: peer) {
                 server.counters.dropped += 1
-                return
             }
-            let number = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
-            let length = Int(UInt16(bytes[2]) << 8 | UInt16(bytes[3]))
-            guard length <= bytes.count - 4 else {
-                server.counters.dropped += 1
-                return
-            }
-            guard case .peer(let id, let peer) = server.routeChannelData(number, length: length, from: client),
-                let relay = relaySocket(id, for: peer)
-            else { return }
-            if !batch.queue(relay, bytes.baseAddress! + 4, length, to: peer) { server.counters.dropped += 1 }
             return
         }
         server.setTime(clock())
         perform(server.receive(Array(bytes), from: client))
+    }
+
+    /// The relay socket, peer and payload of a ChannelData message; nil when it goes nowhere (a
+    /// short or malformed message is counted as dropped, as the state machine counts the rest).
+    private func routeChannelData(_ bytes: UnsafeRawBufferPointer, from client: ClientID)
+        -> (Int32, TransportAddress, UnsafeRawBufferPointer)?
+    {
+        guard bytes.count >= 4 else {
+            server.counters.dropped += 1
+            return nil
+        }
+        let number = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+        let length = Int(UInt16(bytes[2]) << 8 | UInt16(bytes[3]))
+        guard length <= bytes.count - 4 else {
+            server.counters.dropped += 1
+            return nil
+        }
+        guard case .peer(let id, let peer) = server.routeChannelData(number, length: length, from: client),
+            let relay = relays[id]?.socket(for: peer.ip.isV6)
+        else { return nil }
+        return (relay, peer, UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + length)]))
     }
 
     private func readPeers(_ fd: Int32, allocation id: AllocationID) {
@@ -189,10 +203,6 @@ final class TURNShard: @unchecked Sendable {
         return batch.queueCopy(fd, bytes, to: address)
     }
 
-    private func relaySocket(_ id: AllocationID, for peer: TransportAddress) -> Int32? {
-        relays[id]?.socket(for: peer.ip.isV6)
-    }
-
     // MARK: Streams (on NIO's threads: everything is posted to ours)
 
     func streamOpened(_ channel: any Channel) -> UInt32 {
@@ -219,17 +229,8 @@ final class TURNShard: @unchecked Sendable {
         frame.withUnsafeReadableBytes { raw in
             guard let first = raw.first else { return }
             if TURNFraming.isChannelData(firstByte: first) {
-                guard raw.count >= 4 else { return }
-                let number = UInt16(raw[0]) << 8 | UInt16(raw[1])
-                let length = Int(UInt16(raw[2]) << 8 | UInt16(raw[3]))
-                guard length <= raw.count - 4 else {
-                    server.counters.dropped += 1
-                    return
-                }
-                guard case .peer(let id, let peer) = server.routeChannelData(number, length: length, from: client),
-                    let relay = relaySocket(id, for: peer)
-                else { return }
-                if !queueCopy(relay, UnsafeRawBufferPointer(rebasing: raw[4..<(4 + length)]), to: peer) { server.counters.dropped += 1 }
+                guard let (relay, peer, payload) = routeChannelData(raw, from: client) else { return }
+                if !queueCopy(relay, payload, to: peer) { server.counters.dropped += 1 }
                 return
             }
             server.setTime(clock())
@@ -253,7 +254,7 @@ final class TURNShard: @unchecked Sendable {
                     closing.append(fd)
                 }
             case .sendToPeer(let id, let peer, let bytes):
-                guard let relay = relaySocket(id, for: peer) else { continue }
+                guard let relay = relays[id]?.socket(for: peer.ip.isV6) else { continue }
                 let ok = bytes.withUnsafeBytes { queueCopy(relay, $0, to: peer) }
                 if !ok { server.counters.dropped += 1 }
             }
