@@ -362,7 +362,7 @@ def main():
                 print(f"loss-free forwarded pkt/s at {size} B: tandem {t:.0f}, coturn {c:.0f}, ratio {ratio}")
             for name in ("tandem", "coturn"):
                 rate, cpu_ms, kb = allocations(namespaces[name], server_pid(servers[name]), args.allocations)
-                print(f"{name}: {args.allocations} allocations at {rate:.0f}/s (uclient's pace), {cpu_ms:.3f} ms CPU each "
+                print(f"{name}: {args.allocations} allocations at {rate:.0f}/s (the clients' pace), {cpu_ms:.3f} ms CPU each "
                       f"({1000 / cpu_ms if cpu_ms > 0 else float('inf'):.0f} per core-second), {kb:.1f} KB RSS per allocation")
         finally:
             for process in list(servers.values()) + peers:
