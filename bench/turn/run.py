@@ -258,8 +258,9 @@ def load_point(ns, pid, clients, messages, size):
 def allocations(ns, pid, count, per_client=100):
     """Holds `count` allocations open (-h) from uclient processes of `per_client` allocations each,
     started together (one uclient sets its allocations up one after another, about ten a second, and
-    with 200 or more in one process it gets 437 from its first Allocate, against either server). Returns allocations per second (still the clients' pace), the server's CPU milliseconds
-    per allocation set-up (two Allocates, CreatePermission, ChannelBind) and KB of RSS per allocation;
+    with 200 or more in one process it gets 437 from its first Allocate, against either server).
+    Returns allocations per second (still the clients' pace), the server's CPU milliseconds per
+    allocation set-up (two Allocates, CreatePermission, ChannelBind) and KB of RSS per allocation;
     NaN when the allocations were not all made."""
     rss0 = rss_kb(pid)
     cpu0 = cpu_seconds(pid)
