@@ -1,6 +1,7 @@
 import CDatagramIO
 import Foundation
 import NIOCore
+import NIOPosix
 import TandemProtocol
 import TandemSTUN
 import Testing
@@ -80,84 +81,150 @@ struct TURNDatagramTests {
         #expect(cut.truncated)
     }
 
-    /// A client asks for a relayed address of each family (RFC 8656 dual allocation) and binds a channel
-    /// to a peer of each:
-    /// ChannelData leaves from the relayed address of the peer's family, and the answers come back on
-    /// the right channels.
-    @Test func aDualStackAllocationRelaysChannelDataToPeersOfBothFamilies() async throws {
-        let config = TestServer.config { c in
-            var turn = TURNSettings(secret: "turn-secret", publicHost: "127.0.0.1")
-            turn.service.listen = [TransportAddress("127.0.0.1:0")!]
-            turn.service.policy.relayIPv4 = IPAddress("127.0.0.1")
-            turn.service.policy.relayIPv6 = IPAddress("::1")
-            turn.service.policy.peerFilter = .loopbackAllowed
-            turn.service.threads = 1
-            c.turn = turn
-        }
-        try await TestServer.with(config) { server in
+    static let dualStack = TestServer.config { c in
+        var turn = TURNSettings(secret: "turn-secret", publicHost: "127.0.0.1")
+        turn.service.listen = [TransportAddress("127.0.0.1:0")!]
+        turn.service.policy.relayIPv4 = IPAddress("127.0.0.1")
+        turn.service.policy.relayIPv6 = IPAddress("::1")
+        turn.service.policy.peerFilter = .loopbackAllowed
+        turn.service.threads = 1
+        c.turn = turn
+    }
+
+    /// A UDP TURN client with the credentials a join hands out.
+    struct Client {
+        let probe: UDPProbe
+        let port: Int
+        let username: String
+        let key: [UInt8]
+        var nonce: String?
+
+        static func join(_ server: TestServer) async throws -> Client {
             let servers = try await TURNTests.iceServers(server)
             guard case .string(let username)? = servers[1]["username"], case .string(let password)? = servers[1]["credential"],
-                case .array(let urls)? = servers[0]["urls"], case .string(let stun)? = urls.first
-            else {
-                Issue.record("no TURN entry")
-                return
+                case .array(let urls)? = servers[0]["urls"], case .string(let stun)? = urls.first, let port = Int(stun.split(separator: ":").last!)
+            else { throw TestTimeout(what: "a TURN entry in welcome") }
+            let key = TURNCredentials.longTermKey(username: username, realm: "tandem", password: password, algorithm: .md5)
+            return Client(probe: try await UDPProbe.open(), port: port, username: username, key: key)
+        }
+
+        func request(_ method: STUNMethod, _ build: (inout STUNMessageBuilder) -> Void) -> [UInt8] {
+            var b = STUNMessageBuilder(method: method, class: .request, transactionID: .random())
+            build(&b)
+            if let nonce {
+                b.append(STUNAttribute.username, string: username)
+                b.append(STUNAttribute.realm, string: "tandem")
+                b.append(STUNAttribute.nonce, string: nonce)
+                b.appendIntegrity(key: key)
             }
-            let port = Int(stun.split(separator: ":").last!)!
-            let client = try await UDPProbe.open()
+            return b.bytes
+        }
+
+        func exchange(_ bytes: [UInt8]) async throws -> STUNMessage {
+            try await probe.send(bytes, to: port)
+            return try STUNMessage(parsing: try await probe.receive().1)
+        }
+
+        /// Allocates (after the 401 that brings the nonce); returns the relayed addresses.
+        mutating func allocate(_ build: (inout STUNMessageBuilder) -> Void = { _ in }) async throws -> [TransportAddress] {
+            func attributes(_ b: inout STUNMessageBuilder) {
+                b.append(STUNAttribute.requestedTransport, [17, 0, 0, 0])
+                build(&b)
+            }
+            nonce = nil
+            nonce = try #require(try await exchange(request(.allocate, attributes)).string(STUNAttribute.nonce))
+            let allocated = try await exchange(request(.allocate, attributes))
+            #expect(allocated.messageClass == .success)
+            return allocated.all(STUNAttribute.xorRelayedAddress).compactMap { allocated.xorAddress($0) }
+        }
+
+        func bind(_ number: UInt16, to peer: TransportAddress) async throws {
+            let bound = try await exchange(request(.channelBind) { b in
+                b.append(STUNAttribute.channelNumber, [UInt8(number >> 8), UInt8(number & 0xFF), 0, 0])
+                b.append(STUNAttribute.xorPeerAddress, xorAddress: peer)
+            })
+            #expect(bound.messageClass == .success, "channel \(number)")
+        }
+
+        /// ChannelData there and back: the peer sees the payload from `relayed`, and its answer comes back framed.
+        func roundTrip(_ number: UInt16, peer: UDPProbe, relayed: TransportAddress) async throws {
+            let payload = Array("to \(number)".utf8)
+            try await probe.send([UInt8(number >> 8), UInt8(number & 0xFF), 0, UInt8(payload.count)] + payload, to: port)
+            let (from, data) = try await peer.receive()
+            #expect(data == payload)
+            #expect(from.port == Int(relayed.port))
+            #expect((from.protocol == .inet6) == relayed.ip.isV6)
+
+            let answer = Array("from \(number)".utf8)
+            try await peer.send(answer, to: Int(relayed.port), host: relayed.ip.isV6 ? "::1" : "127.0.0.1")
+            let framed = try await probe.receive().1
+            #expect(framed == [UInt8(number >> 8), UInt8(number & 0xFF), 0, UInt8(answer.count)] + answer)
+        }
+    }
+
+    /// A client asks for a relayed address of each family (RFC 8656 dual allocation) and binds a channel
+    /// to a peer of each: ChannelData leaves from the relayed address of the peer's family, and the
+    /// answers come back on the right channels.
+    @Test func aDualStackAllocationRelaysChannelDataToPeersOfBothFamilies() async throws {
+        try await TestServer.with(Self.dualStack) { server in
+            var client = try await Client.join(server)
             let peer4 = try await UDPProbe.open()
             let peer6 = try await UDPProbe.open(host: "::1")
-            defer { Task { await client.close(); await peer4.close(); await peer6.close() } }
-            let key = TURNCredentials.longTermKey(username: username, realm: "tandem", password: password, algorithm: .md5)
-            func request(_ method: STUNMethod, nonce: String?, _ build: (inout STUNMessageBuilder) -> Void) -> [UInt8] {
-                var b = STUNMessageBuilder(method: method, class: .request, transactionID: .random())
-                build(&b)
-                if let nonce {
-                    b.append(STUNAttribute.username, string: username)
-                    b.append(STUNAttribute.realm, string: "tandem")
-                    b.append(STUNAttribute.nonce, string: nonce)
-                    b.appendIntegrity(key: key)
-                }
-                return b.bytes
-            }
-            func exchange(_ bytes: [UInt8]) async throws -> STUNMessage {
-                try await client.send(bytes, to: port)
-                return try STUNMessage(parsing: try await client.receive().1)
-            }
-            func allocate(_ b: inout STUNMessageBuilder) {
-                b.append(STUNAttribute.requestedTransport, [17, 0, 0, 0])
-                b.append(STUNAttribute.additionalAddressFamily, [2, 0, 0, 0])
-            }
-            let nonce = try #require(try await exchange(request(.allocate, nonce: nil, allocate)).string(STUNAttribute.nonce))
-            let allocated = try await exchange(request(.allocate, nonce: nonce, allocate))
-            #expect(allocated.messageClass == .success)
-            let relayed = allocated.all(STUNAttribute.xorRelayedAddress).compactMap { allocated.xorAddress($0) }
+            defer { Task { [probe = client.probe] in await probe.close(); await peer4.close(); await peer6.close() } }
+            let relayed = try await client.allocate { $0.append(STUNAttribute.additionalAddressFamily, [2, 0, 0, 0]) }
             let relayed4 = try #require(relayed.first(where: { !$0.ip.isV6 }))
             let relayed6 = try #require(relayed.first(where: { $0.ip.isV6 }))
+            try await client.bind(0x4000, to: TransportAddress("127.0.0.1:\(peer4.port)")!)
+            try await client.bind(0x4001, to: TransportAddress("[::1]:\(peer6.port)")!)
+            try await client.roundTrip(0x4000, peer: peer4, relayed: relayed4)
+            try await client.roundTrip(0x4001, peer: peer6, relayed: relayed6)
+        }
+    }
 
-            let peers: [(UInt16, UDPProbe, TransportAddress, TransportAddress)] = [
-                (0x4000, peer4, TransportAddress("127.0.0.1:\(peer4.port)")!, relayed4),
-                (0x4001, peer6, TransportAddress("[::1]:\(peer6.port)")!, relayed6),
+    /// Junk at the listener (from the client itself and from elsewhere), at the relayed address and
+    /// over TCP is dropped or refused, and the allocation goes on relaying.
+    @Test func junkAtEverySocketLeavesTheRelayWorking() async throws {
+        try await TestServer.with(Self.dualStack) { server in
+            var client = try await Client.join(server)
+            let peer = try await UDPProbe.open()
+            // Another address: a permission is per IP, and 127.0.0.1 (the peer's) has one.
+            let stranger = try await UDPProbe.open(host: "127.0.0.2")
+            defer { Task { [probe = client.probe] in await probe.close(); await peer.close(); await stranger.close() } }
+            let relayed = try #require(try await client.allocate().first)
+            try await client.bind(0x4000, to: TransportAddress("127.0.0.1:\(peer.port)")!)
+
+            // The same junk every run: a fixed-seed linear congruential generator.
+            var state: UInt64 = 0x5EED
+            func next() -> UInt64 {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return state >> 33
+            }
+            var junk: [[UInt8]] = [
+                [], [0x40], [0x40, 0x00], [0x40, 0x00, 0xFF, 0xFF], [0x40, 0x00, 0x00, 0x08, 1, 2],  // ChannelData cut short
+                [0x7F, 0xFF, 0x00, 0x00], [0x41, 0x00, 0x00, 0x01, 9],  // unbound channels
+                [UInt8](repeating: 0x40, count: DatagramBatch.slotSize + 500),  // larger than a slot
+                [0x00, 0x01, 0x00, 0x00] + [UInt8](repeating: 0, count: 16),  // a Binding with a zero cookie
             ]
-            for (number, _, address, _) in peers {
-                let bound = try await exchange(request(.channelBind, nonce: nonce) { b in
-                    b.append(STUNAttribute.channelNumber, [UInt8(number >> 8), UInt8(number & 0xFF), 0, 0])
-                    b.append(STUNAttribute.xorPeerAddress, xorAddress: address)
-                })
-                #expect(bound.messageClass == .success, "channel \(number)")
+            for _ in 0..<200 { junk.append((0..<Int(next() % 300)).map { _ in UInt8(truncatingIfNeeded: next()) }) }
+            for bytes in junk {
+                try await client.probe.send(bytes, to: client.port)
+                try await stranger.send(bytes, to: client.port)
+                try await stranger.send(bytes, to: Int(relayed.port))
             }
-            for (number, probe, _, relayedAddress) in peers {
-                let payload = Array("to \(number)".utf8)
-                try await client.send([UInt8(number >> 8), UInt8(number & 0xFF), 0, UInt8(payload.count)] + payload, to: port)
-                let (from, data) = try await probe.receive()
-                #expect(data == payload)
-                #expect(from.port == Int(relayedAddress.port))
-                #expect((from.protocol == .inet6) == relayedAddress.ip.isV6)
+            let tcp = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: client.port).get()
+            // A frame that is neither STUN nor ChannelData closes the TCP connection.
+            try await tcp.writeAndFlush(ByteBuffer(bytes: [0xC0] + [UInt8](repeating: 0, count: 40)))
+            try await within(5, "the TCP connection closed") { try await tcp.closeFuture.get() }
 
-                let answer = Array("from \(number)".utf8)
-                try await probe.send(answer, to: Int(relayedAddress.port), host: relayedAddress.ip.isV6 ? "::1" : "127.0.0.1")
-                let framed = try await client.receive().1
-                #expect(framed == [UInt8(number >> 8), UInt8(number & 0xFF), 0, UInt8(answer.count)] + answer)
-            }
+            // None of it is answered (no junk carries STUN's magic cookie), and the allocation still relays.
+            try await client.roundTrip(0x4000, peer: peer, relayed: relayed)
+            // A second client is served as before.
+            var second = try await Client.join(server)
+            defer { Task { [probe = second.probe] in await probe.close() } }
+            let relayed2 = try #require(try await second.allocate().first)
+            try await second.bind(0x4001, to: TransportAddress("127.0.0.1:\(peer.port)")!)
+            try await second.roundTrip(0x4001, peer: peer, relayed: relayed2)
         }
     }
 }
