@@ -15,10 +15,10 @@ struct DatagramBatch: ~Copyable {
     private let slots: Int
     private let memory: UnsafeMutableRawPointer
     private let received: UnsafeMutablePointer<tandem_datagram>
-    private var sends: UnsafeMutablePointer<tandem_datagram>
-    private var sendSockets: UnsafeMutablePointer<Int32>
+    private let sends: UnsafeMutablePointer<tandem_datagram>
+    private let sendSockets: UnsafeMutablePointer<Int32>
     private var order: [Int] = []
-    private var runBuffer: UnsafeMutablePointer<tandem_datagram>
+    private let runBuffer: UnsafeMutablePointer<tandem_datagram>
     private var used = 0
     private(set) var queued = 0
 

@@ -35,8 +35,8 @@ final class TURNShard: @unchecked Sendable {
     var sockets: [Socket?] = []
     private let nextStreamEndpoint = Atomic<UInt32>(1 << 20)
     var batch = DatagramBatch()
-    /// Frames for TCP and TLS clients gathered in this round, one write per connection.
-    var streamWrites: [UInt32: ByteBuffer] = [:]
+    /// Frames for TCP and TLS clients gathered in this round, handed to each connection's loop once.
+    var streamWrites: [UInt32: [ByteBuffer]] = [:]
     /// Relay sockets closed this round: closed after the round's sends, so that a descriptor
     /// number is not reused while a datagram queued for it waits.
     var closing: [Int32] = []
@@ -178,7 +178,7 @@ final class TURNShard: @unchecked Sendable {
     }
 
     /// Sends bytes to a client: queued as they are for a UDP client (copied when they are not in
-    /// the batch's memory), appended to the connection's write for TCP and TLS, where a ChannelData
+    /// the batch's memory), added to the connection's writes for TCP and TLS, where a ChannelData
     /// message is padded to four bytes (RFC 8656 §12.5).
     private func send(_ bytes: UnsafeRawBufferPointer, to client: ClientID, padded: Bool, inBatch: Bool = true) {
         switch endpoints[client.endpoint] {
@@ -187,10 +187,12 @@ final class TURNShard: @unchecked Sendable {
                 : queueCopy(fd, bytes, to: client.remote)
             if !ok { server.counters.dropped += 1 }
         case .stream?:
-            var buffer = streamWrites.removeValue(forKey: client.endpoint) ?? allocator.buffer(capacity: bytes.count + 3)
+            // One buffer per frame: over TLS each write is its own record, and some clients (coturn's
+            // uclient) read one message per record.
+            var buffer = allocator.buffer(capacity: bytes.count + 3)
             buffer.writeBytes(bytes)
             if padded, bytes.count % 4 != 0 { buffer.writeRepeatingByte(0, count: 4 - bytes.count % 4) }
-            streamWrites[client.endpoint] = buffer
+            streamWrites[client.endpoint, default: []].append(buffer)
         case nil:
             break
         }
@@ -286,8 +288,12 @@ final class TURNShard: @unchecked Sendable {
         for fd in closing { close(fd) }
         closing.removeAll(keepingCapacity: true)
         guard !streamWrites.isEmpty else { return }
-        for (endpoint, buffer) in streamWrites {
-            if case .stream(let channel)? = endpoints[endpoint] { channel.writeAndFlush(buffer, promise: nil) }
+        for (endpoint, buffers) in streamWrites {
+            guard case .stream(let channel)? = endpoints[endpoint] else { continue }
+            channel.eventLoop.execute {
+                for buffer in buffers { channel.write(buffer, promise: nil) }
+                channel.flush()
+            }
         }
         streamWrites.removeAll(keepingCapacity: true)
     }
@@ -359,7 +365,9 @@ final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
         frames.append(unwrapInboundIn(data))
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    func channelReadComplete(context: ChannelHandlerContext) { handOver() }
+
+    private func handOver() {
         guard let client, !frames.isEmpty else { return }
         shard.streamFrames(frames, from: client)
         frames.removeAll()
@@ -367,7 +375,7 @@ final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         if let client {
-            if !frames.isEmpty { shard.streamFrames(frames, from: client) }
+            handOver()
             shard.streamClosed(client)
         }
         frames.removeAll()

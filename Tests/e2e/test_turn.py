@@ -52,12 +52,12 @@ def echo_peer():
 
 
 def uclient(server, peer_host: str, peer_port: int, *flags: str, messages: int = 100, clients: int = 10,
-            user: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
+            user: tuple[str, str] | None = None, interval_ms: int = 5) -> subprocess.CompletedProcess:
     """Runs turnutils_uclient with REST credentials derived from the shared secret (-W), or a given user."""
     port = server.turns_port if "-S" in flags else server.turn_port
     auth = ["-u", user[0], "-w", user[1]] if user else ["-W", TURN_SECRET, "-u", "uclient"]
     command = ["turnutils_uclient", *auth, "-e", peer_host, "-r", str(peer_port), "-n", str(messages), "-m", str(clients),
-               "-l", "172", "-z", "5", "-p", str(port), *flags, "127.0.0.1"]
+               "-l", "172", "-z", str(interval_ms), "-p", str(port), *flags, "127.0.0.1"]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
@@ -70,12 +70,16 @@ def totals(result: subprocess.CompletedProcess) -> tuple[int, int, int]:
     return int(s), int(r), int(lost["lost"])
 
 
-@pytest.mark.parametrize("flags", [(), ("-t",), ("-S", "-t"), ("-y",), ("-y", "-t"), ("-s",)],
-                         ids=["udp", "tcp", "tls", "udp-client-to-client", "tcp-client-to-client", "udp-send-indications"])
-def test_uclient_relays_every_packet(tandem_turn_server, echo_peer, flags):
+@pytest.mark.parametrize("flags, interval_ms", [((), 5), (("-t",), 5), (("-S", "-t"), 5), (("-S", "-t"), 1), (("-y",), 5),
+                                                (("-y", "-t"), 5), (("-s",), 5)],
+                         ids=["udp", "tcp", "tls", "tls-every-ms", "udp-client-to-client", "tcp-client-to-client",
+                              "udp-send-indications"])
+def test_uclient_relays_every_packet(tandem_turn_server, echo_peer, flags, interval_ms):
+    # Every millisecond, several answers for one TLS client leave in one round: uclient reads one
+    # message per TLS record, so each must be a record of its own.
     peer = echo_peer()
     before = tandem_turn_server.metric('tandem_turn_packets_total{direction="to_client"}')
-    result = uclient(tandem_turn_server, "127.0.0.1", peer, *flags)
+    result = uclient(tandem_turn_server, "127.0.0.1", peer, *flags, interval_ms=interval_ms)
     sent, received, lost = totals(result)
     # Client-to-client mode pairs the clients up and may round their number up.
     assert sent >= 1000 and received == sent and lost == 0, result.stdout[-2000:]
