@@ -20,7 +20,7 @@ struct DatagramBatch: ~Copyable {
     private var order: [Int] = []
     private let runBuffer: UnsafeMutablePointer<tandem_datagram>
     private var used = 0
-    private(set) var queued = 0
+    private var queued = 0
 
     init(slots: Int = 256) {
         self.slots = slots
@@ -64,10 +64,11 @@ struct DatagramBatch: ~Copyable {
         return (d.base, Int(d.length), d.truncated != 0, TransportAddress(d))
     }
 
-    /// Queues `length` bytes at `base` (memory of this batch) for `fd` to send to `address`.
-    mutating func queue(_ fd: Int32, _ base: UnsafeMutableRawPointer, _ length: Int, to address: TransportAddress) -> Bool {
+    /// Queues `bytes` (memory of this batch) for `fd` to send to `address`.
+    mutating func queue(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, to address: TransportAddress) -> Bool {
         guard queued < slots else { return false }
-        sends[queued] = address.datagram(base: base, length: length)
+        // The kernel only reads it; the C type is not const.
+        sends[queued] = address.datagram(base: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), length: bytes.count)
         sendSockets[queued] = fd
         queued += 1
         return true
@@ -80,7 +81,7 @@ struct DatagramBatch: ~Copyable {
         used += 1
         let buffer = UnsafeMutableRawBufferPointer(start: base, count: bytes.count)
         buffer.copyBytes(from: bytes)
-        return queue(fd, base, bytes.count, to: address)
+        return queue(fd, UnsafeRawBufferPointer(buffer), to: address)
     }
 
     var isFull: Bool { used == slots || queued == slots }

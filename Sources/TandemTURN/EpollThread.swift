@@ -51,8 +51,7 @@ final class EpollThread: @unchecked Sendable {
     /// Ends the loop after the tasks already posted; returns once the thread has called `stopped`.
     func stop() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let box = UncheckedBox(continuation)
-            execute { [self] in stopping = box.value }
+            execute { [self] in stopping = continuation }
         }
     }
 
@@ -91,21 +90,9 @@ final class EpollThread: @unchecked Sendable {
     private func runTasks() {
         let tasks = queue.withLock { q in
             q.signalled = false
-            return q.tasks.isEmpty ? [] : q.tasks.swapAndClear()
+            defer { q.tasks = [] }
+            return q.tasks
         }
         for task in tasks { task() }
-    }
-}
-
-private struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
-
-extension Array {
-    fileprivate mutating func swapAndClear() -> [Element] {
-        var out: [Element] = []
-        swap(&self, &out)
-        return out
     }
 }

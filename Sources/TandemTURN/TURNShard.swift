@@ -90,7 +90,7 @@ final class TURNShard: @unchecked Sendable {
     /// cannot starve the others of this round.
     private func readClients(_ fd: Int32, endpoint: UInt32) {
         for _ in 0..<4 {
-            if !batch.roomForRead { flush() }
+            if !batch.roomForRead { sendDatagrams() }
             let count = batch.read(fd, offset: 0)
             for i in 0..<count {
                 let d = batch.received(i)
@@ -99,23 +99,21 @@ final class TURNShard: @unchecked Sendable {
                     continue
                 }
                 let client = ClientID(remote: d.from, endpoint: endpoint)
-                clientDatagram(UnsafeMutableRawBufferPointer(start: d.base, count: d.length), from: client)
+                clientDatagram(UnsafeRawBufferPointer(start: d.base, count: d.length), from: client)
             }
             // Each relay socket gets its own send call anyway; sending now keeps the bursts that reach
             // one peer down to a read's worth.
-            flush()
+            sendDatagrams()
             if count < DatagramBatch.readCount { return }
         }
     }
 
     /// A ChannelData message goes to its peer from where it landed; anything else is STUN.
-    private func clientDatagram(_ bytes: UnsafeMutableRawBufferPointer, from client: ClientID) {
+    private func clientDatagram(_ bytes: UnsafeRawBufferPointer, from client: ClientID) {
         guard let first = bytes.first else { return }
         if TURNFraming.isChannelData(firstByte: first) {
-            guard let (relay, peer, payload) = routeChannelData(UnsafeRawBufferPointer(bytes), from: client) else { return }
-            if !batch.queue(relay, UnsafeMutableRawPointer(mutating: payload.baseAddress!), payload.count, to: peer) {
-                server.counters.dropped += 1
-            }
+            guard let (relay, peer, payload) = routeChannelData(bytes, from: client) else { return }
+            if !batch.queue(relay, payload, to: peer) { server.counters.dropped += 1 }
             return
         }
         server.setTime(clock())
@@ -145,7 +143,7 @@ final class TURNShard: @unchecked Sendable {
 
     private func readPeers(_ fd: Int32, allocation id: AllocationID) {
         for _ in 0..<4 {
-            if !batch.roomForRead { flush() }
+            if !batch.roomForRead { sendDatagrams() }
             let count = batch.read(fd, offset: DatagramBatch.headroom)
             for i in 0..<count {
                 let d = batch.received(i)
@@ -183,8 +181,7 @@ final class TURNShard: @unchecked Sendable {
     private func send(_ bytes: UnsafeRawBufferPointer, to client: ClientID, padded: Bool, inBatch: Bool = true) {
         switch endpoints[client.endpoint] {
         case .datagram(let fd)?:
-            let ok = inBatch ? batch.queue(fd, UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, to: client.remote)
-                : queueCopy(fd, bytes, to: client.remote)
+            let ok = inBatch ? batch.queue(fd, bytes, to: client.remote) : queueCopy(fd, bytes, to: client.remote)
             if !ok { server.counters.dropped += 1 }
         case .stream?:
             // One buffer per frame: over TLS each write is its own record, and some clients (coturn's
@@ -201,7 +198,7 @@ final class TURNShard: @unchecked Sendable {
     /// Copies bytes that are not in the batch's memory (replies, stream frames) into it, sending the
     /// round early when it is full.
     private func queueCopy(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, to address: TransportAddress) -> Bool {
-        if batch.isFull { flush() }
+        if batch.isFull { sendDatagrams() }
         return batch.queueCopy(fd, bytes, to: address)
     }
 
@@ -282,9 +279,12 @@ final class TURNShard: @unchecked Sendable {
         perform(server.relayOpened(id))
     }
 
-    /// Sends the round's datagrams and stream writes.
+    /// Sends the datagrams queued so far and frees the batch's slots.
+    private func sendDatagrams() { server.counters.dropped += batch.flush() }
+
+    /// Ends a round: its datagrams, the relay sockets it closed, its stream writes.
     func flush() {
-        server.counters.dropped += batch.flush()
+        sendDatagrams()
         for fd in closing { close(fd) }
         closing.removeAll(keepingCapacity: true)
         guard !streamWrites.isEmpty else { return }

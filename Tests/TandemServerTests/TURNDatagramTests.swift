@@ -132,7 +132,9 @@ struct TURNDatagramTests {
                 build(&b)
             }
             nonce = nil
-            nonce = try #require(try await exchange(request(.allocate, attributes)).string(STUNAttribute.nonce))
+            let challenge = try await exchange(request(.allocate, attributes))
+            let fresh: String = try #require(challenge.string(STUNAttribute.nonce))
+            nonce = fresh
             let allocated = try await exchange(request(.allocate, attributes))
             #expect(allocated.messageClass == .success)
             return allocated.all(STUNAttribute.xorRelayedAddress).compactMap { allocated.xorAddress($0) }
