@@ -154,7 +154,7 @@ public struct SessionArbiter: Sendable {
         guard let current = provider ?? chosen, participants.count < config.maxParticipants, offered.contains(.sfu) else { return false }
         if current == .sfu { return true }
         guard ArbiterConfig.isPairOnly(current), participants.count >= 2, config.enabled.contains(.sfu) else { return false }
-        return offered.contains(.sfu) && participants.values.allSatisfy { $0.offered.contains(.sfu) }
+        return participants.values.allSatisfy { $0.offered.contains(.sfu) }
     }
 
     /// Any message from a participant: it is alive.

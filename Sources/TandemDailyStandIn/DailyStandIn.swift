@@ -19,6 +19,16 @@ public struct StandInFaults: Sendable, Equatable {
         self.failNext = failNext
         self.failStatus = failStatus
     }
+
+    /// What ``validated(latencyMs:failNext:failStatus:)`` accepts, for error messages.
+    public static let limits = "failStatus 100-599, failNext 0 or more, latencyMs 0-600000"
+
+    /// The faults, or nil when a value is out of range (a status no HTTP response can carry, a
+    /// negative count, a latency past ten minutes).
+    public static func validated(latencyMs: Int, failNext: Int, failStatus: Int) -> StandInFaults? {
+        guard (100...599).contains(failStatus), failNext >= 0, (0...600_000).contains(latencyMs) else { return nil }
+        return StandInFaults(latency: .milliseconds(latencyMs), failNext: failNext, failStatus: failStatus)
+    }
 }
 
 /// The Daily REST stand-in over HTTP: ``DailyAPI`` at `/v1/...`, plus a control API at `/_standin/...`
@@ -100,10 +110,10 @@ public final class DailyStandIn: Sendable {
                 return Self.response(DailyAPI.error(400, "json-parsing-error", "the request body is not a JSON object"))
             }
             let (latencyMs, failNext, failStatus) = (json["latencyMs"]?.intValue ?? 0, json["failNext"]?.intValue ?? 0, json["failStatus"]?.intValue ?? 500)
-            guard (100...599).contains(failStatus), failNext >= 0, (0...600_000).contains(latencyMs) else {
-                return Self.response(DailyAPI.invalid("failStatus must be 100-599, failNext 0 or more, latencyMs 0-600000"))
+            guard let faults = StandInFaults.validated(latencyMs: latencyMs, failNext: failNext, failStatus: failStatus) else {
+                return Self.response(DailyAPI.invalid(StandInFaults.limits))
             }
-            self.setFaults(StandInFaults(latency: .milliseconds(latencyMs), failNext: failNext, failStatus: failStatus))
+            self.setFaults(faults)
             return Self.response(StandInResponse(status: 200, body: json))
         }
         router.post("/_standin/clock") { request, context in

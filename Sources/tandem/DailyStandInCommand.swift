@@ -36,13 +36,12 @@ struct DailyStandInCommand: AsyncParsableCommand {
             throw SetupError("give --api-key or TANDEM_SFU_API_KEY")
         }
         guard rateLimit > 0, deleteRateLimit > 0 else { throw SetupError("rate limits must be above 0") }
-        guard (100...599).contains(failStatus), failNext >= 0, latencyMs >= 0 else {
-            throw SetupError("--fail-status must be 100-599, --fail-next and --latency-ms 0 or more")
+        guard let faults = StandInFaults.validated(latencyMs: latencyMs, failNext: failNext, failStatus: failStatus) else {
+            throw SetupError("--fail-status, --fail-next, --latency-ms: \(StandInFaults.limits)")
         }
         let (host, port) = try ConfigLoader.parseListen(listen)
         var logger = Logger(label: "tandem.daily-standin")
         logger.logLevel = .warning
-        let faults = StandInFaults(latency: .milliseconds(latencyMs), failNext: failNext, failStatus: failStatus)
         let app = DailyStandIn.application(
             host: host, port: port, apiKey: key, faults: faults, requestsPerSecond: rateLimit, deletesPerSecond: deleteRateLimit,
             logger: logger

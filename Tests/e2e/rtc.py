@@ -30,7 +30,8 @@ class SignalingClient:
 
     ws = None
     pc = None
-    tasks: list = []
+    # A subclass that starts tasks keeps its own list; the class's default is empty and immutable.
+    tasks: tuple = ()
 
     async def send(self, message: dict) -> None:
         await self.ws.send(json.dumps(message))

@@ -110,8 +110,7 @@ def test_sustained_bad_quality_moves_both_clients_to_one_sfu_room(sfu_server, st
         view = sfu_server.admin("GET", "/v1/sessions/e2e-sfu")
         assert [(h["epoch"], h["provider"]) for h in view["history"]] == [(1, "p2p"), (2, "sfu")]
         for client in (a, b):
-            await client.send({"type": "leave"})
-            await client.ws.close()
+            await client.close()
     asyncio.run(run())
     # The session ended: its room is deleted.
     deadline = time.monotonic() + 10
