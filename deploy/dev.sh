@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 # The media relay links libnice (on GLib), the system OpenSSL (DTLS) and libsrtp2.
 APT_PACKAGES=(pkg-config libsqlite3-dev libnice-dev libglib2.0-dev libssl-dev libsrtp2-dev)
 # coturn's client tools (turnutils_uclient, turnutils_peer) test our TURN service; headless Chromium
-# runs the browser client and the demo page.
-TEST_APT_PACKAGES=(coturn chromium chromium-driver)
+# runs the browser client and the demo page; iproute2's `ip` makes the tests' network namespaces.
+TEST_APT_PACKAGES=(coturn chromium chromium-driver iproute2)
 
 install_apt() {
     local missing=()
@@ -19,28 +19,41 @@ install_apt() {
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        # coturn is here for its client tools: on a machine with systemd its package also starts a TURN
+        # server on 3478, which `deploy/dev.sh run` needs. Stop the one this script just installed.
+        case " ${missing[*]} " in
+        *" coturn "*) if [ -d /run/systemd/system ]; then $sudo systemctl disable --now coturn >/dev/null 2>&1 || true; fi ;;
+        esac
     fi
 }
 
 case "${1:-}" in
 run)
     shift
-    install_apt "${APT_PACKAGES[@]}"
-    swift build -c release --product tandem
+    # TANDEM_BIN: an already built binary instead of a release build (the tests start this script with theirs).
+    binary="${TANDEM_BIN:-}"
+    if [ -z "$binary" ]; then
+        install_apt "${APT_PACKAGES[@]}"
+        swift build -c release --product tandem
+        binary=.build/release/tandem
+    fi
     # TURN on loopback too, so that the demo's ICE servers work out of the box, and a stand-in of
     # Daily's REST API, so that sessions can move to the SFU.
     extra=()
     case " $* " in *" --turn-listen"*) ;; *) extra+=(--turn-listen 127.0.0.1:3478) ;; esac
     case " $* " in *" --sfu-"*) ;; *) extra+=(--sfu-standin 127.0.0.1:8444) ;; esac
-    exec .build/release/tandem serve --dev "${extra[@]}" "$@"
+    exec "$binary" serve --dev "${extra[@]}" "$@"
     ;;
 test)
     install_apt "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
     command -v node >/dev/null || install_apt nodejs
+    # Every test talks to loopback or to namespaces it made: never through a proxy the caller may set.
+    export no_proxy="127.0.0.1,localhost,::1,10.77.0.0/16${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1,10.77.0.0/16${NO_PROXY:+,$NO_PROXY}"
     swift build --build-tests
     swift test --skip-build
-    # The browser client's pure parts (protocol state machine, backoff, stats), in node's test runner.
-    node --test clients/js/test/
+    # The browser client's pure parts (protocol state machine, backoff, stats), in node's test runner
+    # (clients/js/package.json makes its files ES modules for any node from 18 on).
+    node --test clients/js/test/*.test.js
     # End to end: independent WebRTC peers (aiortc) and headless Chromium through a running `tandem serve`.
     if [ ! -x .venv/bin/python ] || ! cmp -s Tests/e2e/requirements.txt .venv/requirements.txt; then
         python3 -c 'import ensurepip, venv' 2>/dev/null || install_apt python3-venv

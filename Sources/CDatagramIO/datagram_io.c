@@ -118,8 +118,12 @@ int tandem_udp_open(uint8_t v6, uint64_t high, uint64_t low, uint16_t port, int 
     if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail;
     if (buffer_bytes > 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+        // The FORCE options (CAP_NET_ADMIN) get the size asked for whatever net.core.rmem_max and
+        // wmem_max say; without the capability the kernel caps the plain ones at them.
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof buffer_bytes) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof buffer_bytes) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
     }
     tandem_datagram d = {.v6 = v6, .high = high, .low = low, .port = port};
     struct sockaddr_storage ss;

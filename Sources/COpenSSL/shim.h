@@ -18,7 +18,7 @@ static inline long tandem_ssl_set_mtu(SSL *ssl, long mtu) {
 }
 
 static inline int tandem_ssl_ctx_dtls12_only(SSL_CTX *ctx) {
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_QUERY_MTU);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_QUERY_MTU | SSL_OP_NO_RENEGOTIATION);
     return (int)SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION);
 }
 
@@ -30,6 +30,12 @@ static inline long tandem_dtls_timeout_ms(SSL *ssl) {
 }
 
 static inline int tandem_dtls_handle_timeout(SSL *ssl) { return (int)DTLSv1_handle_timeout(ssl); }
+
+/* Renegotiation is refused whatever the library's default (OpenSSL 3 refuses a client's, 1.1 did not). */
+static inline int tandem_ssl_refuses_renegotiation(SSL *ssl) { return (SSL_get_options(ssl) & SSL_OP_NO_RENEGOTIATION) != 0; }
+
+/* Lets a test's client ask to renegotiate. */
+static inline void tandem_ssl_allow_renegotiation(SSL *ssl) { SSL_clear_options(ssl, SSL_OP_NO_RENEGOTIATION); }
 
 static inline void tandem_bio_mem_eof_retry(BIO *bio) { BIO_set_mem_eof_return(bio, -1); }
 

@@ -57,6 +57,15 @@ public struct ArbiterConfig: Sendable, Equatable {
     public var sfuPreparation: SFUPreparation = .qualityTrend
     /// After the SFU service failed, no new attempt for this long.
     public var sfuRetryAfter: Duration = .seconds(30)
+    /// Least time between two failure switches of one session. A failure inside it waits for its end (a
+    /// real one is still failed then) instead of moving the session again at once.
+    public var failureCoolDown: Duration = .seconds(2)
+    /// Most failure switches of one session within `failureSwitchWindow`; past them the session stays
+    /// where it is with a `switch_limit` alert. Three providers and an ICE restart each fit well inside.
+    public var failureSwitchLimit = 6
+    public var failureSwitchWindow: Duration = .seconds(600)
+    /// The most one session moves any provider's learning score, up or down, over its whole life.
+    public var sessionScoreCap = 15
 
     public init() {}
 

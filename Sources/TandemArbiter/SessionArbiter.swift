@@ -69,6 +69,24 @@ public struct SessionArbiter: Sendable {
     private var sfuPreparing = false
     /// After the SFU service failed, no new attempt before this.
     private var sfuBlockedUntil: Instant?
+    /// The last epoch whose media failed, and who said so: its provider's score pays for the failure
+    /// only once it is corroborated.
+    private var failure: FailureRecord?
+    /// When the session's recent failure switches happened, oldest first (those within the window).
+    private var failureSwitches: [Instant] = []
+    /// A failure reported inside the cool-down, acted on when it ends if its epoch is still current.
+    public private(set) var deferredFailure: PendingSwitch?
+    private var deferredFailureEpoch = 0
+    /// What this session has added to each provider's score so far (bounded by `sessionScoreCap`).
+    private var scoreContribution: [ProviderName: Int] = [:]
+
+    struct FailureRecord: Sendable {
+        let epoch: Int
+        let provider: ProviderName
+        var reporters: Set<ParticipantID> = []
+        var measuredByServer = false
+        var charged = false
+    }
 
     public struct PendingSwitch: Sendable, Equatable {
         public let reason: SwitchReason
@@ -188,12 +206,17 @@ public struct SessionArbiter: Sendable {
         order.removeAll { $0 == id }
         var actions: [ArbiterAction] = [.removeParticipant(id, reason: reason)]
         if pendingSFU?.by == id { pendingSFU = nil }
+        if deferredFailure?.by == id { deferredFailure = nil }
         if participants.isEmpty {
             provider = nil
             lastSwitchAt = nil
             sfuReady = false
             sfuPreparing = false
             sfuBlockedUntil = nil
+            failure = nil
+            failureSwitches = []
+            deferredFailure = nil
+            scoreContribution = [:]
             actions.append(.sessionEnded)
         }
         return actions
@@ -206,16 +229,21 @@ public struct SessionArbiter: Sendable {
         p.lastHealthAt = now
         p.activeAlerts.remove(.stalePeer)
         defer { if participants[id] != nil { participants[id] = p } }
-        guard report.epoch == epoch, report.provider == provider, let current = provider else { return [] }
+        guard report.epoch == epoch, report.provider == provider, let current = provider else {
+            // A failure of the epoch the session just left still counts as a witness of it.
+            guard report.media == .failed, failure?.epoch == report.epoch, failure?.provider == report.provider else { return [] }
+            return witnessFailure(by: id, measured: false)
+        }
 
         var actions: [ArbiterAction] = []
         p.media = report.media
         p.lastReport = report
         if report.media == .connected, p.connectedCountedEpoch != epoch {
             p.connectedCountedEpoch = epoch
-            actions.append(.adjustScore(current, delta: ProviderScores.onConnected))
+            actions += adjustScore(current, by: ProviderScores.onConnected)
         }
-        if report.media == .failed { return actions + failure(&p, id, current: current, now: now) }
+        if report.media == .connected, deferredFailure?.by == id { deferredFailure = nil }
+        if report.media == .failed { return actions + failure(&p, id, current: current, measured: false, now: now) }
         actions += observe(&p, id, report, now: now, current: current)
         return actions
     }
@@ -227,22 +255,68 @@ public struct SessionArbiter: Sendable {
         guard var p = participants[id], epoch == self.epoch, provider == self.provider else { return [] }
         defer { if participants[id] != nil { participants[id] = p } }
         p.media = .failed
-        return failure(&p, id, current: provider, now: now)
+        return failure(&p, id, current: provider, measured: true, now: now)
     }
 
-    /// A participant's media failed on the current provider: its score drops and the session moves on.
-    private mutating func failure(_ p: inout Participant, _ id: ParticipantID, current: ProviderName, now: Instant) -> [ArbiterAction] {
-        // The epoch's failure is being handled already: the switch waits for the SFU's room.
-        if pendingSFU?.reason == .failure { return [] }
-        var actions: [ArbiterAction] = [.adjustScore(current, delta: ProviderScores.onFailure)]
+    /// A participant's media failed on the current provider: the session moves on, at most once per
+    /// cool-down and `failureSwitchLimit` times per window. The provider's score pays only for a
+    /// corroborated failure (see ``witnessFailure(by:measured:)``).
+    private mutating func failure(
+        _ p: inout Participant, _ id: ParticipantID, current: ProviderName, measured: Bool, now: Instant
+    ) -> [ArbiterAction] {
         p.badStreak = 0
-        participants[id] = p
-        let next = nextAfterFailure(of: current)
-        actions += next == .sfu && current != .sfu ? wantSFU(.failure, by: id, now: now) : [switchTo(next, reason: .failure, now: now)]
+        var actions: [ArbiterAction] = []
         if let level = p.quality.observe(.lost, upgradeReports: config.upgradeReports) {
             actions.append(.quality(id, score: 0, level: level))
         }
+        participants[id] = p
+        // The caller writes `p` back: it carries what changes below.
+        defer { p = participants[id] ?? p }
+        if failure?.epoch != epoch { failure = FailureRecord(epoch: epoch, provider: current) }
+        actions += witnessFailure(by: id, measured: measured)
+        // The epoch's failure is being handled already: the switch waits for the SFU's room.
+        if pendingSFU?.reason == .failure { return actions }
+        failureSwitches.removeAll { now - $0 >= config.failureSwitchWindow }
+        guard failureSwitches.count < config.failureSwitchLimit else {
+            if participants[id]?.activeAlerts.insert(.switchLimit).inserted == true {
+                actions.append(.alert(.switchLimit, id, value: Double(config.failureSwitchLimit)))
+            }
+            return actions
+        }
+        // Below the limit (again): the next time it is reached is worth saying.
+        for other in order { participants[other]?.activeAlerts.remove(.switchLimit) }
+        if let last = failureSwitches.last, now - last < config.failureCoolDown {
+            deferredFailure = PendingSwitch(reason: .failure, by: id)
+            deferredFailureEpoch = epoch
+            return actions
+        }
+        let next = nextAfterFailure(of: current)
+        actions += next == .sfu && current != .sfu ? wantSFU(.failure, by: id, now: now) : [switchTo(next, reason: .failure, now: now)]
         return actions
+    }
+
+    /// Somebody attests that the failed epoch's media failed: the participant `id` in a report, or the
+    /// server's own measurement (a relay leg that failed). A failure costs its provider's score once it is
+    /// corroborated, by the server or by a second participant, so that one client cannot poison the
+    /// score every later session starts from.
+    private mutating func witnessFailure(by id: ParticipantID, measured: Bool) -> [ArbiterAction] {
+        guard var record = failure, !record.charged else { return [] }
+        record.reporters.insert(id)
+        record.measuredByServer = record.measuredByServer || measured
+        let corroborated = record.measuredByServer || record.reporters.count >= 2
+        record.charged = corroborated
+        failure = record
+        return corroborated ? adjustScore(record.provider, by: ProviderScores.onFailure) : []
+    }
+
+    /// A change to a provider's learning score, within what one session may move it in total.
+    private mutating func adjustScore(_ provider: ProviderName, by delta: Int) -> [ArbiterAction] {
+        let cap = config.sessionScoreCap
+        let before = scoreContribution[provider, default: 0]
+        let after = min(max(before + delta, -cap), cap)
+        guard after != before else { return [] }
+        scoreContribution[provider] = after
+        return [.adjustScore(provider, delta: after - before)]
     }
 
     /// The server's own measurement of a participant's media (the relay reads it from RTCP): it feeds
@@ -376,6 +450,17 @@ public struct SessionArbiter: Sendable {
     /// Time passes: remove participants past the heartbeat timeout and flag stale ones.
     public mutating func tick(now: Instant) -> [ArbiterAction] {
         var actions: [ArbiterAction] = []
+        if let deferred = deferredFailure {
+            if deferredFailureEpoch != epoch {
+                deferredFailure = nil
+            } else if failureSwitches.last.map({ now - $0 >= config.failureCoolDown }) ?? true, var p = participants[deferred.by],
+                let current = provider
+            {
+                deferredFailure = nil
+                actions += failure(&p, deferred.by, current: current, measured: false, now: now)
+                if participants[deferred.by] != nil { participants[deferred.by] = p }
+            }
+        }
         for id in order {
             guard var p = participants[id] else { continue }
             let silentSince = p.socketOpen ? p.lastSeen : (p.disconnectedAt ?? p.lastSeen)
@@ -400,6 +485,8 @@ public struct SessionArbiter: Sendable {
         epoch += 1
         lastSwitchAt = now
         pendingSFU = nil
+        deferredFailure = nil
+        if reason == .failure { failureSwitches.append(now) }
         resetStreaks()
         return .switchProvider(to: target, epoch: epoch, previous: previous, reason: reason)
     }

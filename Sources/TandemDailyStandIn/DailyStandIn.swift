@@ -59,7 +59,8 @@ public final class DailyStandIn: Sendable {
     public func setRoomURLBase(_ base: String) { state.withLockedValue { $0.api.roomURLBase = base } }
 
     /// Moves the stand-in's clock forward, so rooms and tokens expire without waiting.
-    public func advanceClock(by seconds: Double) { state.withLockedValue { $0.clockOffset += seconds } }
+    /// The offset is capped at about 31 million years, so that no number of moves overflows a clock reading.
+    public func advanceClock(by seconds: Double) { state.withLockedValue { $0.clockOffset = min($0.clockOffset + seconds, 1e15) } }
 
     /// Requests seen per `METHOD /path-shape` (`GET /rooms/:name`).
     public var requestCounts: [String: Int] { state.withLockedValue { $0.requests } }

@@ -4,7 +4,7 @@ import TandemProtocol
 
 /// Why a token was refused.
 public struct TokenError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Code: String, Sendable { case malformed, badSignature, expired, wrongSession, unsupportedAlgorithm }
+    public enum Code: String, Sendable { case malformed, badSignature, expired, notYetValid, wrongSession, unsupportedAlgorithm }
     public let code: Code
     public init(code: Code) { self.code = code }
     public var description: String {
@@ -12,6 +12,7 @@ public struct TokenError: Error, Sendable, Equatable, CustomStringConvertible {
         case .malformed: "the token is not a well-formed JWT"
         case .badSignature: "the token's signature does not verify"
         case .expired: "the token has expired"
+        case .notYetValid: "the token is not valid yet (nbf or iat in the future)"
         case .wrongSession: "the token is for another session"
         case .unsupportedAlgorithm: "the token is not HS256"
         }

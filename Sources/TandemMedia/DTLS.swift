@@ -270,14 +270,43 @@ public final class DTLSTransport {
         }
     }
 
-    /// After the handshake only alerts matter (the relay carries no data channel).
+    /// After the handshake only alerts matter (the relay carries no data channel). A datagram may pack
+    /// several records, so every one is read and nothing stays behind in the memory BIO; the bound only
+    /// guards against a loop (a 16 KB datagram holds at most about 1 300 empty records).
     private func drainApplicationData() -> Event? {
+        ERR_clear_error()
+        defer { ERR_clear_error() }
         var scratch = [UInt8](repeating: 0, count: 2048)
-        ERR_clear_error()
-        let n = SSL_read(ssl, &scratch, Int32(scratch.count))
-        if n <= 0, SSL_get_error(ssl, n) == SSL_ERROR_ZERO_RETURN { return .closed }
-        ERR_clear_error()
+        for _ in 0..<4096 {
+            let n = SSL_read(ssl, &scratch, Int32(scratch.count))
+            if n > 0 { continue }
+            if SSL_get_error(ssl, n) == SSL_ERROR_ZERO_RETURN { return .closed }
+            return nil
+        }
         return nil
+    }
+
+    // MARK: A peer's side, for tests
+
+    /// Bytes written to this transport and not read by OpenSSL yet.
+    var bufferedInput: Int { Int(BIO_ctrl_pending(input)) }
+
+    /// Sends application data (which the relay never does; a peer might).
+    func writeApplicationData(_ bytes: [UInt8]) -> Bool {
+        ERR_clear_error()
+        defer { ERR_clear_error() }
+        return SSL_write(ssl, bytes, Int32(bytes.count)) == Int32(bytes.count)
+    }
+
+    /// Whether the association refuses renegotiation by its own setting.
+    var refusesRenegotiation: Bool { tandem_ssl_refuses_renegotiation(ssl) != 0 }
+
+    /// Asks for a renegotiation, as a client may try once the handshake is done.
+    func renegotiate() -> Bool {
+        ERR_clear_error()
+        defer { ERR_clear_error() }
+        tandem_ssl_allow_renegotiation(ssl)
+        return SSL_renegotiate(ssl) == 1 && SSL_do_handshake(ssl) <= 1
     }
 
     private func connected() -> Event {

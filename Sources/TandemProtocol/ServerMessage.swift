@@ -34,6 +34,9 @@ public enum AlertKind: String, Sendable, CaseIterable {
     /// An addition to PROTOCOL.md: the session should have moved to the SFU but the SFU service failed;
     /// `value` is the HTTP status it answered (0 when it did not answer) and `detail` says why.
     case sfuUnavailable = "sfu_unavailable"
+    /// An addition to PROTOCOL.md: the session's failure switches reached their limit, so it stays on its
+    /// provider; `value` is the limit.
+    case switchLimit = "switch_limit"
 }
 
 public struct ICEServer: Sendable, Equatable {

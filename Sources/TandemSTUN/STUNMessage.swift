@@ -115,12 +115,16 @@ public struct STUNMessage: Sendable {
     }
 
     /// Unknown comprehension-required attributes, for a 420 answer.
-    public func unknownRequiredAttributes(known: Set<UInt16>) -> [UInt16] {
-        var seen: [UInt16] = []
-        for a in attributes where STUNAttribute.isComprehensionRequired(a.type) && !known.contains(a.type) && !seen.contains(a.type) {
-            seen.append(a.type)
+    /// At most `limit` of them, in order: enough for the 420's UNKNOWN-ATTRIBUTES, and a message made of
+    /// thousands costs one set lookup each.
+    public func unknownRequiredAttributes(known: Set<UInt16>, limit: Int = 32) -> [UInt16] {
+        var seen: Set<UInt16> = []
+        var unknown: [UInt16] = []
+        for a in attributes where STUNAttribute.isComprehensionRequired(a.type) && !known.contains(a.type) && seen.insert(a.type).inserted {
+            unknown.append(a.type)
+            if unknown.count == limit { break }
         }
-        return seen
+        return unknown
     }
 
     // MARK: Integrity

@@ -253,7 +253,7 @@ public struct TURNServer: Sendable {
     private mutating func sendIndication(_ message: STUNMessage, from client: ClientID) -> [Action] {
         guard let id = byClient[client], let i = allocations.index(forKey: id), case .active = allocations.values[i].phase,
             let peer = message.xorAddress(STUNAttribute.xorPeerAddress), let data = message.value(STUNAttribute.data),
-            permits(peer, at: i), spend(data.count, at: i, toPeer: true)
+            permits(peer, at: i), policy.peerFilter.permits(peer), spend(data.count, at: i, toPeer: true)
         else {
             counters.dropped += 1
             return []
@@ -512,7 +512,7 @@ public struct TURNServer: Sendable {
         guard TURNFraming.channelNumbers.contains(number) else { return fail(.badRequest, "channel number out of range") }
         guard let peer = m.xorAddress(STUNAttribute.xorPeerAddress) else { return fail(.badRequest, "XOR-PEER-ADDRESS is required") }
         guard a.relayed.contains(where: { $0.ip.isV6 == peer.ip.isV6 }) else { return fail(.peerAddressFamilyMismatch) }
-        guard policy.peerFilter.permits(peer.ip) else { return fail(.forbidden, "Peer address not allowed") }
+        guard policy.peerFilter.permits(peer) else { return fail(.forbidden, "Peer address not allowed") }
         if let bound = a.channels[number], bound.peer != peer { return fail(.badRequest, "channel bound to another peer") }
         if let other = a.channelByPeer[peer], other != number { return fail(.badRequest, "peer bound to another channel") }
         if a.channels[number] == nil, a.channels.count >= policy.maxPermissionsPerAllocation { return fail(.insufficientCapacity, "Too many channels") }

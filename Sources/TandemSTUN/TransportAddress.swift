@@ -14,6 +14,12 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     /// `0.0.0.0` or `::`: a wildcard to bind, never an address to hand out.
     public var isUnspecified: Bool { self == IPAddress("0.0.0.0") || self == IPAddress("::") }
 
+    /// `127.0.0.0/8`, `::1`, or an IPv4-mapped loopback address.
+    public var isLoopback: Bool {
+        let ip = unmappedV4 ?? self
+        return ip.isV6 ? ip.high == 0 && ip.low == 1 : ip.low >> 24 == 127
+    }
+
     public init(v4 value: UInt32) {
         high = 0
         low = UInt64(value)
@@ -60,6 +66,19 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     public var unmappedV4: IPAddress? {
         guard isV6, high == 0, low >> 32 == 0xFFFF else { return nil }
         return IPAddress(v4: UInt32(truncatingIfNeeded: low))
+    }
+
+    /// The IPv4 addresses an IPv6 address carries: IPv4-compatible (`::/96`), NAT64 (`64:ff9b::/96`),
+    /// 6to4 (`2002::/16`) and Teredo (`2001::/32`: its server and its client, which Teredo stores
+    /// inverted). IPv4-mapped addresses are `unmappedV4`.
+    public var embeddedV4: [IPAddress] {
+        guard isV6 else { return [] }
+        let low32 = UInt32(truncatingIfNeeded: low)
+        if high == 0, low >> 32 == 0, low32 > 1 { return [IPAddress(v4: low32)] }
+        if high == 0x0064_FF9B_0000_0000, low >> 32 == 0 { return [IPAddress(v4: low32)] }
+        if high >> 48 == 0x2002 { return [IPAddress(v4: UInt32(truncatingIfNeeded: high >> 16))] }
+        if high >> 32 == 0x2001_0000 { return [IPAddress(v4: UInt32(truncatingIfNeeded: high)), IPAddress(v4: ~low32)] }
+        return []
     }
 
     public var description: String {

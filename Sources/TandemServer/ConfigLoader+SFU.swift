@@ -17,14 +17,14 @@ extension ConfigLoader {
             guard text("sfu-url") == nil else { throw SetupError("give sfu-url or sfu-standin, not both") }
             let (host, port) = try Self.parseListen(standIn, key: "sfu-standin")
             guard port != 0 else { throw SetupError("sfu-standin needs a port other than 0") }
-            let key = text("sfu-api-key") ?? Self.randomSecret()
+            let key = try secretSetting("sfu-api-key") ?? Self.randomSecret()
             let api = DailyStandIn.address(host: host, port: port) + "/v1"
             settings = SFUSettings(api: DailyConfiguration(baseURL: api, apiKey: key))
             settings.standIn = SFUSettings.StandInAddress(host: host, port: port)
             notes.append("a stand-in of the Daily REST API runs at \(api) (API key \(key))")
         } else if let url = text("sfu-url") {
             guard url.hasPrefix("https://") || url.hasPrefix("http://") else { throw SetupError("sfu-url must be an http(s) URL, not \"\(url)\"") }
-            guard let key = text("sfu-api-key"), !key.isEmpty else { throw SetupError("sfu-url needs sfu-api-key (or TANDEM_SFU_API_KEY)") }
+            guard let key = try secretSetting("sfu-api-key") else { throw SetupError("sfu-url needs sfu-api-key (or TANDEM_SFU_API_KEY)") }
             settings = SFUSettings(api: DailyConfiguration(baseURL: url, apiKey: key))
         } else {
             if let stray = Self.sfuKeys.first(where: { text($0) != nil }) { throw SetupError("\(stray) needs sfu-url") }

@@ -40,6 +40,16 @@ extension ConfigLoader {
         return low...high
     }
 
+    /// Whether TURN relays to loopback peers: as `turn-allow-loopback-peers` says, and by default only in
+    /// `--dev` with every TURN listener on loopback. A client that reaches TURN there is on this machine
+    /// already, so loopback peers give it nothing new, and two tabs' relayed candidates are on loopback.
+    func loopbackPeersAllowed(dev: Bool, listen: [TransportAddress], notes: inout [String]) throws -> Bool {
+        if text("turn-allow-loopback-peers") != nil { return try bool("turn-allow-loopback-peers") }
+        guard dev, !listen.isEmpty, listen.allSatisfy(\.ip.isLoopback) else { return false }
+        notes.append("TURN relays to loopback peers (--dev, TURN on loopback only), so two tabs on this machine can call through it; --no-turn-allow-loopback-peers denies them")
+        return true
+    }
+
     func prefixes(_ key: String) throws -> [IPPrefix] {
         try parsedList(key, takes: "addresses or prefixes like 10.0.0.0/8") { IPPrefix($0) }
     }
@@ -66,7 +76,7 @@ extension ConfigLoader {
         if !tlsListen.isEmpty, tls == .disabled { throw SetupError("turns-listen needs the TLS certificate (--tls-cert and --tls-key)") }
 
         let secret: String
-        if let given = text("turn-secret") {
+        if let given = try secretSetting("turn-secret") {
             secret = given
         } else {
             guard dev, external.isEmpty else { throw SetupError("give --turn-secret: TURN credentials are signed with it") }
@@ -108,13 +118,16 @@ extension ConfigLoader {
             if ip.isV6 { policy.externalIPv6 = ip } else { policy.externalIPv4 = ip }
         }
         var allow = try prefixes("turn-allow-peers")
-        if try bool("turn-allow-loopback-peers") { allow += PeerFilter.loopbackAllowed.allow }
-        policy.peerFilter = PeerFilter(allow: allow, deny: try prefixes("turn-deny-peers"))
+        if try loopbackPeersAllowed(dev: dev, listen: listen + tlsListen, notes: &notes) { allow += PeerFilter.loopbackAllowed.allow }
+        if let ports = try portRange("turn-relay-ports", lowest: 1024, distinct: true) { settings.service.limits.ports = ports }
+        let own = Set((listen + tlsListen).map(\.ip).filter { !$0.isUnspecified } + relays
+            + [policy.externalIPv4, policy.externalIPv6].compactMap { $0 })
+        policy.peerFilter = PeerFilter(
+            allow: allow, deny: try prefixes("turn-deny-peers"), own: own, relayPorts: settings.service.limits.ports)
         if let v = try integer("turn-max-bps", in: 0...1_000_000_000) { policy.bandwidthLimit = v }
         if let v = try integer("turn-allocate-rate", in: 0...1_000_000) { policy.allocateRatePerSource = v }
         settings.service.policy = policy
 
-        if let ports = try portRange("turn-relay-ports", lowest: 1024, distinct: true) { settings.service.limits.ports = ports }
         if let v = try integer("turn-user-quota", in: 0...1_000_000) { settings.service.limits.perIdentity = v }
         if let v = try integer("turn-total-quota", in: 0...1_000_000) { settings.service.limits.total = v }
         if let v = try integer("turn-threads", in: 1...256) { settings.service.threads = v }

@@ -61,7 +61,7 @@ public struct ConfigLoader {
         if let v = environment[env] { return v }
         switch file[key] {
         case .string(let s): return s
-        case .number(let d): return d.rounded() == d ? String(Int(d)) : String(d)
+        case .number(let d): return Int(exactly: d).map(String.init) ?? String(d)
         case .bool(let b): return b ? "true" : "false"
         case .array(let items): return items.compactMap(\.stringValue).joined(separator: ",")
         default: return nil
@@ -83,6 +83,23 @@ public struct ConfigLoader {
             throw SetupError("\(key) must be a number from \(Self.format(range.lowerBound)) to \(Self.format(range.upperBound)), not \"\(t)\"")
         }
         return v
+    }
+
+    /// A secret or key setting. An empty or short one would let anybody sign join tokens, mint TURN
+    /// credentials or call the admin API, so it is refused at start.
+    func secretSetting(_ key: String) throws -> String? {
+        guard let value = text(key) else { return nil }
+        try Self.checkSecret(value, name: key)
+        return value
+    }
+
+    /// Secrets and keys are at least this many bytes.
+    public static let minimumSecretBytes = 16
+
+    public static func checkSecret(_ value: String, name: String) throws {
+        let count = value.utf8.count
+        guard count < minimumSecretBytes else { return }
+        throw SetupError("\(name) must be at least \(minimumSecretBytes) bytes, not \(count == 0 ? "empty" : "\(count)"): make one with `openssl rand -hex 32`")
     }
 
     func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
@@ -156,13 +173,13 @@ public struct ConfigLoader {
             c.tls = .files(certificate: paths.certificate, key: paths.key)
         }
 
-        c.secret = text("secret")
+        c.secret = try secretSetting("secret")
         if c.secret == nil {
             guard c.dev else { throw SetupError("give --secret (or TANDEM_SECRET): join tokens are signed with it") }
             c.secret = Self.randomSecret()
             notes.append("join tokens are signed with a secret made for this run; give --secret to keep tokens across restarts")
         }
-        c.apiKey = text("api-key")
+        c.apiKey = try secretSetting("api-key")
         if c.apiKey == nil && c.dev {
             c.apiKey = Self.randomSecret()
             notes.append("admin API key for this run: \(c.apiKey!)")

@@ -155,6 +155,11 @@ final class RoomCore {
         case let .join(context, reply):
             guard !closed else { return reply.resume(returning: .retry) }
             let outcome = await join(context, room: room)
+            if case .rejected = outcome, members.isEmpty, arbiter.isEmpty {
+                // Nobody is in the session and nothing waits on it: a refused join leaves no room behind
+                // (a claim it made in the store ends too).
+                await perform([.sessionEnded])
+            }
             reply.resume(returning: outcome)
         case let .message(id, connection, message):
             guard !closed, members[id]?.connection?.id == connection else { return }

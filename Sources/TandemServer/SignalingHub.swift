@@ -47,7 +47,7 @@ public final class SignalingHub: Service, Sendable {
         self.store = store
         self.metrics = metrics
         self.logger = logger
-        tokens = config.secret.map(JoinTokens.init(secret:))
+        tokens = config.secret.map { JoinTokens(secret: $0) }
         iceServers = ICEServerMint(settings: config.turn, staticServers: config.iceServers)
     }
 

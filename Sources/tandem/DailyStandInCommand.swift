@@ -32,9 +32,10 @@ struct DailyStandInCommand: AsyncParsableCommand {
     var deleteRateLimit: Double = 2
 
     func run() async throws {
-        guard let key = apiKey ?? ProcessInfo.processInfo.environment["TANDEM_SFU_API_KEY"], !key.isEmpty else {
+        guard let key = apiKey ?? ProcessInfo.processInfo.environment["TANDEM_SFU_API_KEY"] else {
             throw SetupError("give --api-key or TANDEM_SFU_API_KEY")
         }
+        try ConfigLoader.checkSecret(key, name: "api-key")
         guard rateLimit > 0, deleteRateLimit > 0 else { throw SetupError("rate limits must be above 0") }
         guard let faults = StandInFaults.validated(latencyMs: latencyMs, failNext: failNext, failStatus: failStatus) else {
             throw SetupError("--fail-status, --fail-next, --latency-ms: \(StandInFaults.limits)")

@@ -96,8 +96,8 @@ struct ServeCommand: AsyncParsableCommand {
     var turnRelayPorts: String?
     @Option(help: "TURN realm (default tandem).")
     var turnRealm: String?
-    @Flag(help: "Let TURN relay to loopback peers (for tests on one machine).")
-    var turnAllowLoopbackPeers = false
+    @Flag(inversion: .prefixedNo, help: "Let TURN relay to loopback peers (default: only in --dev with TURN on loopback only).")
+    var turnAllowLoopbackPeers: Bool?
     @Option(help: "Peer addresses or prefixes allowed although in a private or reserved range (repeatable).")
     var turnAllowPeers: [String] = []
     @Option(help: "Peer addresses or prefixes always denied (repeatable).")
@@ -158,7 +158,7 @@ struct ServeCommand: AsyncParsableCommand {
         if dev { flags["dev"] = "true" }
         if noTls { flags["no-tls"] = "true" }
         if noDemo { flags["no-demo"] = "true" }
-        if turnAllowLoopbackPeers { flags["turn-allow-loopback-peers"] = "true" }
+        if let allowed = turnAllowLoopbackPeers { flags["turn-allow-loopback-peers"] = String(allowed) }
         let lists: [(String, [String])] = [
             ("turn-listen", turnListen), ("turns-listen", turnsListen), ("turn-relay-ip", turnRelayIp),
             ("turn-external-ip", turnExternalIp), ("turn-allow-peers", turnAllowPeers), ("turn-deny-peers", turnDenyPeers),

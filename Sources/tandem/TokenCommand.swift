@@ -20,6 +20,7 @@ struct TokenCommand: AsyncParsableCommand {
         guard let secret = secret ?? ProcessInfo.processInfo.environment["TANDEM_SECRET"] else {
             throw SetupError("give --secret or TANDEM_SECRET: the same secret the server verifies with")
         }
+        try ConfigLoader.checkSecret(secret, name: "secret")
         guard (1...7 * 86400).contains(ttl) else { throw SetupError("--ttl must be from 1 to 604800 seconds") }
         guard !identity.isEmpty else { throw SetupError("--identity must not be empty") }
         let expires = Int64(Date().timeIntervalSince1970) + Int64(ttl)

@@ -138,9 +138,12 @@ struct RecoveryTests {
     @Test func failureMovesToTheNextProviderExactlyOnce() {
         var a = session([.p2p, .relay, .sfu])
         let first = a.health(p1, report(1, .p2p, .failed), now: t(5))
-        #expect(first.prefix(2) == [.adjustScore(.p2p, delta: -15), .switchProvider(to: .relay, epoch: 2, previous: .p2p, reason: .failure)])
-        // The peer saw the same failure at the same time: it reports epoch 1 and is ignored.
-        #expect(a.health(p2, report(1, .p2p, .failed), now: t(5)) == [])
+        #expect(first.contains(.switchProvider(to: .relay, epoch: 2, previous: .p2p, reason: .failure)))
+        #expect(!first.contains { if case .adjustScore = $0 { true } else { false } }, "one report alone costs no score")
+        // The peer saw the same failure at the same time: its report of epoch 1 moves nothing, and
+        // corroborates the failure, which now costs p2p its score.
+        #expect(a.health(p2, report(1, .p2p, .failed), now: t(5)) == [.adjustScore(.p2p, delta: -15)])
+        #expect(a.health(p2, report(1, .p2p, .failed), now: t(6)) == [], "once")
         #expect(a.provider == .relay && a.epoch == 2)
     }
 
@@ -209,6 +212,121 @@ struct RecoveryTests {
         s = ProviderScores([.relay: 10])
         s.apply(-15, to: .relay)
         #expect(s[.relay] == 0)
+    }
+}
+
+/// What one participant's reports can do to a session and to the scores every later session starts
+/// from: failure switches are spaced and bounded, scores pay only for corroborated failures, and one
+/// session moves a score by at most `sessionScoreCap`.
+@Suite("Failure storms and poisoned scores")
+struct FailureStormTests {
+    func switches(_ actions: [ArbiterAction]) -> [ArbiterAction] {
+        actions.filter { if case .switchProvider = $0 { true } else { false } }
+    }
+
+    func scoreChange(_ actions: [ArbiterAction]) -> Int {
+        actions.reduce(0) { if case let .adjustScore(_, d) = $1 { $0 + d } else { $0 } }
+    }
+
+    /// One participant alone reports `failed` on every epoch, as fast as it can, for a minute.
+    @Test func aLoneParticipantsStormIsSpacedBoundedAndCostsNoScore() {
+        var a = session([.p2p, .relay], [p1])
+        var switchTimes: [Double] = []
+        var alerts: [ArbiterAction] = []
+        var score = 0
+        for step in 0..<600 {
+            let now = Double(step) * 0.1
+            var actions = a.health(p1, report(a.epoch, a.provider!, .failed), now: t(now))
+            if step % 10 == 0 { actions += a.tick(now: t(now)) }
+            switchTimes += switches(actions).map { _ in now }
+            alerts += actions.filter { if case .alert(.switchLimit, _, _) = $0 { true } else { false } }
+            score += scoreChange(actions)
+        }
+        // The first at once; then at most one per cool-down; six in all.
+        #expect(switchTimes.first == 0)
+        #expect(switchTimes.count == ArbiterConfig().failureSwitchLimit)
+        for (earlier, later) in zip(switchTimes, switchTimes.dropFirst()) { #expect(later - earlier >= 2) }
+        #expect(alerts == [.alert(.switchLimit, p1, value: 6)], "said once")
+        #expect(score == 0, "nobody corroborated any of it")
+        // Past the window the session can move again.
+        #expect(switches(a.health(p1, report(a.epoch, a.provider!, .failed), now: t(700))).count == 1)
+    }
+
+    // Who says the epoch failed, and what it costs the provider.
+    static let witnesses: [(String, Int)] = [
+        ("one participant", 0),
+        ("both participants", -15),
+        ("the server's relay leg", -15),
+        ("one participant twice", 0),
+    ]
+
+    @Test(arguments: witnesses)
+    func aFailureCostsTheScoreOnlyWhenCorroborated(who: String, cost: Int) {
+        var a = session([.p2p, .relay])
+        var actions = a.health(p1, report(1, .p2p, .failed), now: t(1))
+        switch who {
+        case "both participants": actions += a.health(p2, report(1, .p2p, .failed), now: t(1.5))
+        case "the server's relay leg":
+            a = session([.p2p, .relay])
+            actions = a.mediaFailed(p1, epoch: 1, provider: .p2p, now: t(1))
+        case "one participant twice": actions += a.health(p1, report(1, .p2p, .failed), now: t(1.5))
+        default: break
+        }
+        #expect(switches(actions).count == 1)
+        #expect(scoreChange(actions) == cost)
+    }
+
+    /// A failure inside the cool-down waits for its end, and is dropped if the media recovered first.
+    @Test func aFailureInsideTheCoolDownWaitsAndAConnectedReportCancelsIt() {
+        var a = session([.p2p, .relay])
+        #expect(switches(a.health(p1, report(1, .p2p, .failed), now: t(10))).count == 1)
+        #expect(switches(a.health(p1, report(2, .relay, .failed), now: t(10.5))) == [])
+        #expect(a.deferredFailure?.by == p1)
+        #expect(switches(a.tick(now: t(11))) == [])
+        #expect(switches(a.tick(now: t(12))) == [.switchProvider(to: .relay, epoch: 3, previous: .relay, reason: .failure)])
+
+        #expect(switches(a.health(p2, report(3, .relay, .failed), now: t(12.5))) == [])
+        _ = a.health(p2, report(3, .relay, .connected), now: t(13))
+        #expect(a.deferredFailure == nil)
+        #expect(switches(a.tick(now: t(20))) == [])
+        #expect(a.epoch == 3)
+    }
+
+    /// A deferred failure of an epoch the session has left (an operator moved it) is dropped.
+    @Test func aDeferredFailureOfAnOldEpochIsDropped() {
+        var a = session([.p2p, .relay])
+        _ = a.health(p1, report(1, .p2p, .failed), now: t(10))
+        _ = a.health(p1, report(2, .relay, .failed), now: t(10.5))
+        _ = a.forceSwitch(to: .p2p, now: t(11))
+        #expect(switches(a.tick(now: t(13))) == [])
+        #expect(a.epoch == 3)
+    }
+
+    /// However often a session connects and fails, it moves any one score by at most the cap, net.
+    @Test func oneSessionMovesAScoreByAtMostTheCap() {
+        var a = session([.p2p, .relay])
+        var net: [ProviderName: Int] = [:]
+        func apply(_ actions: [ArbiterAction]) {
+            for case let .adjustScore(provider, delta) in actions { net[provider, default: 0] += delta }
+            #expect(net.values.allSatisfy { abs($0) <= 15 }, "\(net)")
+        }
+        for round in 0..<20 {
+            let now = Double(round) * 10
+            let (e, p) = (a.epoch, a.provider!)
+            for id in [p1, p2] { apply(a.health(id, report(e, p, .connected), now: t(now))) }
+            for id in [p1, p2] { apply(a.health(id, report(e, p, .failed), now: t(now + 1))) }
+        }
+        #expect(net.values.contains(-15), "the corroborated failures were charged up to the cap: \(net)")
+
+        // Connected reports alone, on every restart: +5 each, until the cap.
+        var b = session([.p2p], [p1, p2])
+        var total = 0
+        for round in 0..<10 {
+            let e = b.epoch
+            for id in [p1, p2] { total += scoreChange(b.health(id, report(e, .p2p, .connected), now: t(Double(round) * 10))) }
+            _ = b.health(p1, report(e, .p2p, .failed), now: t(Double(round) * 10 + 5))  // an uncorroborated restart
+        }
+        #expect(total == 15)
     }
 }
 

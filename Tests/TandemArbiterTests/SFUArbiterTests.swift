@@ -66,7 +66,9 @@ struct SFUArbiterTests {
         var a = unprepared(enabled: [.p2p, .sfu])
         let first = a.health(p1, report(1, .p2p, .failed), now: t(1))
         #expect(first.contains(.prepareSFU) && switches(first) == [])
-        #expect(a.health(p2, report(1, .p2p, .failed), now: t(1)) == [])
+        // The second report moves nothing and asks for nothing; it corroborates the failure, which costs p2p.
+        let second = a.health(p2, report(1, .p2p, .failed), now: t(1))
+        #expect(switches(second) == [] && !second.contains(.prepareSFU) && second.contains(.adjustScore(.p2p, delta: -15)))
         #expect(a.sfuReadiness(true, now: t(2)) == [.switchProvider(to: .sfu, epoch: 2, previous: .p2p, reason: .failure)])
     }
 
@@ -94,8 +96,9 @@ struct SFUArbiterTests {
             a.sfuFailed(status: 0, now: t(2)) == [
                 .alert(.sfuUnavailable, p1, value: 0), .switchProvider(to: expected, epoch: 2, previous: current, reason: .failure),
             ])
-        // Soon after, another failure does not wait for the service that just failed.
-        #expect(switches(a.health(p2, report(2, expected, .failed), now: t(3))).count == 1)
+        // Soon after (once the failure cool-down is over), another failure does not wait for the service
+        // that just failed.
+        #expect(switches(a.health(p2, report(2, expected, .failed), now: t(4))).count == 1)
     }
 
     @Test(arguments: [

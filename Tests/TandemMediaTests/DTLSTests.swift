@@ -167,4 +167,48 @@ extension DTLSTests {
         fresh.server.close()
         #expect(fresh.server.takeOutgoing().isEmpty)
     }
+
+    /// A pair whose handshake finished.
+    static func connectedPair() throws -> DTLSPair {
+        var pair = try DTLSPair(clientIdentity: a, serverIdentity: b)
+        pair.run()
+        guard case .connected? = pair.serverEvent, case .connected? = pair.clientEvent else { throw DTLSPairError.handshake }
+        return pair
+    }
+
+    enum DTLSPairError: Error { case handshake }
+
+    /// After the handshake a peer may pack several records in one datagram: every one is read, nothing
+    /// is left in the memory BIO, and a close_notify behind application data is seen.
+    @Test func packedRecordsAreAllRead() throws {
+        let pair = try Self.connectedPair()
+        for i in 0..<3 { #expect(pair.client.writeApplicationData(Array(repeating: UInt8(i), count: 100))) }
+        let records = pair.client.takeOutgoing()
+        #expect(records.count == 3)
+        #expect(pair.server.receive(records.flatMap { $0 }) == nil)
+        #expect(pair.server.bufferedInput == 0)
+
+        for i in 0..<5 { #expect(pair.client.writeApplicationData([UInt8(i)])) }
+        pair.client.close()
+        let packed = pair.client.takeOutgoing().flatMap { $0 }
+        #expect(pair.server.receive(packed) == .closed)
+        #expect(pair.server.bufferedInput == 0)
+    }
+
+    /// A client that asks to renegotiate gets a no_renegotiation alert (content type 21), not a new
+    /// handshake flight (22), and the association goes on as it was.
+    @Test func renegotiationIsRefused() throws {
+        let pair = try Self.connectedPair()
+        #expect(pair.server.refusesRenegotiation, "by Tandem's own setting, not only the library's default")
+        #expect(pair.client.renegotiate())
+        let hello = pair.client.takeOutgoing()
+        #expect(hello.first?.first == 22, "the client sent a ClientHello")
+        for d in hello { #expect(pair.server.receive(d) == nil) }
+        let answer = pair.server.takeOutgoing()
+        #expect(!answer.isEmpty && answer.allSatisfy { $0.first == 21 }, "\(answer.map { $0.first ?? 0 })")
+        // Still established: a close_notify is understood as such.
+        pair.client.close()
+        for d in pair.client.takeOutgoing() { _ = pair.server.receive(d) }
+        #expect(pair.server.bufferedInput == 0)
+    }
 }

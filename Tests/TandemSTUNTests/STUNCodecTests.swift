@@ -53,6 +53,18 @@ struct STUNCodecTests {
         #expect(!m.verifyIntegrity(key: Array("wrong".utf8)))
     }
 
+    /// Thousands of distinct unknown comprehension-required attributes: the first 32, each once, in order.
+    @Test func unknownAttributesAreListedOnceAndAtMost32() throws {
+        var b = STUNMessageBuilder(method: .binding, class: .request, transactionID: .random(), capacity: 20_000)
+        for type in UInt16(0x4000)..<0x4000 + 4000 { b.append(type, [UInt8]()) }
+        b.append(0x4000, [UInt8]())  // a repeat
+        b.append(0x8001, [UInt8]())  // comprehension-optional: never listed
+        let unknown = try STUNMessage(parsing: b.bytes).unknownRequiredAttributes(known: [])
+        #expect(unknown == Array(UInt16(0x4000)..<0x4000 + 32))
+        let few = try STUNMessage(parsing: b.bytes).unknownRequiredAttributes(known: Set(UInt16(0x4000)..<0x4000 + 3998))
+        #expect(few == [0x4000 + 3998, 0x4000 + 3999])
+    }
+
     @Test func aChangedByteFailsTheFingerprint() {
         var bytes = RFC5769.request
         bytes[27] = 23
@@ -177,5 +189,35 @@ struct STUNCodecTests {
         #expect(strict.permits(IPAddress("10.1.1.1")!))
         #expect(!strict.permits(IPAddress("10.9.1.1")!))
         #expect(!strict.permits(IPAddress("8.8.8.8")!))
+    }
+
+    /// IPv6 addresses that carry an IPv4 one are judged by it, and the other unsafe IPv6 ranges are denied.
+    @Test(arguments: [
+        ("64:ff9b::10.0.0.1", false), ("64:ff9b::127.0.0.1", false), ("64:ff9b::8.8.8.8", true),  // NAT64
+        ("64:ff9b:1::8.8.8.8", false),  // local-use NAT64: the network's own
+        ("2002:c0a8:0101::1", false), ("2002:7f00:0001::1", false), ("2002:0808:0808::1", true),  // 6to4
+        // Teredo: server 65.54.227.120 (public); client 192.168.1.1 stored inverted (3f57:fefe), then a public one.
+        ("2001:0:4136:e378:8000:63bf:3f57:fefe", false), ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", true),
+        ("2001:0:0a00:0001:8000:63bf:f7f7:f7f7", false),  // a private Teredo server
+        ("::10.1.2.3", false), ("::127.0.0.1", false), ("::8.8.8.8", true),  // IPv4-compatible
+        ("fec0::1", false), ("feff::1", false),  // site-local
+        ("2001:db8::1", true), ("2606:4700::1111", true),
+    ])
+    func embeddedIPv4AndReservedIPv6(address: String, permitted: Bool) {
+        #expect(PeerFilter().permits(IPAddress(address)!) == permitted)
+    }
+
+    /// The server's own addresses: another allocation's relay port, yes; its listener or any other port, no.
+    @Test func theServersOwnAddressesOnlyOnRelayPorts() {
+        let own = IPAddress("203.0.113.7")!
+        let filter = PeerFilter(own: [own], relayPorts: 50000...50100)
+        #expect(filter.permits(own), "a permission for it may be installed")
+        #expect(filter.permits(TransportAddress(ip: own, port: 50050)))
+        for port: UInt16 in [3478, 5349, 8443, 49999, 50101] { #expect(!filter.permits(TransportAddress(ip: own, port: port)), "\(port)") }
+        #expect(!filter.permits(TransportAddress(ip: IPAddress("::ffff:203.0.113.7")!, port: 3478)), "mapped")
+        #expect(filter.permits(TransportAddress(ip: IPAddress("203.0.113.8")!, port: 3478)))
+        // An operator's allow names it: every port.
+        let allowed = PeerFilter(allow: [IPPrefix("203.0.113.7")!], own: [own], relayPorts: 50000...50100)
+        #expect(allowed.permits(TransportAddress(ip: own, port: 3478)))
     }
 }

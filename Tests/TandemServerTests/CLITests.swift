@@ -34,12 +34,20 @@ func runTandem(_ arguments: [String], environment: [String: String] = [:]) throw
 struct CLITests {
     @Test(arguments: [
         ["serve", "--listen", "nowhere"],
-        ["serve", "--secret", "s", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key", "--store", "memory"],
-        ["serve", "--secret", "s"],
-        ["serve", "--no-tls", "--secret", "s", "--store", "sqlite:/dev/null/sub/x.db"],
-        ["serve", "--no-tls", "--secret", "s", "--heartbeat-interval=soon"],
+        ["serve", "--secret", "cli-test-secret-16", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key", "--store", "memory"],
+        ["serve", "--secret", "cli-test-secret-16"],
+        ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--store", "sqlite:/dev/null/sub/x.db"],
+        ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--heartbeat-interval=soon"],
         ["serve", "--frobnicate"],
         ["serve", "--listen"],
+        // Empty or short secrets and keys, every one of them, also in dev mode.
+        ["serve", "--no-tls", "--secret", ""],
+        ["serve", "--dev", "--no-tls", "--secret", "fifteen-bytes.."],
+        ["serve", "--dev", "--no-tls", "--api-key", ""],
+        ["serve", "--dev", "--no-tls", "--turn-listen", "127.0.0.1:0", "--turn-secret", ""],
+        ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--sfu-url", "https://x", "--sfu-api-key", "k"],
+        ["token", "--session", "s1", "--identity", "ann", "--secret", ""],
+        ["daily-standin", "--api-key", "short"],
         ["launch"],
     ])
     func setupMistakesAreOneLineAndNonZero(arguments: [String]) throws {
@@ -69,7 +77,7 @@ struct CLITests {
     /// Each flag reaches its own setting: a value that setting refuses is reported under its name.
     @Test(arguments: checkedKeys)
     func eachFlagSetsItsOwnSetting(key: String) throws {
-        let r = try runTandem(["serve", "--no-tls", "--secret", "s", "--store", "memory", "--\(key)", "no-such-value"])
+        let r = try runTandem(["serve", "--no-tls", "--secret", "cli-test-secret-16", "--store", "memory", "--\(key)", "no-such-value"])
         #expect(r.status != 0)
         // The key itself, not a longer key that contains it ("listen" in "turn-listen").
         let named = try Regex("(^|[^a-z-])(--)?\(key)([^a-z-]|$)")
@@ -77,10 +85,10 @@ struct CLITests {
     }
 
     @Test func tokenPrintsAVerifiableToken() throws {
-        let r = try runTandem(["token", "--session", "s1", "--identity", "ann", "--ttl", "60"], environment: ["TANDEM_SECRET": "cli-secret"])
+        let r = try runTandem(["token", "--session", "s1", "--identity", "ann", "--ttl", "60"], environment: ["TANDEM_SECRET": "cli-secret-0123456789"])
         #expect(r.status == 0)
         let token = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        let claims = try JoinTokens(secret: "cli-secret").verify(token, session: "s1", nowSeconds: Int64(Date().timeIntervalSince1970))
+        let claims = try JoinTokens(secret: "cli-secret-0123456789").verify(token, session: "s1", nowSeconds: Int64(Date().timeIntervalSince1970))
         #expect(claims.identity == "ann")
         #expect(try runTandem(["token", "--session", "s1", "--identity", "ann"]).status == 1)  // no secret anywhere
     }

@@ -176,7 +176,10 @@ struct SFUSwitchTests {
                 let (a, wa) = try await server.join("s7")
                 let (b, _) = try await server.join("s7")
                 for _ in 0..<3 { a.send(Self.bad) }
-                // The switch waits for a room the service will not make; a third joiner arrives meanwhile.
+                // The room has handled the reports (its pong comes after them): the switch waits for a room
+                // the service will not make, and a third joiner arrives meanwhile.
+                a.send(#"{"type":"ping","t":3}"#)
+                _ = try await a.next("pong")
                 let c = try await server.connect()
                 c.send(#"{"type":"join","session":"s7"}"#)
                 #expect(try await c.next("error")["code"] == .string("provider_unavailable"))
@@ -216,14 +219,23 @@ struct SFUSwitchTests {
 
     @Test func aRoomNearItsEndIsExtendedAndItsTokensMadeAgain() async throws {
         try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
-            // Rooms that live 8 s: after about 6 s the session's room is in its last quarter.
-            try await TestServer.with(Self.config(base, prepare: .sessionStart, roomTTL: .seconds(8))) { server in
+            // Rooms that live 20 s: after about 15 s the session's room is in its last quarter, and 5 s are
+            // left for the extension on a machine busy with the other tests.
+            try await TestServer.with(Self.config(base, prepare: .sessionStart, roomTTL: .seconds(20))) { server in
                 let (a, _) = try await server.join("s9")
                 let (b, _) = try await server.join("s9")
+                // Both stay alive past the heartbeat timeout.
+                let keepAlive = Task {
+                    while !Task.isCancelled {
+                        for c in [a, b] { c.send(#"{"type":"ping","t":0}"#) }
+                        try? await Task.sleep(for: .seconds(2))
+                    }
+                }
+                defer { keepAlive.cancel() }
                 try await eventually("the first tokens") { standIn.requestCounts["POST /meeting-tokens"] == 2 }
                 let first = await standIn.respond(StandInRequest(method: "GET", path: "/rooms/s9", authorization: "Bearer \(Self.apiKey)"))
                 // The once-a-second tick finds the room in its last quarter.
-                try await eventually("the room's extension", within: 30) { standIn.requestCounts["POST /meeting-tokens"] == 4 }
+                try await eventually("the room's extension", within: 40) { standIn.requestCounts["POST /meeting-tokens"] == 4 }
                 let extended = await standIn.respond(StandInRequest(method: "GET", path: "/rooms/s9", authorization: "Bearer \(Self.apiKey)"))
                 #expect(standIn.requestCounts["POST /rooms/:name"] == 1)
                 #expect((extended.body["config"]?["exp"]?.intValue ?? 0) > (first.body["config"]?["exp"]?.intValue ?? .max))

@@ -389,7 +389,9 @@ struct TokenTests {
         let claims = try tokens.verify(t, session: "s1", nowSeconds: now)
         #expect(claims.identity == "ann" && claims.name == "Ann")
         #expect(throws: TokenError(code: .wrongSession)) { try tokens.verify(t, session: "s2", nowSeconds: now) }
-        #expect(throws: TokenError(code: .expired)) { try tokens.verify(t, session: "s1", nowSeconds: now + 61) }
+        // Past its expiry by less than the leeway, then by more.
+        #expect(try tokens.verify(t, session: "s1", nowSeconds: now + 119).identity == "ann")
+        #expect(throws: TokenError(code: .expired)) { try tokens.verify(t, session: "s1", nowSeconds: now + 120) }
         #expect(throws: TokenError(code: .badSignature)) { try JoinTokens(secret: "other").verify(t, session: "s1", nowSeconds: now) }
         #expect(throws: TokenError(code: .malformed)) { try tokens.verify("a.b", session: nil, nowSeconds: now) }
         // alg none with the original payload: refused.
@@ -408,7 +410,7 @@ struct TokenTests {
             switch kind {
             case "none": nil
             case "garbage": "not.a.jwt"
-            case "expired": tokens.sign(JoinClaims(identity: "x", session: "s1", name: nil, expiresAt: now - 1))
+            case "expired": tokens.sign(JoinClaims(identity: "x", session: "s1", name: nil, expiresAt: now - 3600))
             case "other-session": tokens.sign(JoinClaims(identity: "x", session: "s2", name: nil, expiresAt: now + 60))
             default: JoinTokens(secret: "nope").sign(JoinClaims(identity: "x", session: "s1", name: nil, expiresAt: now + 60))
             }

@@ -289,3 +289,61 @@ final class Inbox: Sendable {
         }
     }
 }
+
+/// A memory store whose calls fail on demand, for the paths a store error takes.
+final class FaultyStore: SessionStore {
+    let inner = MemoryStore()
+    private let failing = NIOLockedValueBox(false)
+
+    /// While true every call throws.
+    func setFailing(_ value: Bool) { failing.withLockedValue { $0 = value } }
+
+    private func check() throws {
+        if failing.withLockedValue({ $0 }) { throw StoreError(.query, "injected failure") }
+    }
+
+    func claimProvider(_ session: SessionID, proposed: ProviderName, atMs: Int64) async throws -> ProviderState {
+        try check()
+        return try await inner.claimProvider(session, proposed: proposed, atMs: atMs)
+    }
+    func compareAndSetProvider(_ session: SessionID, expectedEpoch: Int, new: ProviderName, reason: SwitchReason, atMs: Int64) async throws -> Bool {
+        try check()
+        return try await inner.compareAndSetProvider(session, expectedEpoch: expectedEpoch, new: new, reason: reason, atMs: atMs)
+    }
+    func lastEpoch(_ session: SessionID) async throws -> Int { try check(); return try await inner.lastEpoch(session) }
+    func session(_ session: SessionID) async throws -> SessionRecord? { try check(); return try await inner.session(session) }
+    func endSession(_ session: SessionID, atMs: Int64) async throws { try check(); try await inner.endSession(session, atMs: atMs) }
+    func scores() async throws -> ProviderScores { try check(); return try await inner.scores() }
+    func adjustScore(_ provider: ProviderName, delta: Int) async throws -> ProviderScores {
+        try check()
+        return try await inner.adjustScore(provider, delta: delta)
+    }
+    func upsertPresence(_ session: SessionID, _ record: PresenceRecord) async throws { try check(); try await inner.upsertPresence(session, record) }
+    func removePresence(_ session: SessionID, _ participant: ParticipantID) async throws {
+        try check()
+        try await inner.removePresence(session, participant)
+    }
+    func presence(_ session: SessionID) async throws -> [PresenceRecord] { try check(); return try await inner.presence(session) }
+    func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws { try check(); try await inner.recordHealth(session, sample) }
+    func latestHealth(_ session: SessionID) async throws -> [ParticipantID: HealthSample] { try check(); return try await inner.latestHealth(session) }
+    func recordAlert(_ session: SessionID, _ alert: AlertRecord) async throws { try check(); try await inner.recordAlert(session, alert) }
+    func alerts(_ session: SessionID) async throws -> [AlertRecord] { try check(); return try await inner.alerts(session) }
+    func appendMessages(_ session: SessionID, _ messages: [LoggedMessage]) async throws { try check(); try await inner.appendMessages(session, messages) }
+    func messages(_ session: SessionID, _ participant: ParticipantID, after seq: Int) async throws -> [[UInt8]]? {
+        try check()
+        return try await inner.messages(session, participant, after: seq)
+    }
+    func dropMessages(_ session: SessionID, _ participant: ParticipantID) async throws { try check(); try await inner.dropMessages(session, participant) }
+    func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport { try check(); return try await inner.cleanup(nowMs: nowMs, policy: policy) }
+}
+
+extension TestServer {
+    /// One sample of `/metrics` by its full name (labels included), 0 when absent.
+    func metric(_ name: String) async throws -> Double {
+        let text = String(decoding: try await fetch("GET", "/metrics").body, as: UTF8.self)
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.dropFirst(name.count + 1)) ?? .nan
+        }
+        return 0
+    }
+}

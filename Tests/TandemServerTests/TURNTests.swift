@@ -147,13 +147,13 @@ struct TURNTests {
     }
 
     @Test func turnSettingsFromFlags() throws {
-        let base = ["no-tls": "true", "secret": "s", "store": "memory"]
+        let base = ["no-tls": "true", "secret": "config-test-secret", "store": "memory"]
         func load(_ extra: [String: String]) throws -> ServerConfig {
             try ConfigLoader(flags: base.merging(extra) { $1 }, environment: [:], configFile: nil).load().config
         }
         #expect(try load([:]).turn == nil)
         let c = try load([
-            "turn-listen": "127.0.0.1:3478,[::1]:3478", "turn-secret": "t", "turn-relay-ports": "50000-50100",
+            "turn-listen": "127.0.0.1:3478,[::1]:3478", "turn-secret": "turn-test-secret-16", "turn-relay-ports": "50000-50100",
             "turn-allow-loopback-peers": "true", "turn-deny-peers": "127.0.0.2", "turn-user-quota": "3", "turn-max-bps": "125000",
             "turn-relay-ip": "127.0.0.1,::1", "turn-external-ip": "203.0.113.1",
         ])
@@ -168,25 +168,50 @@ struct TURNTests {
         #expect(turn.service.policy.bandwidthLimit == 125_000)
 
         // External TURN only: credentials are minted, nothing is served.
-        let external = try #require(try load(["turn-urls": "turn:coturn.example.com:3478", "turn-secret": "t"]).turn)
+        let external = try #require(try load(["turn-urls": "turn:coturn.example.com:3478", "turn-secret": "turn-test-secret-16"]).turn)
         #expect(!external.runsService)
         let minted = ICEServerMint(settings: external, staticServers: []).servers(for: "ann", nowUnix: 1000)
         #expect(minted == [ICEServer(urls: ["turn:coturn.example.com:3478"], username: "87400:ann",
-            credential: TURNCredentials.password(secret: Array("t".utf8), username: "87400:ann"))])
+            credential: TURNCredentials.password(secret: Array("turn-test-secret-16".utf8), username: "87400:ann"))])
 
         let refusals: [([String: String], String)] = [
-            (["turn-listen": "0.0.0.0:3478", "turn-secret": "t"], "turn-public-host"),
-            (["turn-listen": "0.0.0.0:3478", "turn-secret": "t", "turn-public-host": "turn.example.com"], "turn-relay-ip"),
+            (["turn-listen": "0.0.0.0:3478", "turn-secret": "turn-test-secret-16"], "turn-public-host"),
+            (["turn-listen": "0.0.0.0:3478", "turn-secret": "turn-test-secret-16", "turn-public-host": "turn.example.com"], "turn-relay-ip"),
             (["turn-listen": "127.0.0.1:3478"], "turn-secret"),
-            (["turns-listen": "127.0.0.1:5349", "turn-secret": "t"], "turns-listen"),
+            (["turns-listen": "127.0.0.1:5349", "turn-secret": "turn-test-secret-16"], "turns-listen"),
             (["turn-realm": "r"], "turn-realm"),
-            (["turn-listen": "127.0.0.1:3478", "turn-secret": "t", "turn-relay-ports": "60000-50000"], "turn-relay-ports"),
-            (["turn-listen": "localhost:3478", "turn-secret": "t"], "turn-listen"),
-            (["turn-urls": "http://x", "turn-secret": "t"], "turn-urls"),
+            (["turn-listen": "127.0.0.1:3478", "turn-secret": "turn-test-secret-16", "turn-relay-ports": "60000-50000"], "turn-relay-ports"),
+            (["turn-listen": "localhost:3478", "turn-secret": "turn-test-secret-16"], "turn-listen"),
+            (["turn-urls": "http://x", "turn-secret": "turn-test-secret-16"], "turn-urls"),
         ]
         for (flags, key) in refusals {
             let error = #expect(throws: SetupError.self, "\(flags)") { try load(flags) }
             #expect(error?.message.contains(key) == true, "\(String(describing: error))")
         }
+    }
+
+    /// `--dev` with TURN on loopback only relays to loopback peers, so two tabs on one machine can call
+    /// through it; anything else keeps loopback denied unless `turn-allow-loopback-peers` says otherwise.
+    @Test(arguments: [
+        (["dev": "true", "turn-listen": "127.0.0.1:3478"], true),
+        (["dev": "true", "turn-listen": "[::1]:3478"], true),
+        (["dev": "true", "turn-listen": "127.0.0.1:3478,0.0.0.0:3479", "turn-public-host": "127.0.0.1", "turn-relay-ip": "127.0.0.1"], false),
+        (["dev": "true", "turn-listen": "0.0.0.0:3478", "turn-public-host": "127.0.0.1", "turn-relay-ip": "127.0.0.1"], false),
+        (["dev": "true", "turn-listen": "127.0.0.1:3478", "turn-allow-loopback-peers": "false"], false),
+        (["turn-listen": "127.0.0.1:3478", "turn-secret": "turn-test-secret-16"], false),
+        (["turn-listen": "127.0.0.1:3478", "turn-secret": "turn-test-secret-16", "turn-allow-loopback-peers": "true"], true),
+    ])
+    func loopbackPeersByDefaultOnlyInDevOnLoopback(flags: [String: String], allowed: Bool) throws {
+        let base = ["no-tls": "true", "secret": "config-test-secret", "store": "memory", "api-key": "admin-key-0123456789"]
+        let (config, notes) = try ConfigLoader(flags: base.merging(flags) { $1 }, environment: [:], configFile: nil).load()
+        let filter = try #require(config.turn).service.policy.peerFilter
+        for peer in ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"] {
+            #expect(filter.permits(IPAddress(peer)!) == allowed, "\(peer)")
+        }
+        // Private and reserved peers stay denied either way.
+        #expect(!filter.permits(IPAddress("10.0.0.1")!) && !filter.permits(IPAddress("169.254.1.1")!))
+        // Said at start exactly when it comes from the default.
+        let said = notes.contains { $0.contains("TURN relays to loopback peers") }
+        #expect(said == (allowed && flags["turn-allow-loopback-peers"] == nil), "\(notes)")
     }
 }

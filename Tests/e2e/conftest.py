@@ -25,7 +25,7 @@ SERVING = re.compile(r"serving https://(?P<host>[^\s:]+):(?P<port>\d+)")
 API_KEY = re.compile(r"admin API key for this run: (?P<key>\S+)")
 TURN_LISTEN = re.compile(r"turn listening on udp\+tcp 127\.0\.0\.1:(?P<port>\d+)")
 TURNS_LISTEN = re.compile(r"turn listening on tls 127\.0\.0\.1:(?P<port>\d+)")
-TURN_SECRET = "e2e-turn-secret"
+TURN_SECRET = "e2e-turn-secret-0123"
 TURN_ARGS = [
     "--turn-listen", "127.0.0.1:0", "--turns-listen", "127.0.0.1:0", "--turn-secret", TURN_SECRET,
     "--turn-allow-loopback-peers", "--turn-deny-peers", "127.0.0.3", "--turn-user-quota", "0",
@@ -127,9 +127,12 @@ def tandem_turn_server(request, tmp_path):
     yield from _launch(request, tmp_path, turn=True)
 
 
-def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", extra=(), admin_host=None):
+def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", extra=(), admin_host=None,
+            dev_sh: bool = False):
     """Starts `tandem serve --dev` and yields it. `wrapper` runs it inside something (`ip netns exec NS`);
-    `admin_host` is where the test reaches its admin API when that is not the address it listens on."""
+    `admin_host` is where the test reaches its admin API when that is not the address it listens on.
+    `dev_sh` starts it as a developer does, through `deploy/dev.sh run` with only a data directory of the
+    test's (its ports are fixed: run it in a namespace of the test's own); `turn` is then implied."""
     binary = Path(os.environ.get("TANDEM_BIN", str(DEFAULT_BIN)))
     if not binary.is_file():
         pytest.fail(f"tandem binary not found at {binary} (build it, or set TANDEM_BIN)")
@@ -139,13 +142,18 @@ def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", ext
     stderr_path = tmp_path / "tandem.stderr"
     # Settings come only from the flags below, not from the caller's TANDEM_* variables.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    command = list(wrapper) + [
-        str(binary), "serve", "--dev",
-        "--listen", listen,
-        "--data-dir", str(data_dir),
-        "--store", "memory",
-        "--node", "e2e",
-    ] + (TURN_ARGS if turn else []) + list(extra)
+    if dev_sh:
+        env["TANDEM_BIN"] = str(binary)  # instead of the script's release build
+        command = list(wrapper) + [str(REPO_ROOT / "deploy" / "dev.sh"), "run", "--data-dir", str(data_dir)] + list(extra)
+    else:
+        command = list(wrapper) + [
+            str(binary), "serve", "--dev",
+            "--listen", listen,
+            "--data-dir", str(data_dir),
+            "--store", "memory",
+            "--node", "e2e",
+        ] + (TURN_ARGS if turn else []) + list(extra)
+    wants_turn, wants_turns = turn or dev_sh, turn and not dev_sh
     with open(stderr_path, "wb") as stderr_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file,
@@ -160,7 +168,7 @@ def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", ext
             key = API_KEY.search(text)
             turn_line = TURN_LISTEN.search(text)
             turns_line = TURNS_LISTEN.search(text)
-            if serving and key and (not turn or (turn_line and turns_line)):
+            if serving and key and (turn_line or not wants_turn) and (turns_line or not wants_turns):
                 break
             if process.poll() is not None:
                 raise RuntimeError(f"tandem serve exited with {process.returncode} before serving")
@@ -170,7 +178,8 @@ def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", ext
         server = TandemServer(
             process=process, data_dir=data_dir, stderr_path=stderr_path,
             host=admin_host or serving["host"], port=int(serving["port"]), api_key=key["key"],
-            turn_port=int(turn_line["port"]) if turn else None, turns_port=int(turns_line["port"]) if turn else None)
+            turn_port=int(turn_line["port"]) if wants_turn else None,
+            turns_port=int(turns_line["port"]) if wants_turns else None)
         assert admin_host or server.host == "127.0.0.1", f"dev server must listen on loopback, not {server.host}"
         assert server.port != 0
         assert server.ca_path.is_file(), f"no development CA at {server.ca_path}"

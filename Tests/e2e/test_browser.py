@@ -21,7 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from conftest import REPO_ROOT, _launch
-from netns import setns
+from netns import require_namespaces, setns
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -32,8 +32,7 @@ MEDIA_TIMEOUT_S = 45
 @pytest.fixture
 def lo_only_netns():
     """Moves this thread (and the processes it starts) into a fresh namespace with only `lo`."""
-    if os.geteuid() != 0:
-        pytest.fail("the browser tests need root to make a network namespace (ip netns add)")
+    require_namespaces()
     name = f"tandem-e2e-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     original = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -53,7 +52,9 @@ def lo_only_netns():
 
 @pytest.fixture
 def browser_server(request, tmp_path, lo_only_netns):
-    yield from _launch(request, tmp_path, turn="turn" in request.node.name)
+    # The TURN-only call runs against the server exactly as `deploy/dev.sh run` starts it (TURN on
+    # 127.0.0.1:3478, the SFU stand-in on 8444: free in this namespace), with no TURN flags of the test's.
+    yield from _launch(request, tmp_path, turn=False, dev_sh="turn" in request.node.name)
 
 
 def spki_pin(certificate: Path) -> str:
@@ -247,7 +248,10 @@ def test_the_failure_button_moves_the_session_once(pages, browser_server):
 
 
 def test_a_call_through_tandems_turn_only(pages, browser_server):
+    """Two tabs with `iceTransportPolicy: "relay"` (the demo's `?ice=relay`) against `deploy/dev.sh run`."""
     to_clients = 'tandem_turn_packets_total{direction="to_client"}'
+    assert browser_server.turn_port == 3478
+    assert "TURN relays to loopback peers" in browser_server.stderr_text()
     ann, bob = join_pair(pages, "browser-turn", ice="relay")
     for page in (ann, bob):
         assert page.demo()["candidate"] == "relay", page.demo()

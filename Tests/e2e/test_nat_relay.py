@@ -5,8 +5,10 @@ on failure), with nothing but `lo` and veth pairs in them:
 
     ns a (Ann)  10.77.1.2/24 --veth-- 10.77.1.1/24  ns srv (tandem serve)  10.77.2.1/24 --veth-- 10.77.2.2/24  ns b (Ben)
 
-ns a and ns b each have only their own /24 and no default route, and ns srv does not forward
-(`net.ipv4.ip_forward=0`): both peers reach the server, but there is no route between the peers.
+ns a and ns b each have only their own /24 and no default route, and ns srv does not forward (the
+fixture sets `net.ipv4.ip_forward=0` and the other settings the topology relies on, since a new
+namespace starts with the host's, then checks them): both peers reach the server, but there is no route
+between the peers.
 
 The server runs inside ns srv (`ip netns exec`), its relay gathering on 10.77.1.1 and 10.77.2.1. Each
 peer is aiortc in a thread of this process that has entered the peer's namespace with setns(2) (which
@@ -31,13 +33,13 @@ import asyncio
 import errno
 import ipaddress
 import json
-import os
 import secrets
 import socket
 import subprocess
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aioice.ice
@@ -47,7 +49,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from websockets.asyncio.client import connect
 
 from conftest import _launch
-from netns import enter, run_in_netns
+from netns import enter, require_namespaces, run_in_netns
 from rtc import (
     FlatVideoTrack, Received, SignalingClient, ToneAudioTrack, candidate_addresses, candidate_from_init, check_media, consume,
     in_network, nominated_pairs, only_network)
@@ -78,11 +80,46 @@ class NatLab:
     b: str
 
 
-@pytest.fixture
-def nat_lab():
+# What the topology relies on, set in each namespace before its veth is made (so that `default` reaches
+# the new interface) and checked afterwards. A new namespace starts with the host's IPv4 settings (and,
+# with net.core.devconf_inherit_init_net=1, its IPv6 ones): a Docker or Kubernetes host forwards.
+LAB_SYSCTLS = {
+    "net/ipv4/ip_forward": "0",  # srv must not route between the peers
+    "net/ipv6/conf/all/forwarding": "0",
+    "net/ipv4/conf/all/rp_filter": "1",  # strict: every route here is symmetric
+    "net/ipv4/conf/default/rp_filter": "1",
+    "net/ipv4/conf/all/accept_local": "0",
+    "net/ipv6/conf/default/disable_ipv6": "1",  # the veths carry IPv4 only: no link-local path either
+}
+VETH_SYSCTLS = {"net/ipv4/conf/{}/rp_filter": "1", "net/ipv6/conf/{}/disable_ipv6": "1"}
+
+
+def write_sysctls(values: dict[str, str]) -> None:
+    """Writes /proc/sys from the calling thread, whose network namespace /proc/sys/net then shows."""
+    for key, value in values.items():
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write(value)
+
+
+def read_sysctls(keys) -> dict[str, str]:
+    return {key: open(f"/proc/sys/{key}").read().strip() for key in keys}
+
+
+def wanted_settings(lab: NatLab) -> dict[str, dict[str, str]]:
+    """Each namespace's topology settings, as the lab sets them."""
+    veths = {lab.srv: ("vsrv-a", "vsrv-b"), lab.a: ("vpeer",), lab.b: ("vpeer",)}
+    return {ns: {**LAB_SYSCTLS, **{k.format(i): v for i in veths[ns] for k, v in VETH_SYSCTLS.items()}}
+            for ns in (lab.srv, lab.a, lab.b)}
+
+
+def lab_settings(lab: NatLab) -> dict[str, dict[str, str]]:
+    """The same settings as each namespace's kernel reports them."""
+    return {ns: run_in_netns(ns, read_sysctls, list(wanted)) for ns, wanted in wanted_settings(lab).items()}
+
+
+@contextmanager
+def nat_lab_namespaces():
     """Three fresh namespaces: srv with a veth to a (10.77.1.0/24) and one to b (10.77.2.0/24), no forwarding."""
-    if os.geteuid() != 0:
-        pytest.skip("the NAT test needs root to make network namespaces")
     tag = secrets.token_hex(3)
     lab = NatLab(srv=f"tnat-srv-{tag}", a=f"tnat-a-{tag}", b=f"tnat-b-{tag}")
     made = []
@@ -91,6 +128,7 @@ def nat_lab():
             ip("netns", "add", name)
             made.append(name)
             ip("-n", name, "link", "set", "lo", "up")
+            run_in_netns(name, write_sysctls, LAB_SYSCTLS)
         # Each pair is made inside srv with its other end moved straight into the peer's namespace:
         # no interface of the test ever exists in the host's own namespace.
         for peer_ns, server_if, peer_if, server_ip, peer_ip in (
@@ -98,6 +136,8 @@ def nat_lab():
             (lab.b, "vsrv-b", "vpeer", SERVER_B, PEER_B),
         ):
             ip("-n", lab.srv, "link", "add", server_if, "type", "veth", "peer", "name", peer_if, "netns", peer_ns)
+            run_in_netns(lab.srv, write_sysctls, {k.format(server_if): v for k, v in VETH_SYSCTLS.items()})
+            run_in_netns(peer_ns, write_sysctls, {k.format(peer_if): v for k, v in VETH_SYSCTLS.items()})
             ip("-n", lab.srv, "addr", "add", f"{server_ip}/24", "dev", server_if)
             ip("-n", lab.srv, "link", "set", server_if, "up")
             ip("-n", peer_ns, "addr", "add", f"{peer_ip}/24", "dev", peer_if)
@@ -106,6 +146,13 @@ def nat_lab():
     finally:
         for name in reversed(made):
             subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+@pytest.fixture
+def nat_lab():
+    require_namespaces()
+    with nat_lab_namespaces() as lab:
+        yield lab
 
 
 def udp_send_error(target: str) -> int | None:
@@ -126,13 +173,33 @@ def tcp_reaches(target: str, port: int) -> bool:
         return False
 
 
-def ip_forward_setting(netns: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.ip_forward"],
-                          capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-
-
 def addresses_in(netns: str) -> list[str]:
     return sorted(line.split()[3] for line in ip("-n", netns, "-o", "-4", "addr", "show").splitlines())
+
+
+HOST_FORWARDING = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/core/devconf_inherit_init_net")
+
+
+@pytest.mark.parametrize("forwarding", ["0", "1"], ids=["host-forwarding-off", "host-forwarding-on"])
+def test_the_lab_is_the_same_whatever_the_host_forwards(forwarding):
+    """The lab is made the same on a host that forwards (Docker, Kubernetes) and on one that does not.
+
+    The host's settings are changed for the lab's making only and restored; with
+    devconf_inherit_init_net=1 a new namespace inherits IPv6 settings too, the most a host can hand down.
+    """
+    require_namespaces()
+    host = {HOST_FORWARDING[0]: forwarding, HOST_FORWARDING[1]: forwarding, HOST_FORWARDING[2]: forwarding}
+    saved = read_sysctls(HOST_FORWARDING)
+    try:
+        write_sysctls(host)
+        with nat_lab_namespaces() as lab:
+            assert lab_settings(lab) == wanted_settings(lab)
+            assert run_in_netns(lab.a, udp_send_error, PEER_B) == errno.ENETUNREACH
+            assert run_in_netns(lab.b, udp_send_error, PEER_A) == errno.ENETUNREACH
+            assert run_in_netns(lab.srv, udp_send_error, PEER_A) is None
+    finally:
+        write_sysctls(saved)
+    assert read_sysctls(HOST_FORWARDING) == saved
 
 
 # --- the server inside ns srv ------------------------------------------------------------------------
@@ -461,7 +528,7 @@ def test_peers_without_a_route_to_each_other_fall_back_from_p2p_to_the_relay(nat
     assert addresses_in(lab.a) == ["10.77.1.2/24", "127.0.0.1/8"]
     assert addresses_in(lab.b) == ["10.77.2.2/24", "127.0.0.1/8"]
     assert addresses_in(lab.srv) == ["10.77.1.1/24", "10.77.2.1/24", "127.0.0.1/8"]
-    assert ip_forward_setting(lab.srv) == "0"
+    assert lab_settings(lab) == wanted_settings(lab)
     assert run_in_netns(lab.a, udp_send_error, PEER_B) == errno.ENETUNREACH
     assert run_in_netns(lab.b, udp_send_error, PEER_A) == errno.ENETUNREACH
     assert run_in_netns(lab.a, tcp_reaches, SERVER_A, server.port)

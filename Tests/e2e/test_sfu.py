@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from conftest import DEFAULT_BIN, _launch, _stop
 from rtc import SignalingClient
 
-API_KEY = "e2e-daily-key"
+API_KEY = "e2e-daily-key-0123456789"
 BAD = {"type": "health", "epoch": 1, "provider": "p2p", "media": "connected", "rttMs": 650, "lossPct": 1, "jitterMs": 5}
 
 

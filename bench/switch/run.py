@@ -32,7 +32,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 REPO = Path(__file__).resolve().parents[2]
-API_KEY = "bench-daily-key"
+API_KEY = "bench-daily-key-0123456789"
 SERVING = re.compile(r"serving https://127\.0\.0\.1:(\d+)")
 BAD = {"type": "health", "epoch": 1, "provider": "p2p", "media": "connected", "rttMs": 650, "lossPct": 1, "jitterMs": 5}
 

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "bench-secret"
+SECRET = "bench-turn-secret-0123"
 TURN_PORT = 3478
 PEER_PORT = 3480
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -197,7 +197,7 @@ def start_tandem(ns, workdir):
         sys.exit(f"no release build at {binary}: swift build -c release --product tandem")
     log = open(workdir / "tandem.log", "w")
     process = ns.popen([
-        str(binary), "serve", "--no-tls", "--secret", "x", "--store", "memory", "--listen", "127.0.0.1:0",
+        str(binary), "serve", "--no-tls", "--secret", "bench-join-secret-0123", "--store", "memory", "--listen", "127.0.0.1:0",
         "--data-dir", str(workdir), "--turn-listen", f"127.0.0.1:{TURN_PORT}", "--turn-secret", SECRET,
         "--turn-realm", "bench", "--turn-allow-loopback-peers", "--turn-user-quota", "0", "--turn-allocate-rate", "0",
         "--log-level", "notice"], stdout=log, stderr=log)

@@ -1,4 +1,4 @@
-// Unit tests of the client library's pure parts: `node --test clients/js/test/`.
+// Unit tests of the client library's pure parts: `node --test clients/js/test/*.test.js`.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
