@@ -76,6 +76,9 @@ public struct TURNServer: Sendable {
     }
 
     public var allocationCount: Int { allocations.count }
+
+    /// Whether `client` (a transport connection or a UDP source) holds an allocation.
+    public func hasAllocation(_ client: ClientID) -> Bool { byClient[client] != nil }
     public var permissionCount: Int { allocations.values.reduce(0) { $0 + $1.permissions.count } }
     public var channelCount: Int { allocations.values.reduce(0) { $0 + $1.channels.count } }
 

@@ -6,7 +6,7 @@ extension ConfigLoader {
     static let turnKeys = [
         "turn-listen", "turns-listen", "turn-secret", "turn-public-host", "turn-relay-ip", "turn-external-ip",
         "turn-relay-ports", "turn-realm", "turn-allow-loopback-peers", "turn-allow-peers", "turn-deny-peers",
-        "turn-user-quota", "turn-total-quota", "turn-max-bps", "turn-allocate-rate", "turn-threads",
+        "turn-user-quota", "turn-total-quota", "turn-max-streams", "turn-max-streams-per-ip", "turn-max-bps", "turn-allocate-rate", "turn-threads",
         "turn-credential-ttl", "turn-urls",
     ]
 
@@ -130,6 +130,8 @@ extension ConfigLoader {
 
         if let v = try integer("turn-user-quota", in: 0...1_000_000) { settings.service.limits.perIdentity = v }
         if let v = try integer("turn-total-quota", in: 0...1_000_000) { settings.service.limits.total = v }
+        if let v = try integer("turn-max-streams", in: 1...1_000_000) { settings.service.streams.total = v }
+        if let v = try integer("turn-max-streams-per-ip", in: 1...1_000_000) { settings.service.streams.perIP = v }
         if let v = try integer("turn-threads", in: 1...256) { settings.service.threads = v }
         return settings
     }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import TandemSTUN
 
 #if canImport(Glibc)
@@ -23,8 +24,50 @@ public struct TURNServiceConfiguration: Sendable {
     public var limits = RelayResources.Limits()
     /// Threads, each with its own UDP listeners (SO_REUSEPORT), allocations and relay sockets.
     public var threads = System.coreCount
+    public var streams = StreamLimits()
 
     public init() {}
+}
+
+/// Bounds on TCP and TLS connections, each a file descriptor of the whole process.
+public struct StreamLimits: Sendable, Equatable {
+    /// Most connections in all, and from one IP address; past them a new connection is closed at once.
+    public var total = 4096
+    public var perIP = 32
+    /// A connection that has held no allocation for this long (its TLS handshake included) is closed.
+    public var idleWithoutAllocation: Duration = .seconds(10)
+    /// Bytes queued for a client that does not read; past them its relayed data is dropped and it is
+    /// not read until they drain, so that it cannot grow the server's memory.
+    public var queuedBytes = 256 * 1024
+
+    public init() {}
+}
+
+/// Counts the TCP and TLS connections open, in all and per IP address, across every loop.
+final class StreamAdmission: Sendable {
+    private let limits: StreamLimits
+    private let state = Mutex<(total: Int, perIP: [IPAddress: Int])>((0, [:]))
+
+    init(_ limits: StreamLimits) { self.limits = limits }
+
+    /// Takes a place for a connection from `ip`; false when either limit is reached.
+    func admit(_ ip: IPAddress) -> Bool {
+        state.withLock { s in
+            let mine = s.perIP[ip, default: 0]
+            guard s.total < limits.total, mine < limits.perIP else { return false }
+            s.total += 1
+            s.perIP[ip] = mine + 1
+            return true
+        }
+    }
+
+    func release(_ ip: IPAddress) {
+        state.withLock { s in
+            s.total -= 1
+            let left = s.perIP[ip, default: 1] - 1
+            s.perIP[ip] = left > 0 ? left : nil
+        }
+    }
 }
 
 /// Why the TURN service could not start.
@@ -39,6 +82,7 @@ public final class TURNService: Service, Sendable {
     let logger: Logger
     let metrics: TURNMetrics
     let onListening: @Sendable (_ udpAndTCP: [TransportAddress], _ tls: [TransportAddress]) -> Void
+    let admission: StreamAdmission
 
     /// `onListening` gets the addresses actually bound (ports filled in) once the service listens.
     public init(configuration: TURNServiceConfiguration, logger: Logger, metrics: TURNMetrics = TURNMetrics(),
@@ -48,6 +92,7 @@ public final class TURNService: Service, Sendable {
         self.logger = logger
         self.metrics = metrics
         self.onListening = onListening
+        admission = StreamAdmission(configuration.streams)
     }
 
     public func run() async throws {
@@ -72,7 +117,9 @@ public final class TURNService: Service, Sendable {
             for i in 0..<threads {
                 let server = TURNServer(policy: configuration.policy, resources: resources, nonceKey: nonceKey, now: clock(),
                     idBase: AllocationID(i) << 48)
-                let shard = try TURNShard(index: i, server: server, clock: clock, metrics: metrics, logger: logger)
+                let shard = try TURNShard(
+                    index: i, server: server, clock: clock, metrics: metrics, logger: logger,
+                    streamIdleSeconds: Double(configuration.streams.idleWithoutAllocation.components.seconds))
                 shard.start()
                 shards.append(shard)
             }
@@ -137,17 +184,20 @@ public final class TURNService: Service, Sendable {
     private func bindStream(_ address: TransportAddress, loops byLoop: [ObjectIdentifier: TURNShard], group: any EventLoopGroup,
         tls: NIOSSLContext?) async throws -> any Channel
     {
+        let admission = self.admission
+        let queued = configuration.streams.queuedBytes
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: queued / 4, high: queued))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let shard = byLoop[ObjectIdentifier(channel.eventLoop)] else { throw TURNSetupError("no shard for a loop") }
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
                     try pipeline.addHandler(ByteToMessageHandler(TURNStreamDecoder()))
-                    try pipeline.addHandler(StreamClientHandler(shard: shard))
+                    try pipeline.addHandler(StreamClientHandler(shard: shard, admission: admission))
                 }
             }
             .bind(to: address.socketAddress).get()

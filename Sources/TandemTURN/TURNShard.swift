@@ -37,15 +37,21 @@ final class TURNShard: @unchecked Sendable {
     var batch = DatagramBatch()
     /// Frames for TCP and TLS clients gathered in this round, handed to each connection's loop once.
     var streamWrites: [UInt32: [ByteBuffer]] = [:]
+    /// Each TCP or TLS client, and since when it has held no allocation (now, while it holds one).
+    var streamClients: [UInt32: (client: ClientID, idleSince: Double)] = [:]
+    let streamIdleSeconds: Double
+    /// Frames dropped on NIO's threads for clients that stopped reading, counted at the next publish.
+    let streamDrops = Atomic<Int>(0)
     /// Relay sockets closed this round: closed after the round's sends, so that a descriptor
     /// number is not reused while a datagram queued for it waits.
     var closing: [Int32] = []
     let allocator = ByteBufferAllocator()
 
-    init(index: Int, server: TURNServer, clock: @escaping @Sendable () -> TURNInstant, metrics: TURNMetrics, logger: Logger)
-        throws(TURNSetupError)
+    init(index: Int, server: TURNServer, clock: @escaping @Sendable () -> TURNInstant, metrics: TURNMetrics, logger: Logger,
+        streamIdleSeconds: Double = 10) throws(TURNSetupError)
     {
         self.index = index
+        self.streamIdleSeconds = streamIdleSeconds
         self.io = try EpollThread()
         self.server = server
         self.clock = clock
@@ -204,10 +210,14 @@ final class TURNShard: @unchecked Sendable {
 
     // MARK: Streams (on NIO's threads: everything is posted to ours)
 
-    func streamOpened(_ channel: any Channel) -> UInt32 {
+    func streamOpened(_ channel: any Channel, from remote: TransportAddress) -> ClientID {
         let id = nextStreamEndpoint.wrappingAdd(1, ordering: .relaxed).oldValue
-        io.execute { [self] in endpoints[id] = .stream(channel) }
-        return id
+        let client = ClientID(remote: remote, endpoint: id)
+        io.execute { [self] in
+            endpoints[id] = .stream(channel)
+            streamClients[id] = (client, clock().monotonic)
+        }
+        return client
     }
 
     func streamFrames(_ frames: [ByteBuffer], from client: ClientID) {
@@ -220,6 +230,7 @@ final class TURNShard: @unchecked Sendable {
         io.execute { [self] in
             endpoints[client.endpoint] = nil
             streamWrites[client.endpoint] = nil
+            streamClients[client.endpoint] = nil
             perform(server.clientClosed(client))
         }
     }
@@ -290,7 +301,13 @@ final class TURNShard: @unchecked Sendable {
         guard !streamWrites.isEmpty else { return }
         for (endpoint, buffers) in streamWrites {
             guard case .stream(let channel)? = endpoints[endpoint] else { continue }
-            channel.eventLoop.execute {
+            channel.eventLoop.execute { [self] in
+                // A client that does not read gets nothing more once its queue is full (NIO's high
+                // water mark), and is not read meanwhile (StreamClientHandler).
+                guard channel.isWritable else {
+                    streamDrops.add(buffers.count, ordering: .relaxed)
+                    return
+                }
                 for buffer in buffers { channel.write(buffer, promise: nil) }
                 channel.flush()
             }
@@ -301,13 +318,27 @@ final class TURNShard: @unchecked Sendable {
     // MARK: Time and metrics
 
     func tick() {
-        perform(server.tick(clock()))
+        let now = clock()
+        perform(server.tick(now))
+        closeIdleStreams(now: now.monotonic)
         publish()
+    }
+
+    /// Closes the TCP and TLS connections that have held no allocation for `streamIdleSeconds`.
+    private func closeIdleStreams(now: Double) {
+        for (endpoint, entry) in streamClients {
+            if server.hasAllocation(entry.client) {
+                streamClients[endpoint]?.idleSince = now
+            } else if now - entry.idleSince >= streamIdleSeconds, case .stream(let channel)? = endpoints[endpoint] {
+                channel.close(promise: nil)
+            }
+        }
     }
 
     /// Hands this second's counts to `/metrics` and starts counting afresh.
     func publish() {
-        let c = server.counters
+        var c = server.counters
+        c.dropped += streamDrops.exchange(0, ordering: .relaxed)
         server.counters = TURNCounters()
         metrics.add(c)
         metrics.setGauges(shard: index, allocations: server.allocationCount, permissions: server.permissionCount, channels: server.channelCount)
@@ -349,16 +380,32 @@ struct TURNStreamError: Error {}
 final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     let shard: TURNShard
+    let admission: StreamAdmission
     var client: ClientID?
+    /// The address this connection holds a place for in `admission`.
+    var admitted: IPAddress?
     var frames: [ByteBuffer] = []
 
-    init(shard: TURNShard) { self.shard = shard }
+    init(shard: TURNShard, admission: StreamAdmission) {
+        self.shard = shard
+        self.admission = admission
+    }
 
     func channelActive(context: ChannelHandlerContext) {
-        if let remote = TransportAddress(context.channel.remoteAddress) {
-            client = ClientID(remote: remote, endpoint: shard.streamOpened(context.channel))
+        guard let remote = TransportAddress(context.channel.remoteAddress), admission.admit(remote.ip) else {
+            context.close(promise: nil)
+            return
         }
+        admitted = remote.ip
+        client = shard.streamOpened(context.channel, from: remote)
         context.fireChannelActive()
+    }
+
+    /// Reads only while the client reads what it is sent: a client that sends requests and never reads
+    /// the answers fills its own socket, not the server's memory.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        context.channel.setOption(.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -380,6 +427,8 @@ final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         frames.removeAll()
         client = nil
+        if let ip = admitted { admission.release(ip) }
+        admitted = nil
         context.fireChannelInactive()
     }
 

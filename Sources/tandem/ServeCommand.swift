@@ -106,6 +106,10 @@ struct ServeCommand: AsyncParsableCommand {
     var turnUserQuota: String?
     @Option(help: "Most TURN allocations in all, 0 for no limit (default 0).")
     var turnTotalQuota: String?
+    @Option(help: "Most TURN TCP and TLS connections in all (default 4096).")
+    var turnMaxStreams: String?
+    @Option(help: "Most TURN TCP and TLS connections from one IP address (default 32).")
+    var turnMaxStreamsPerIp: String?
     @Option(help: "Bytes per second one allocation may relay each way, 0 for no cap (default 0).")
     var turnMaxBps: String?
     @Option(help: "Allocate requests one source IP may send per second, 0 for no limit (default 200).")
@@ -177,7 +181,8 @@ struct ServeCommand: AsyncParsableCommand {
             ("alert-jitter-ms", alertJitterMs), ("alert-min-bitrate-kbps", alertMinBitrateKbps), ("stale-after", staleAfter),
             ("ice-servers", iceServers), ("log-level", logLevel), ("config", config), ("turn-secret", turnSecret),
             ("turn-public-host", turnPublicHost), ("turn-relay-ports", turnRelayPorts), ("turn-realm", turnRealm),
-            ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota), ("turn-max-bps", turnMaxBps),
+            ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota),
+            ("turn-max-streams", turnMaxStreams), ("turn-max-streams-per-ip", turnMaxStreamsPerIp), ("turn-max-bps", turnMaxBps),
             ("turn-allocate-rate", turnAllocateRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
             ("relay-threads", relayThreads), ("relay-stun-server", relayStunServer), ("relay-ports", relayPorts), ("relay-dtls-cert", relayDtlsCert), ("relay-dtls-key", relayDtlsKey),
             ("sfu-url", sfuUrl), ("sfu-api-key", sfuApiKey), ("sfu-standin", sfuStandin), ("sfu-prepare", sfuPrepare),
