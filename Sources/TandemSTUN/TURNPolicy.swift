@@ -24,6 +24,10 @@ public struct TURNPolicy: Sendable {
     public var bandwidthLimit = 0
     /// Allocate requests one source IP may send per second; 0 is no limit.
     public var allocateRatePerSource = 200
+    /// Answers sent without authentication (Binding responses, challenges, errors) to one source IP
+    /// per second; 0 is no limit. Past it requests go unanswered, so that a spoofed source cannot turn
+    /// the server into a reflector.
+    public var unauthenticatedAnswersPerSource = 100
 
     public init() {}
 

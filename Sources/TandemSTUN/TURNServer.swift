@@ -63,13 +63,18 @@ public struct TURNServer: Sendable {
     var allocations: [AllocationID: Allocation] = [:]
     var byClient: [ClientID: AllocationID] = [:]
     var nextID: AllocationID
-    var allocateCounts: [IPAddress: Int] = [:]
+    /// Per-source rates, shared with the other shards.
+    let rates: SourceRates
     public var counters = TURNCounters()
 
-    /// `idBase` keeps allocation ids of the loops of one server apart.
-    public init(policy: TURNPolicy, resources: RelayResources, nonceKey: [UInt8], now: TURNInstant, idBase: AllocationID = 0) {
+    /// `idBase` keeps allocation ids of the loops of one server apart; `rates` is shared by them.
+    public init(
+        policy: TURNPolicy, resources: RelayResources, nonceKey: [UInt8], now: TURNInstant, idBase: AllocationID = 0,
+        rates: SourceRates = SourceRates()
+    ) {
         self.policy = policy
         self.resources = resources
+        self.rates = rates
         nonces = NonceMaker(key: nonceKey, lifetime: policy.nonceLifetime)
         self.now = now
         nextID = idBase + 1
@@ -79,6 +84,7 @@ public struct TURNServer: Sendable {
 
     /// Whether `client` (a transport connection or a UDP source) holds an allocation.
     public func hasAllocation(_ client: ClientID) -> Bool { byClient[client] != nil }
+
     public var permissionCount: Int { allocations.values.reduce(0) { $0 + $1.permissions.count } }
     public var channelCount: Int { allocations.values.reduce(0) { $0 + $1.channels.count } }
 
@@ -92,7 +98,6 @@ public struct TURNServer: Sendable {
     public mutating func tick(_ time: TURNInstant) -> [Action] {
         now = time
         let t = time.monotonic
-        allocateCounts.removeAll(keepingCapacity: true)
         resources.expireReservations(now: t)
         var expired: [AllocationID] = []
         var i = allocations.startIndex
@@ -232,11 +237,11 @@ public struct TURNServer: Sendable {
         guard let message = try? STUNMessage(parsing: bytes) else { return [] }
         switch (message.messageClass, message.method) {
         case (.request, .binding):
-            return [.reply(bindingResponse(message, client), to: client)]
+            return unauthenticated(bindingResponse(message, client), to: client)
         case (.request, .allocate), (.request, .refresh), (.request, .createPermission), (.request, .channelBind):
             return authenticatedRequest(message, from: client)
         case (.request, _):
-            return [.reply(errorResponse(message, .badRequest, reason: "Unknown method"), to: client)]
+            return unauthenticated(errorResponse(message, .badRequest, reason: "Unknown method"), to: client)
         case (.indication, .send):
             return sendIndication(message, from: client)
         default:
@@ -274,16 +279,12 @@ public struct TURNServer: Sendable {
     }
 
     private mutating func authenticatedRequest(_ message: STUNMessage, from client: ClientID) -> [Action] {
-        if message.method == .allocate, policy.allocateRatePerSource > 0 {
-            let count = allocateCounts[client.remote.ip, default: 0] + 1
-            allocateCounts[client.remote.ip] = count
-            if count > policy.allocateRatePerSource {
-                return [.reply(errorResponse(message, .allocationQuotaReached, reason: "Allocate rate limit"), to: client)]
-            }
+        if message.method == .allocate, !rates.take(.allocate, from: client.remote.ip, limit: policy.allocateRatePerSource, now: now.monotonic) {
+            return unauthenticated(errorResponse(message, .allocationQuotaReached, reason: "Allocate rate limit"), to: client)
         }
         let credential: Credential
         switch authenticate(message, client: client) {
-        case .failure(let reply): return [.reply(reply, to: client)]
+        case .failure(let reply): return unauthenticated(reply, to: client)
         case .success(let c): credential = c
         }
         let unknown = message.unknownRequiredAttributes(known: Self.knownAttributes)
@@ -299,6 +300,16 @@ public struct TURNServer: Sendable {
         case .createPermission: return createPermission(message, client, credential)
         default: return channelBind(message, client, credential)
         }
+    }
+
+    /// An answer sent before the client proved who it is: sent while its source is within
+    /// `unauthenticatedAnswersPerSource` a second (across shards), dropped past it.
+    private mutating func unauthenticated(_ reply: [UInt8], to client: ClientID) -> [Action] {
+        guard rates.take(.unauthenticatedAnswer, from: client.remote.ip, limit: policy.unauthenticatedAnswersPerSource, now: now.monotonic) else {
+            counters.dropped += 1
+            return []
+        }
+        return [.reply(reply, to: client)]
     }
 
     enum AuthResult {
@@ -344,7 +355,8 @@ public struct TURNServer: Sendable {
     private mutating func challenge(_ request: STUNMessage, _ code: STUNErrorCode, _ client: ClientID, reason: String? = nil) -> [UInt8] {
         counters.errorsByCode[code.rawValue, default: 0] += 1
         var b = STUNMessageBuilder(answering: request, class: .error)
-        b.appendError(code, reason: reason)
+        // No reason phrase unless it says more than the code: an unauthenticated answer stays small.
+        b.appendError(code, reason: reason ?? "")
         b.append(STUNAttribute.realm, string: policy.realm)
         b.append(STUNAttribute.nonce, string: nonces.make(for: client.remote.ip, now: now.monotonic))
         b.append(STUNAttribute.passwordAlgorithms, Self.passwordAlgorithmsValue)

@@ -6,7 +6,7 @@ extension ConfigLoader {
     static let turnKeys = [
         "turn-listen", "turns-listen", "turn-secret", "turn-public-host", "turn-relay-ip", "turn-external-ip",
         "turn-relay-ports", "turn-realm", "turn-allow-loopback-peers", "turn-allow-peers", "turn-deny-peers",
-        "turn-user-quota", "turn-total-quota", "turn-max-streams", "turn-max-streams-per-ip", "turn-max-bps", "turn-allocate-rate", "turn-threads",
+        "turn-user-quota", "turn-total-quota", "turn-max-streams", "turn-max-streams-per-ip", "turn-max-bps", "turn-allocate-rate", "turn-unauthenticated-rate", "turn-threads",
         "turn-credential-ttl", "turn-urls",
     ]
 
@@ -126,6 +126,7 @@ extension ConfigLoader {
             allow: allow, deny: try prefixes("turn-deny-peers"), own: own, relayPorts: settings.service.limits.ports)
         if let v = try integer("turn-max-bps", in: 0...1_000_000_000) { policy.bandwidthLimit = v }
         if let v = try integer("turn-allocate-rate", in: 0...1_000_000) { policy.allocateRatePerSource = v }
+        if let v = try integer("turn-unauthenticated-rate", in: 0...1_000_000) { policy.unauthenticatedAnswersPerSource = v }
         settings.service.policy = policy
 
         if let v = try integer("turn-user-quota", in: 0...1_000_000) { settings.service.limits.perIdentity = v }

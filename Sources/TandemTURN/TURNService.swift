@@ -100,6 +100,7 @@ public final class TURNService: Service, Sendable {
         // TCP and TLS connections live on NIO's loops; loop i hands its frames to shard i.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let resources = RelayResources(configuration.limits)
+        let rates = SourceRates()
         var nonceKey = [UInt8](repeating: 0, count: 32)
         var rng = SystemRandomNumberGenerator()
         for i in nonceKey.indices { nonceKey[i] = rng.next() }
@@ -116,7 +117,7 @@ public final class TURNService: Service, Sendable {
         do {
             for i in 0..<threads {
                 let server = TURNServer(policy: configuration.policy, resources: resources, nonceKey: nonceKey, now: clock(),
-                    idBase: AllocationID(i) << 48)
+                    idBase: AllocationID(i) << 48, rates: rates)
                 let shard = try TURNShard(
                     index: i, server: server, clock: clock, metrics: metrics, logger: logger,
                     streamIdleSeconds: Double(configuration.streams.idleWithoutAllocation.components.seconds))

@@ -114,6 +114,8 @@ struct ServeCommand: AsyncParsableCommand {
     var turnMaxBps: String?
     @Option(help: "Allocate requests one source IP may send per second, 0 for no limit (default 200).")
     var turnAllocateRate: String?
+    @Option(help: "Answers without authentication (Binding, challenges, errors) per second to one source IP, 0 for no limit (default 100).")
+    var turnUnauthenticatedRate: String?
     @Option(help: "Event loops of the TURN service (default the number of cores).")
     var turnThreads: String?
     @Option(help: "Lifetime of minted TURN credentials, in seconds (default 86400).")
@@ -183,7 +185,8 @@ struct ServeCommand: AsyncParsableCommand {
             ("turn-public-host", turnPublicHost), ("turn-relay-ports", turnRelayPorts), ("turn-realm", turnRealm),
             ("turn-user-quota", turnUserQuota), ("turn-total-quota", turnTotalQuota),
             ("turn-max-streams", turnMaxStreams), ("turn-max-streams-per-ip", turnMaxStreamsPerIp), ("turn-max-bps", turnMaxBps),
-            ("turn-allocate-rate", turnAllocateRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
+            ("turn-allocate-rate", turnAllocateRate),
+            ("turn-unauthenticated-rate", turnUnauthenticatedRate), ("turn-threads", turnThreads), ("turn-credential-ttl", turnCredentialTtl),
             ("relay-threads", relayThreads), ("relay-stun-server", relayStunServer), ("relay-ports", relayPorts), ("relay-dtls-cert", relayDtlsCert), ("relay-dtls-key", relayDtlsKey),
             ("sfu-url", sfuUrl), ("sfu-api-key", sfuApiKey), ("sfu-standin", sfuStandin), ("sfu-prepare", sfuPrepare),
             ("sfu-room-ttl", sfuRoomTtl), ("sfu-timeout", sfuTimeout), ("sfu-rate-limit", sfuRateLimit),

@@ -124,8 +124,37 @@ struct TURNServerTests {
         #expect(m.string(STUNAttribute.nonce)?.hasPrefix("obMatJos2") == true)
         #expect(m.value(STUNAttribute.passwordAlgorithms).map(Array.init) == [0, 2, 0, 0, 0, 1, 0, 0])
         #expect(!m.has(STUNAttribute.software) && !m.hasIntegrity)
-        #expect(m.bytes.count <= 120)
+        // Header, ERROR-CODE without a phrase, REALM, NONCE, PASSWORD-ALGORITHMS and the FINGERPRINT asked for.
+        #expect(m.bytes.count == 20 + 8 + 12 + 44 + 12 + 8)
         #expect(h.server.allocationCount == 0)
+    }
+
+    /// Answers without authentication are counted per source IP and second, across every shard that
+    /// shares the server's rates: past the limit a request goes unanswered.
+    @Test func unauthenticatedAnswersAreLimitedPerSourceAcrossShards() {
+        let rates = SourceRates()
+        func shard() -> Harness {
+            var h = Harness { $0.unauthenticatedAnswersPerSource = 10 }
+            h.server = TURNServer(policy: h.server.policy, resources: h.resources, nonceKey: Array("nonce-key".utf8), now: h.time, rates: rates)
+            return h
+        }
+        var one = shard()
+        var two = shard()
+        let spoofed = Client("198.51.100.7:5000")
+        let other = Client("198.51.100.8:5000")
+        let requests: [(STUNMethod, Bool)] = [(.binding, false), (.allocate, false), (.refresh, false), (.createPermission, false), (.channelBind, false)]
+        var answered = 0
+        for i in 0..<40 {
+            let (method, signed) = requests[i % requests.count]
+            var h = i % 2 == 0 ? one : two
+            answered += spoofed.reply(h.server.receive(spoofed.request(method, [Client.udp], signed: signed), from: spoofed.id)) == nil ? 0 : 1
+            if i % 2 == 0 { one = h } else { two = h }
+        }
+        #expect(answered == 10)
+        // Another source is answered; and the next second, this one again.
+        #expect(other.reply(one.server.receive(other.request(.binding, signed: false), from: other.id)) != nil)
+        _ = one.advance(1)
+        #expect(spoofed.reply(one.server.receive(spoofed.request(.binding, signed: false), from: spoofed.id)) != nil)
     }
 
     @Test func allocateOpensARelayThenAnswersSignedWithTheRelayedAddress() throws {
@@ -524,7 +553,8 @@ struct SplitMix64: RandomNumberGenerator {
 struct TURNHostileInputTests {
     @Test func mutatedRequestsAndChannelDataNeverTrapAndAreAnsweredSensibly() {
         var rng = SplitMix64(state: 0x7A2D)
-        var h = Harness()
+        // Answers are what is looked at here, not their rate.
+        var h = Harness { $0.unauthenticatedAnswersPerSource = 0 }
         var c = Client()
         guard let (id, _) = c.allocate(&h) else { Issue.record("no allocation"); return }
         _ = c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("127.0.0.1:5000")])

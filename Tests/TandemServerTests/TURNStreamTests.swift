@@ -18,6 +18,8 @@ struct TURNStreamTests {
         c.turn?.service.streams.perIP = perIP
         c.turn?.service.streams.idleWithoutAllocation = idle
         c.turn?.service.streams.queuedBytes = 16 * 1024
+        // Every Binding is answered, so that a client that never reads fills its queue.
+        c.turn?.service.policy.unauthenticatedAnswersPerSource = 0
         return c
     }
 

@@ -199,7 +199,7 @@ def start_tandem(ns, workdir):
     process = ns.popen([
         str(binary), "serve", "--no-tls", "--secret", "bench-join-secret-0123", "--store", "memory", "--listen", "127.0.0.1:0",
         "--data-dir", str(workdir), "--turn-listen", f"127.0.0.1:{TURN_PORT}", "--turn-secret", SECRET,
-        "--turn-realm", "bench", "--turn-allow-loopback-peers", "--turn-user-quota", "0", "--turn-allocate-rate", "0",
+        "--turn-realm", "bench", "--turn-allow-loopback-peers", "--turn-user-quota", "0", "--turn-allocate-rate", "0", "--turn-unauthenticated-rate", "0",
         "--log-level", "notice"], stdout=log, stderr=log)
     wait_for_log(workdir / "tandem.log", "turn listening", process)
     return process

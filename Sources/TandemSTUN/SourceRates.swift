@@ -1,0 +1,37 @@
+import Synchronization
+
+/// What each source IP address may ask of every shard together, per second: Allocate requests, and
+/// answers sent without authentication (Binding responses, 401 challenges, errors), which would
+/// otherwise let anybody reflect traffic at a spoofed address.
+public final class SourceRates: Sendable {
+    public enum Kind: Sendable { case allocate, unauthenticatedAnswer }
+
+    struct Window {
+        var second: Int64
+        var allocates = 0
+        var answers = 0
+    }
+
+    private let state = Mutex<[IPAddress: Window]>([:])
+
+    public init() {}
+
+    /// Counts one of `kind` from `ip` in the second `now` falls in; false past `limit` (0: no limit).
+    public func take(_ kind: Kind, from ip: IPAddress, limit: Int, now: Double) -> Bool {
+        guard limit > 0 else { return true }
+        let second = Int64(now.rounded(.down))
+        return state.withLock { windows in
+            if windows.count > 100_000 { windows = windows.filter { $0.value.second == second } }
+            var w = windows[ip].flatMap { $0.second == second ? $0 : nil } ?? Window(second: second)
+            defer { windows[ip] = w }
+            switch kind {
+            case .allocate:
+                w.allocates += 1
+                return w.allocates <= limit
+            case .unauthenticatedAnswer:
+                w.answers += 1
+                return w.answers <= limit
+            }
+        }
+    }
+}
