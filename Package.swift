@@ -158,7 +158,7 @@ let package = Package(
             name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
             swiftSettings: strict),
         // Fuzzing: the network parsers as targets (replayed by the tests), and the libFuzzer driver.
-        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemProtocol"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
+        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemProtocol", "TandemSTUN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
         .executableTarget(name: "tandem-fuzz", dependencies: ["TandemFuzzTargets"], path: "Tests/Fuzz/Main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),

@@ -17,6 +17,9 @@ public struct TURNPolicy: Sendable {
     public var permissionLifetime: Double = 300
     public var channelLifetime: Double = 600
     public var nonceLifetime: Double = 600
+    /// How long past its credential's expiry an allocation may be refreshed (a call that started just
+    /// before the expiry keeps its relay for this long).
+    public var credentialGrace: Double = 600
     public var reservationLifetime: Double = 30
     /// Most permissions (peer IPs) and channels one allocation may hold.
     public var maxPermissionsPerAllocation = 512

@@ -42,6 +42,8 @@ public struct TURNServer: Sendable {
         var phase: Phase
         var relayed: [TransportAddress]
         var expiry: Double
+        /// When the credential it was made with expired, plus `credentialGrace`: no refresh goes past it.
+        let credentialEnd: Double
         var permissions: [IPAddress: Double] = [:]
         var channels: [UInt16: Channel] = [:]
         var channelByPeer: [TransportAddress: UInt16] = [:]
@@ -274,6 +276,8 @@ public struct TURNServer: Sendable {
     struct Credential {
         var username: String
         var identity: String
+        /// The REST username's expiry, Unix seconds.
+        var expiry: Int64
         var key: [UInt8]
         var sha256: Bool
     }
@@ -345,7 +349,8 @@ public struct TURNServer: Sendable {
             let password = TURNCredentials.password(secret: Array(secret.utf8), username: username)
             let key = TURNCredentials.longTermKey(username: username, realm: realm, password: password, algorithm: algorithm)
             if m.verifyIntegrity(key: key) {
-                return .success(Credential(username: username, identity: String(rest.identity), key: key, sha256: m.integritySHA256Offset != nil))
+                return .success(Credential(
+                    username: username, identity: String(rest.identity), expiry: rest.expiry, key: key, sha256: m.integritySHA256Offset != nil))
             }
         }
         return .failure(challenge(m, .unauthorized, client))
@@ -429,11 +434,12 @@ public struct TURNServer: Sendable {
         let id = nextID
         nextID += 1
         let requested = m.uint32(STUNAttribute.lifetime).map(Double.init) ?? policy.defaultLifetime
-        let lifetime = min(max(requested, policy.defaultLifetime), policy.maxLifetime)
+        let credentialEnd = now.monotonic + (Double(c.expiry) - Double(now.unix)) + policy.credentialGrace
+        let lifetime = min(max(requested, policy.defaultLifetime), policy.maxLifetime, credentialEnd - now.monotonic)
         var a = Allocation(
             id: id, client: client, username: c.username, identity: c.identity, key: c.key, sha256Integrity: c.sha256,
             phase: .opening(attempt: 0), relayed: zip(ips, ports).map { TransportAddress(ip: $0, port: $1) },
-            expiry: now.monotonic + lifetime, request: m, wantsFingerprint: m.hasFingerprint)
+            expiry: now.monotonic + lifetime, credentialEnd: credentialEnd, request: m, wantsFingerprint: m.hasFingerprint)
         a.reservationToken = reservation
         a.budgetToPeers = policy.bandwidthLimit
         a.budgetToClient = policy.bandwidthLimit
@@ -482,7 +488,13 @@ public struct TURNServer: Sendable {
             granted = 0
             actions = end(id)
         } else {
-            let lifetime = min(max(requested, policy.defaultLifetime), policy.maxLifetime)
+            // A refresh never takes an allocation past its credential's expiry and the grace: after it the
+            // client allocates again with a credential of the day.
+            let left = a.credentialEnd - now.monotonic
+            guard left >= 1 else {
+                return end(id) + [.reply(challenge(m, .unauthorized, client, reason: "Credential expired"), to: client)]
+            }
+            let lifetime = min(max(requested, policy.defaultLifetime), policy.maxLifetime, left.rounded(.down))
             allocations[id]!.expiry = now.monotonic + lifetime
             granted = UInt32(lifetime)
         }

@@ -95,13 +95,19 @@ struct AdminAPI {
             hub.isReady ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
                 : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready\n")))
         }
-        router.get("metrics") { _, _ -> Response in
-            Response(
+        router.get("metrics") { request, _ -> Response in
+            if hub.config.metricsNeedKey { try authorize(request) }
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: hub.metrics.render() + (hub.relay.map(relayMetrics) ?? ""))))
         }
-        router.get("v1/signal") { _, _ -> Response in
-            Response(status: .upgradeRequired, headers: [.upgrade: "websocket"], body: .init(byteBuffer: ByteBuffer(string: "use a WebSocket\n")))
+        router.get("v1/signal") { request, _ -> Response in
+            // The upgrade was not made: say why. (Whether the request came from loopback is not known
+            // here; in dev mode a refused origin is not named.)
+            if !hub.origins.admits(origins: request.headers[values: .origin], host: request.head.authority, fromLoopback: hub.config.dev) {
+                throw HTTPError(.forbidden, message: "this page's origin may not open the signaling socket; see allowed-origins")
+            }
+            return Response(status: .upgradeRequired, headers: [.upgrade: "websocket"], body: .init(byteBuffer: ByteBuffer(string: "use a WebSocket\n")))
         }
         router.post("v1/tokens") { request, context -> TokenResponse in
             try authorize(request)

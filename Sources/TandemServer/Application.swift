@@ -55,6 +55,12 @@ public func makeTLSConfiguration(certificate: String, key: String) throws -> TLS
     }
     var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
     tls.minimumTLSVersion = .tlsv12
+    // TLS 1.2 with forward secrecy and AEAD only: no static-RSA key exchange, no CBC (TLS 1.3's suites
+    // are all of that kind).
+    tls.cipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
     return tls
 }
 
@@ -86,6 +92,10 @@ public func buildServer(
         request, channel, logger in
         guard request.path?.split(separator: "?", maxSplits: 1).first == "/v1/signal" else { return .dontUpgrade }
         let (address, loopback) = describe(channel.remoteAddress)
+        // Refused here, the request goes on to the router, which answers 403.
+        guard hub.origins.admits(origins: request.headerFields[values: .origin], host: request.authority, fromLoopback: loopback) else {
+            return .dontUpgrade
+        }
         let connection = Connection(
             id: hub.newConnectionID(), channel: channel, remoteAddress: address, isLoopback: loopback, maxQueued: config.maxQueuedFrames)
         return .upgrade([:]) { inbound, outbound, _ in

@@ -14,7 +14,7 @@ public struct ConfigLoader {
         "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
         "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
         "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
-        "stale-after", "ice-servers", "log-level", "no-demo",
+        "stale-after", "ice-servers", "log-level", "no-demo", "allowed-origins", "metrics-auth",
     ] + turnKeys + relayKeys + sfuKeys
 
     var flags: [String: String]
@@ -143,6 +143,10 @@ public struct ConfigLoader {
         var notes: [String] = []
         c.dev = try bool("dev")
         c.serveDemo = try !bool("no-demo")
+        c.allowedOrigins = try parsedList("allowed-origins", takes: "origins like https://app.example.com, or *") { item in
+            item == "*" || OriginPolicy.authority(ofOrigin: item.lowercased()) != nil ? item : nil
+        }
+        c.metricsNeedKey = try bool("metrics-auth")
         let dataDir = text("data-dir") ?? "./data"
         (c.host, c.port) = try Self.parseListen(text("listen") ?? (c.dev ? "127.0.0.1:8443" : "0.0.0.0:8443"))
         if let store = text("store") {

@@ -40,6 +40,10 @@ public struct ServerConfig: Sendable {
     public var dev = false
     /// Serve the demo page at `/` (the client library at `/tandem.js` is always served).
     public var serveDemo = true
+    /// Web pages of other origins allowed to open the signaling socket (`*` for any); see ``OriginPolicy``.
+    public var allowedOrigins: [String] = []
+    /// `/metrics` asks for the admin API key too.
+    public var metricsNeedKey = false
     public var host = "0.0.0.0"
     public var port = 8443
     public var tls: TLSSetting = .disabled

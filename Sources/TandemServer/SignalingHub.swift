@@ -19,6 +19,8 @@ public final class SignalingHub: Service, Sendable {
     let logger: Logger
     let tokens: JoinTokens?
     let iceServers: ICEServerMint
+    /// Which web pages may open the signaling socket.
+    let origins: OriginPolicy
     /// The server's media endpoint (provider `relay`), when configured.
     public let relay: MediaRelay?
     /// The SFU service (provider `sfu`), when configured, and the deletes of its rooms.
@@ -49,6 +51,7 @@ public final class SignalingHub: Service, Sendable {
         self.logger = logger
         tokens = config.secret.map { JoinTokens(secret: $0) }
         iceServers = ICEServerMint(settings: config.turn, staticServers: config.iceServers)
+        origins = OriginPolicy(allowed: config.allowedOrigins, dev: config.dev, tls: config.tls != .disabled)
     }
 
     /// Monotonic time for the arbiter.

@@ -36,8 +36,9 @@ public struct StreamLimits: Sendable, Equatable {
     public var perIP = 32
     /// A connection that has held no allocation for this long (its TLS handshake included) is closed.
     public var idleWithoutAllocation: Duration = .seconds(10)
-    /// Bytes queued for a client that does not read; past them its relayed data is dropped and it is
-    /// not read until they drain, so that it cannot grow the server's memory.
+    /// Bytes queued for a client that does not read (and the size of each connection's kernel buffers);
+    /// past them its relayed data is dropped and it is not read until they drain, so that it cannot grow
+    /// the server's memory.
     public var queuedBytes = 256 * 1024
 
     public init() {}
@@ -192,6 +193,9 @@ public final class TURNService: Service, Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: queued / 4, high: queued))
+            // The kernel's buffers too: autotuned, a connection that does not read could pin megabytes.
+            .childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(queued))
+            .childChannelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(queued))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let shard = byLoop[ObjectIdentifier(channel.eventLoop)] else { throw TURNSetupError("no shard for a loop") }

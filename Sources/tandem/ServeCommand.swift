@@ -28,6 +28,10 @@ struct ServeCommand: AsyncParsableCommand {
     var noTls = false
     @Flag(help: "Do not serve the demo page at / (the client library at /tandem.js is always served).")
     var noDemo = false
+    @Option(help: "Web pages of other origins that may open the signaling socket, or * for any (repeatable; default the server's own).")
+    var allowedOrigins: [String] = []
+    @Flag(help: "Ask for the admin API key on /metrics too.")
+    var metricsAuth = false
     @Option(help: "Secret that signs and verifies join tokens (HS256).")
     var secret: String?
     @Option(help: "Bearer key for the admin API.")
@@ -164,12 +168,13 @@ struct ServeCommand: AsyncParsableCommand {
         if dev { flags["dev"] = "true" }
         if noTls { flags["no-tls"] = "true" }
         if noDemo { flags["no-demo"] = "true" }
+        if metricsAuth { flags["metrics-auth"] = "true" }
         if let allowed = turnAllowLoopbackPeers { flags["turn-allow-loopback-peers"] = String(allowed) }
         let lists: [(String, [String])] = [
             ("turn-listen", turnListen), ("turns-listen", turnsListen), ("turn-relay-ip", turnRelayIp),
             ("turn-external-ip", turnExternalIp), ("turn-allow-peers", turnAllowPeers), ("turn-deny-peers", turnDenyPeers),
             ("turn-urls", turnUrls), ("relay-address", relayAddress),
-            ("relay-announced-ip", relayAnnouncedIp),
+            ("relay-announced-ip", relayAnnouncedIp), ("allowed-origins", allowedOrigins),
         ]
         for (key, values) in lists where !values.isEmpty { flags[key] = values.joined(separator: ",") }
         let options: [(String, String?)] = [

@@ -57,6 +57,8 @@ import Testing
         let lost = video[7]
         try runOnLoop(ben.loop) { ben.sendRTCP(Self.nack(sender: 9, media: relaySSRC, pid: W.u16(lost.plain, at: 2))) }
         try waitUntil(5, "the retransmission") { ben.packets.withLock { $0.filter { $0.raw == lost.raw }.count } == 2 }
+        // Counted on the loop right after the send, so perhaps a moment after Ben has it.
+        try waitUntil(5, "the retransmission counted") { relay.counters.retransmissions.load(ordering: .relaxed) >= 1 }
         #expect(relay.counters.retransmissions.load(ordering: .relaxed) == 1)
 
         // A packet the relay no longer holds: the NACK goes on to Ann, in her own SSRC.

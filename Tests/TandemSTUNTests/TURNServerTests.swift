@@ -318,6 +318,28 @@ struct TURNServerTests {
         #expect(a3.allocate(&h) != nil)
     }
 
+    /// Refreshes never take an allocation past its credential's expiry and the grace (600 s).
+    @Test func anAllocationEndsAtItsCredentialsExpiryAndTheGrace() {
+        var h = Harness()
+        var c = Client(expiry: h.time.unix + 100)
+        guard let (_, _) = c.allocate(&h) else { Issue.record("no allocation"); return }
+        func lifetime(_ actions: [TURNServer.Action]) -> UInt32? { c.reply(actions)?.uint32(STUNAttribute.lifetime) }
+        _ = h.advance(300)
+        #expect(lifetime(c.send(&h, .refresh, [Client.lifetime(600)])) == 400)
+        _ = h.advance(350)
+        c.learnNonce(&h)  // nonces last 600 s
+        #expect(lifetime(c.send(&h, .refresh, [Client.lifetime(600)])) == 50)
+        _ = h.advance(49.5)
+        let late = c.send(&h, .refresh, [Client.lifetime(600)])
+        #expect(c.errorCode(late) == 401 && late.contains { if case .closeRelay = $0 { true } else { false } })
+        #expect(h.server.allocationCount == 0)
+        // An allocation left alone ends then too.
+        var d = Client("127.0.0.1:40001", expiry: h.time.unix + 10)
+        guard d.allocate(&h) != nil else { Issue.record("no second allocation"); return }
+        _ = h.advance(611)
+        #expect(h.server.allocationCount == 0)
+    }
+
     @Test func allocateRateIsLimitedPerSourceAndResetsEachTick() {
         var h = Harness { $0.allocateRatePerSource = 3 }
         var c = Client()

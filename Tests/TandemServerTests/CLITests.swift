@@ -71,7 +71,7 @@ struct CLITests {
 
     /// Settings that take free text (or none) cannot be given a wrong value.
     static let checkedKeys = ConfigLoader.keys.filter {
-        !["dev", "no-tls", "secret", "api-key", "data-dir", "node", "ice-servers", "tls-key", "turn-allow-loopback-peers", "no-demo"].contains($0)
+        !["dev", "no-tls", "secret", "api-key", "data-dir", "node", "ice-servers", "tls-key", "turn-allow-loopback-peers", "no-demo", "metrics-auth"].contains($0)
     }
 
     /// Each flag reaches its own setting: a value that setting refuses is reported under its name.

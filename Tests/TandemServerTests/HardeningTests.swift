@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import TandemJWT
 import TandemArbiter
 import TandemDailyStandIn
@@ -164,6 +165,99 @@ struct HardeningTests {
                 c.send(#"{"type":"join","session":"s1","providers":["sfu"]}"#)
                 #expect(try await c.next("error")["code"] == .string("provider_unavailable"))
                 #expect(try await server.metric("tandem_sessions") == 1)
+            }
+        }
+    }
+}
+
+/// Which web pages may open the signaling socket.
+@Suite("Operators: origins, metrics, TLS suites")
+struct OperatorTests {
+    @Test(arguments: [
+        // origin, Host, from loopback, allowed list, dev, admitted
+        (nil as String?, "tandem.example.com", false, [String](), false, true),  // no browser
+        ("https://tandem.example.com", "tandem.example.com", false, [], false, true),  // its own page
+        ("https://tandem.example.com", "tandem.example.com:443", false, [], false, true),
+        ("https://TANDEM.example.com:8443", "tandem.example.com:8443", false, [], false, true),
+        ("http://tandem.example.com", "tandem.example.com", false, [], false, false),  // another port (80)
+        ("https://evil.example", "tandem.example.com", false, [], false, false),
+        ("null", "tandem.example.com", false, [], false, false),
+        ("https://app.example.com", "tandem.example.com", false, ["https://app.example.com"], false, true),
+        ("https://app.example.com:444", "tandem.example.com", false, ["https://app.example.com"], false, false),
+        ("https://evil.example", "tandem.example.com", false, ["*"], false, true),
+        ("https://evil.example", "127.0.0.1:8443", true, [], true, true),  // dev, from loopback
+        ("https://evil.example", "10.0.0.5:8443", false, [], true, false),  // dev, from elsewhere
+        ("https://[::1]:8443", "[::1]:8443", false, [], false, true),
+        ("ws://127.0.0.1", "tandem.example.com", false, [], false, true),  // a WebSocket library, no page
+        ("null", "tandem.example.com", false, ["null"], false, true),
+    ])
+    func originPolicy(origin: String?, host: String, loopback: Bool, allowed: [String], dev: Bool, admitted: Bool) {
+        #expect(OriginPolicy(allowed: allowed, dev: dev, tls: true).admits(origin: origin, host: host, fromLoopback: loopback) == admitted)
+    }
+
+    /// The status line a browser's WebSocket handshake from `origin` gets.
+    static func handshake(_ server: TestServer, origin: String?) async throws -> String {
+        let fd = try TURNStreamTests.connect(server.port)
+        defer { close(fd) }
+        let request = "GET /v1/signal HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + (origin.map { "Origin: \($0)\r\n" } ?? "") + "\r\n"
+        _ = TURNStreamTests.send(fd, Array(request.utf8))
+        let answer = await TURNStreamTests.offPool { () -> String in
+            var buffer = [UInt8](repeating: 0, count: 1024)
+            let n = recv(fd, &buffer, buffer.count, 0)
+            return String(decoding: buffer.prefix(max(0, n)), as: UTF8.self)
+        }
+        return String(answer.split(separator: "\r\n").first ?? "")
+    }
+
+    @Test func aForeignPageCannotOpenTheSocketAndIsToldWhy() async throws {
+        try await TestServer.with(TestServer.config { $0.dev = false }) { server async throws in
+            // Refused before the upgrade (NIO answers a declined upgrade with 400; a page's script never
+            // sees the status anyway, only that no socket opened).
+            #expect(try await Self.handshake(server, origin: "https://evil.example") == "HTTP/1.1 400 Bad Request")
+            #expect(try await Self.handshake(server, origin: "null") == "HTTP/1.1 400 Bad Request")
+            // Without the upgrade, the reason.
+            #expect(try await server.fetch("GET", "/v1/signal", headers: ["Origin": "https://evil.example"]).status == 403)
+            #expect(try await Self.handshake(server, origin: "http://127.0.0.1:\(server.port)") == "HTTP/1.1 101 Switching Protocols")
+            #expect(try await Self.handshake(server, origin: nil) == "HTTP/1.1 101 Switching Protocols")
+            #expect(try await server.fetch("GET", "/v1/signal").status == 426)
+        }
+        // The same page in dev mode, from loopback: let in.
+        try await TestServer.with { server async throws in
+            #expect(try await Self.handshake(server, origin: "https://evil.example") == "HTTP/1.1 101 Switching Protocols")
+        }
+    }
+
+    @Test func metricsCanAskForTheKey() async throws {
+        try await TestServer.with(TestServer.config { $0.metricsNeedKey = true }) { server in
+            let anonymous = try await server.fetch("GET", "/metrics").status
+            let keyed = try await server.fetch("GET", "/metrics", headers: ["Authorization": "Bearer test-key"]).status
+            #expect(anonymous == 401 && keyed == 200)
+        }
+        try await TestServer.with { server in
+            let open = try await server.fetch("GET", "/metrics").status
+            #expect(open == 200)
+        }
+    }
+
+    /// TLS 1.2 offers forward-secret AEAD suites only: a client that speaks only CBC or static RSA gets
+    /// no connection, one with ECDHE and GCM does.
+    @Test(arguments: [("ECDHE-ECDSA-AES128-SHA", false), ("AES128-GCM-SHA256", false), ("AES256-SHA", false), ("ECDHE-ECDSA-AES128-GCM-SHA256", true)])
+    func tls12Suites(suite: String, connects: Bool) async throws {
+        let directory = NSTemporaryDirectory() + "tandem-suites-\(UUID().uuidString)"
+        _ = try DevCertificates.ensure(in: directory)
+        let paths = DevCertificates.Paths(directory: directory)
+        try await TestServer.with(TestServer.config { $0.tls = .files(certificate: paths.certificate, key: paths.key) }) { server in
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(paths.caCertificate)
+            tls.maximumTLSVersion = .tlsv12
+            tls.cipherSuites = suite
+            if connects {
+                let c = try await WSTestClient.connect(url: server.wsURL, tls: tls, sniHostname: "localhost")
+                c.send(#"{"type":"ping","t":1}"#)
+                #expect(try await c.next("error")["code"] == .string("not_joined"))
+            } else {
+                await #expect(throws: (any Error).self) { _ = try await WSTestClient.connect(url: server.wsURL, tls: tls, sniHostname: "localhost") }
             }
         }
     }

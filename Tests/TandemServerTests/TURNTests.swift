@@ -44,8 +44,9 @@ final class UDPProbe: ChannelInboundHandler, @unchecked Sendable {
     func receive() async throws -> (SocketAddress, [UInt8]) {
         try await within(5, "a datagram") { [self] in
             var it = iterator
-            let next = await it.next()
-            return next!
+            // nil: the wait was cancelled (timed out) or the socket closed.
+            guard let next = await it.next() else { throw TestTimeout(what: "a datagram (none came)") }
+            return next
         }
     }
 

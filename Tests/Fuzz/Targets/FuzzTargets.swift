@@ -1,5 +1,6 @@
 import TandemMedia
 import TandemProtocol
+import TandemSTUN
 
 /// Every parser that reads bytes a network peer sends, as a function of those bytes. libFuzzer drives
 /// them (`Tests/Fuzz/run.sh`), and the test suite replays the corpus they found through them.
@@ -14,6 +15,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case dtls
     /// A signaling frame.
     case signal
+    /// A JSON text: parsed, written back and parsed again to the same value.
+    case json
+    /// A conversation with the TURN server from three clients: STUN messages as sent, messages the
+    /// target signs with a valid credential (so that the fuzzer reaches what follows authentication),
+    /// ChannelData, and data from peers.
+    case turn
 
     public func run(_ input: UnsafeRawBufferPointer) {
         switch self {
@@ -22,6 +29,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .rtp: Self.rtp(input)
         case .dtls: Self.dtls(input)
         case .signal: _ = try? ClientMessage.decode(Array(input))
+        case .json: Self.json(input)
+        case .turn: Self.turn(input)
         }
     }
 
@@ -69,6 +78,88 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             _ = stream.rewrite(buffer, length: input.count, nowMs: Int64(round) * 20)
             if round == 1 { stream.reconfigure(payloadType: 100, extensions: [(3, 2)]) }
         }
+    }
+
+    static func json(_ input: UnsafeRawBufferPointer) {
+        guard let value = try? JSONParser.parse(Array(input)) else { return }
+        guard let again = try? JSONParser.parse(value.encoded), again == value else { fatalError("JSON does not survive a round trip") }
+    }
+
+    static let turnSecret = "fuzz-turn-secret-0123"
+
+    /// Chunks of `[flags][length: 2][bytes]`: flags' low bits pick the client (of three) and the kind of
+    /// chunk (raw, signed request of a method, ChannelData, peer data, a tick).
+    static func turn(_ input: UnsafeRawBufferPointer) {
+        var policy = TURNPolicy()
+        policy.secrets = [turnSecret]
+        policy.relayIPv4 = IPAddress("192.0.2.10")
+        policy.relayIPv6 = IPAddress("2001:db8::10")
+        policy.peerFilter = PeerFilter(allow: [IPPrefix("127.0.0.0/8")!], own: [IPAddress("192.0.2.10")!], relayPorts: 50000...50009)
+        policy.unauthenticatedAnswersPerSource = 5
+        var time = TURNInstant(monotonic: 1000, unix: 1_800_000_000)
+        var server = TURNServer(
+            policy: policy, resources: RelayResources(.init(ports: 50000...50009, perIdentity: 4)), nonceKey: Array(0..<32), now: time)
+        var nonces = ["", "", ""]
+        var allocations: [AllocationID] = []
+        func perform(_ actions: [TURNServer.Action]) {
+            for action in actions {
+                switch action {
+                case .reply(let bytes, let client):
+                    guard let reply = try? STUNMessage(parsing: bytes) else { fatalError("a reply that is not STUN") }
+                    if let nonce = reply.string(STUNAttribute.nonce) { nonces[Int(client.endpoint) % 3] = nonce }
+                case .openRelay(let id, _):
+                    allocations.append(id)
+                    perform(id % 5 == 4 ? server.relayFailed(id) : server.relayOpened(id))
+                case .closeRelay, .sendToPeer:
+                    break
+                }
+            }
+        }
+        var offset = 0
+        while offset + 3 <= input.count {
+            let flags = input[offset]
+            let length = Int(input[offset + 1]) << 8 | Int(input[offset + 2])
+            let end = min(input.count, offset + 3 + length)
+            let body = Array(input[(offset + 3)..<end])
+            offset = end
+            let who = Int(flags % 3)
+            let client = ClientID(remote: TransportAddress(ip: IPAddress(v4: 0x7F00_0001 + UInt32(who)), port: 40000), endpoint: UInt32(who))
+            switch (flags >> 2) % 5 {
+            case 0:
+                perform(server.receive(body, from: client))
+            case 1:
+                perform(server.receive(signed(body, method: flags >> 5, nonce: nonces[who]), from: client))
+            case 2:
+                _ = server.routeChannelData(UInt16(truncatingIfNeeded: flags) << 8 | 0x4000, length: body.count, from: client)
+            case 3:
+                guard let id = allocations.last, body.count >= 2 else { continue }
+                let peer = TransportAddress(ip: IPAddress(v4: 0x7F00_0001 + UInt32(body[0] % 4)), port: 40000 + UInt16(body[1]))
+                _ = server.routePeerData(to: id, from: peer, length: body.count)
+            default:
+                time.monotonic += Double(length % 700)
+                time.unix += Int64(length % 700)
+                perform(server.tick(time))
+            }
+        }
+    }
+
+    /// A request whose attributes are `body` (as type, length, value), signed with a valid credential.
+    static func signed(_ body: [UInt8], method: UInt8, nonce: String) -> [UInt8] {
+        let methods: [STUNMethod] = [.allocate, .refresh, .createPermission, .channelBind, .binding, .allocate, .refresh, .createPermission]
+        var b = STUNMessageBuilder(method: methods[Int(method) % methods.count], class: .request, transactionID: .random())
+        var i = 0
+        while i + 4 <= body.count {
+            let type = UInt16(body[i]) << 8 | UInt16(body[i + 1])
+            let length = min(Int(body[i + 2]) << 8 | Int(body[i + 3]), body.count - i - 4)
+            b.append(type, body[(i + 4)..<(i + 4 + length)])
+            i += 4 + length
+        }
+        let (username, password) = TURNCredentials.mint(secret: turnSecret, identity: "fuzz", expiry: 1_800_000_000 + 3600)
+        b.append(STUNAttribute.username, string: username)
+        b.append(STUNAttribute.realm, string: "tandem")
+        b.append(STUNAttribute.nonce, string: nonce)
+        b.appendIntegrity(key: TURNCredentials.longTermKey(username: username, realm: "tandem", password: password, algorithm: .md5))
+        return b.bytes
     }
 
     static let identity = try! DTLSIdentity.generate(commonName: "fuzz")
