@@ -116,6 +116,8 @@ final class RoomCore {
     /// Preparations started, in the background or waited for; after one, the service may hold a room for
     /// this session (even one whose tokens failed).
     var sfuAttempts = 0
+    /// When each participant's last health report was kept in the store, and its media state.
+    var lastRecorded: [ParticipantID: (at: Instant, media: MediaState)] = [:]
     /// The SFU service's last failure, until the arbiter asks for the room again.
     var sfuError: SFUError?
 
@@ -317,7 +319,9 @@ final class RoomCore {
             relay(id, signal)
         case .health(let report):
             hub.metrics.healthReports.increment()
-            try? await hub.store.recordHealth(session, HealthSample(participant: id, report: report, atMs: hub.wallMs()))
+            if shouldRecord(report, of: id) {
+                try? await hub.store.recordHealth(session, HealthSample(participant: id, report: report, atMs: hub.wallMs()))
+            }
             await perform(arbiter.health(id, report, now: hub.now()))
         case .ping(let t):
             send(id, .pong(t: t))
@@ -325,6 +329,19 @@ final class RoomCore {
             await perform(arbiter.leave(id, reason: .left))
         }
     }
+
+    /// A report is kept in the store when it is for the current epoch and changes the media state, or
+    /// the participant's last kept one is a second old: a client that reports as fast as it can costs the
+    /// store one row a second.
+    private func shouldRecord(_ report: HealthReport, of id: ParticipantID) -> Bool {
+        guard report.epoch == arbiter.epoch, report.provider == arbiter.provider else { return false }
+        let now = hub.now()
+        if let last = lastRecorded[id], last.media == report.media, now - last.at < Self.healthSampleInterval { return false }
+        lastRecorded[id] = (now, report.media)
+        return true
+    }
+
+    static let healthSampleInterval: Duration = .seconds(1)
 
     private func relay(_ from: ParticipantID, _ signal: SignalRequest) {
         guard signal.to == .server || (signal.to != from && members[signal.to] != nil) else {
@@ -515,6 +532,7 @@ final class RoomCore {
     private func removeMember(_ id: ParticipantID, reason: LeaveReason) {
         guard let member = members.removeValue(forKey: id) else { return }
         sfuTokens[id] = nil
+        lastRecorded[id] = nil
         relaySession?.remove(id.rawValue)
         relayStats[id] = nil
         hub.metrics.participants.decrement()

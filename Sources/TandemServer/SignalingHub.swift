@@ -165,6 +165,12 @@ public final class SignalingHub: Service, Sendable {
 
     /// Ticks every room once a second and cleans the store once a minute until shutdown; then drains.
     public func run() async throws {
+        do {
+            let ended = try await store.endSessionsLeftOpen(atMs: wallMs())
+            if ended > 0 { logger.notice("ended \(ended) sessions left open by the last run") }
+        } catch {
+            logger.error("could not end the sessions left open by the last run", metadata: ["error": "\(error)"])
+        }
         await cancelWhenGracefulShutdown {
             var sinceCleanup = 0
             while !Task.isCancelled {

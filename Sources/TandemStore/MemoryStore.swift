@@ -43,7 +43,7 @@ public final class MemoryStore: SessionStore {
 
     /// Samples and alerts kept per participant and per session; the memory store is not an archive.
     static let keptSamples = 64
-    static let keptAlerts = 256
+    static let keptAlerts = keptAlertsPerSession
 
     private let state = NIOLockedValueBox(State())
     private let logs = MessageLogBook()
@@ -135,6 +135,9 @@ public final class MemoryStore: SessionStore {
             s.alerts[session, default: []].append(alert, keepingLast: Self.keptAlerts)
         }
     }
+
+    /// A memory store starts empty: nothing was left open.
+    public func endSessionsLeftOpen(atMs: Int64) async throws -> Int { 0 }
 
     public func alerts(_ session: SessionID) async throws -> [AlertRecord] {
         state.withLockedValue { $0.alerts[session] ?? [] }

@@ -1,12 +1,14 @@
+import Dispatch
 import NIOConcurrencyHelpers
 import TandemArbiter
 import TandemProtocol
 
 /// The embedded store of a single node: one SQLite file in WAL mode, so that scores, session history,
-/// presence, health samples and alerts survive a restart. Every call holds one lock around one
-/// connection; each is a few indexed statements, microseconds long.
+/// presence, health samples and alerts survive a restart. Every call runs on one serial queue that owns
+/// the connection: a slow disk then holds up store calls, never a thread of Swift's cooperative pool
+/// (two on a two-core machine), which every room and socket shares.
 public final class SQLiteStore: SessionStore, @unchecked Sendable {
-    private let lock = NIOLock()
+    private let queue = DispatchQueue(label: "tandem.sqlite")
     private let db: SQLiteConnection
     private let logs = MessageLogBook()
 
@@ -40,12 +42,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     @discardableResult
-    private func locked<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        try lock.withLock { try body(db) }
+    private func onQueue<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { done in
+            queue.async { done.resume(with: Result { try body(self.db) }) }
+        }
     }
 
     public func claimProvider(_ session: SessionID, proposed: ProviderName, atMs: Int64) async throws -> ProviderState {
-        try locked { db in
+        try await onQueue { db in
             try db.transaction {
                 let rows = try db.query("SELECT provider, epoch FROM sessions WHERE session = ?", [.text(session.rawValue)])
                 if let row = rows.first, let name = row[0].text.flatMap(ProviderName.init(rawValue:)), let epoch = row[1].int {
@@ -57,13 +61,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     INSERT INTO sessions (session, provider, epoch, ended_at) VALUES (?, ?, ?, NULL)
                     ON CONFLICT (session) DO UPDATE SET provider = excluded.provider, epoch = excluded.epoch, ended_at = NULL
                     """, [.text(session.rawValue), .text(proposed.rawValue), .int(Int64(epoch))])
-                try insertHistory(db, session, epoch: epoch, provider: proposed, reason: .join, atMs: atMs)
+                try Self.insertHistory(db, session, epoch: epoch, provider: proposed, reason: .join, atMs: atMs)
                 return ProviderState(name: proposed, epoch: epoch)
             }
         }
     }
 
-    private func insertHistory(
+    private static func insertHistory(
         _ db: SQLiteConnection, _ session: SessionID, epoch: Int, provider: ProviderName, reason: SwitchReason, atMs: Int64
     ) throws {
         try db.query(
@@ -74,26 +78,26 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public func compareAndSetProvider(
         _ session: SessionID, expectedEpoch: Int, new: ProviderName, reason: SwitchReason, atMs: Int64
     ) async throws -> Bool {
-        try locked { db in
+        try await onQueue { db in
             try db.transaction {
                 try db.query(
                     "UPDATE sessions SET provider = ?, epoch = epoch + 1 WHERE session = ? AND epoch = ? AND provider IS NOT NULL",
                     [.text(new.rawValue), .text(session.rawValue), .int(Int64(expectedEpoch))])
                 guard db.changes == 1 else { return false }
-                try insertHistory(db, session, epoch: expectedEpoch + 1, provider: new, reason: reason, atMs: atMs)
+                try Self.insertHistory(db, session, epoch: expectedEpoch + 1, provider: new, reason: reason, atMs: atMs)
                 return true
             }
         }
     }
 
     public func lastEpoch(_ session: SessionID) async throws -> Int {
-        try locked { db in
+        try await onQueue { db in
             Int(try db.query("SELECT epoch FROM sessions WHERE session = ?", [.text(session.rawValue)]).first?[0].int ?? 0)
         }
     }
 
     public func session(_ session: SessionID) async throws -> SessionRecord? {
-        try locked { db in
+        try await onQueue { db in
             guard let row = try db.query("SELECT provider, epoch, ended_at FROM sessions WHERE session = ?", [.text(session.rawValue)]).first,
                 let epoch = row[1].int
             else { return nil }
@@ -111,7 +115,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func endSession(_ session: SessionID, atMs: Int64) async throws {
-        try locked { db in
+        try await onQueue { db in
             try db.transaction {
                 try db.query("UPDATE sessions SET provider = NULL, ended_at = ? WHERE session = ?", [.int(atMs), .text(session.rawValue)])
                 try db.query("DELETE FROM presence WHERE session = ?", [.text(session.rawValue)])
@@ -120,10 +124,10 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func scores() async throws -> ProviderScores {
-        try locked { db in try readScores(db) }
+        try await onQueue { db in try Self.readScores(db) }
     }
 
-    private func readScores(_ db: SQLiteConnection) throws -> ProviderScores {
+    private static func readScores(_ db: SQLiteConnection) throws -> ProviderScores {
         var values: [ProviderName: Int] = [:]
         for row in try db.query("SELECT provider, score FROM scores") {
             if let name = row[0].text.flatMap(ProviderName.init(rawValue:)), let score = row[1].int { values[name] = Int(score) }
@@ -132,9 +136,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func adjustScore(_ provider: ProviderName, delta: Int) async throws -> ProviderScores {
-        try locked { db in
+        try await onQueue { db in
             try db.transaction {
-                var scores = try readScores(db)
+                var scores = try Self.readScores(db)
                 scores.apply(delta, to: provider)
                 try db.query(
                     "INSERT INTO scores (provider, score) VALUES (?, ?) ON CONFLICT (provider) DO UPDATE SET score = excluded.score",
@@ -145,7 +149,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func upsertPresence(_ session: SessionID, _ r: PresenceRecord) async throws {
-        try locked { db in
+        try await onQueue { db in
             try db.query(
                 """
                 INSERT INTO presence (session, participant, name, state, node, last_seen) VALUES (?, ?, ?, ?, ?, ?)
@@ -160,14 +164,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func removePresence(_ session: SessionID, _ participant: ParticipantID) async throws {
-        try locked { db in
+        try await onQueue { db in
             try db.query("DELETE FROM presence WHERE session = ? AND participant = ?", [.text(session.rawValue), .text(participant.rawValue)])
         }
         logs.drop(session, participant)
     }
 
     public func presence(_ session: SessionID) async throws -> [PresenceRecord] {
-        try locked { db in
+        try await onQueue { db in
             try db.query(
                 "SELECT participant, name, state, node, last_seen FROM presence WHERE session = ? ORDER BY participant",
                 [.text(session.rawValue)]
@@ -182,8 +186,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     public func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws {
         let r = sample.report
-        func opt(_ d: Double?) -> SQLValue { d.map(SQLValue.double) ?? .null }
-        try locked { db in
+        @Sendable func opt(_ d: Double?) -> SQLValue { d.map(SQLValue.double) ?? .null }
+        try await onQueue { db in
             try db.query(
                 """
                 INSERT INTO health (session, participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height,
@@ -199,7 +203,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func latestHealth(_ session: SessionID) async throws -> [ParticipantID: HealthSample] {
-        try locked { db in
+        try await onQueue { db in
             let rows = try db.query(
                 """
                 SELECT participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height, candidate_type
@@ -222,15 +226,20 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func recordAlert(_ session: SessionID, _ a: AlertRecord) async throws {
-        try locked { db in
+        try await onQueue { db in
             try db.query(
                 "INSERT INTO alerts (session, participant, kind, value, at) VALUES (?, ?, ?, ?, ?)",
                 [.text(session.rawValue), .text(a.participant.rawValue), .text(a.kind.rawValue), .double(a.value), .int(a.atMs)])
+            try db.query(
+                """
+                DELETE FROM alerts WHERE rowid IN
+                (SELECT rowid FROM alerts WHERE session = ? ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)
+                """, [.text(session.rawValue), .int(Int64(keptAlertsPerSession))])
         }
     }
 
     public func alerts(_ session: SessionID) async throws -> [AlertRecord] {
-        try locked { db in
+        try await onQueue { db in
             try db.query("SELECT participant, kind, value, at FROM alerts WHERE session = ? ORDER BY at, rowid", [.text(session.rawValue)])
                 .compactMap { r in
                     guard let p = r[0].text, let kind = r[1].text.flatMap(AlertKind.init(rawValue:)), let v = r[2].double, let at = r[3].int
@@ -252,8 +261,19 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         logs.drop(session, participant)
     }
 
+    public func endSessionsLeftOpen(atMs: Int64) async throws -> Int {
+        try await onQueue { db in
+            try db.transaction {
+                try db.query("UPDATE sessions SET provider = NULL, ended_at = ? WHERE provider IS NOT NULL", [.int(atMs)])
+                let ended = db.changes
+                try db.query("DELETE FROM presence")
+                return ended
+            }
+        }
+    }
+
     public func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport {
-        try locked { db in
+        try await onQueue { db in
             try db.transaction {
                 var report = CleanupReport()
                 try db.query("DELETE FROM presence WHERE last_seen < ?", [.int(nowMs - policy.presenceStaleAfterMs)])

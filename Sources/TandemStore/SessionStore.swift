@@ -162,4 +162,11 @@ public protocol SessionStore: Sendable {
 
     /// Removes stale presence, old health samples and long-finished sessions.
     func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport
+
+    /// Ends every session the store still has open, which a crash left so: called at start by a node
+    /// that is the store's only user. The number ended.
+    func endSessionsLeftOpen(atMs: Int64) async throws -> Int
 }
+
+/// Most alerts a store keeps per session (the newest); a flapping link cannot grow it without end.
+public let keptAlertsPerSession = 256

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOSSL
 import TandemJWT
 import TandemArbiter
@@ -146,6 +147,30 @@ struct HardeningTests {
             store.setFailing(false)
             #expect(try await server.metric("tandem_sessions") == 1)
             #expect(await server.hub.snapshot(SessionID("s1")!) == nil)
+        }
+    }
+
+    /// A client that reports health as fast as it can, and for epochs that are not the session's, costs
+    /// the store a row a second (and one per media state change), not one per report.
+    @Test func healthReportsAreSampledForTheStore() async throws {
+        let store = FaultyStore()
+        // The socket's own rate limit is another bound: lifted here, to see the store's.
+        let config = TestServer.config {
+            $0.rateLimitPerSecond = 10_000
+            $0.rateLimitBurst = 10_000
+        }
+        try await Self.withBystander(config, store: store) { server in
+            let before = store.healthRecords.withLockedValue { $0 }
+            let (c, _) = try await server.join("s1")
+            for i in 0..<300 {
+                c.send(#"{"type":"health","epoch":\#(i % 3 == 0 ? 7 : 1),"provider":"p2p","media":"connecting","rttMs":\#(i)}"#)
+            }
+            c.send(#"{"type":"health","epoch":1,"provider":"p2p","media":"connected"}"#)
+            c.send(#"{"type":"ping","t":1}"#)
+            _ = try await c.next("pong")
+            let written = store.healthRecords.withLockedValue { $0 } - before
+            // The first report, the change to connected, and one more for each second the burst took.
+            #expect(written >= 2 && written <= 6, "\(written) samples for 301 reports")
         }
     }
 

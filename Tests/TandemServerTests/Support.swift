@@ -290,7 +290,8 @@ final class Inbox: Sendable {
     }
 }
 
-/// A memory store whose calls fail on demand, for the paths a store error takes.
+/// A memory store whose calls fail on demand, for the paths a store error takes, and that counts the
+/// health samples written.
 final class FaultyStore: SessionStore {
     let inner = MemoryStore()
     private let failing = NIOLockedValueBox(false)
@@ -324,7 +325,13 @@ final class FaultyStore: SessionStore {
         try await inner.removePresence(session, participant)
     }
     func presence(_ session: SessionID) async throws -> [PresenceRecord] { try check(); return try await inner.presence(session) }
-    func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws { try check(); try await inner.recordHealth(session, sample) }
+    func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws {
+        try check()
+        healthRecords.withLockedValue { $0 += 1 }
+        try await inner.recordHealth(session, sample)
+    }
+    /// Health samples written so far.
+    let healthRecords = NIOLockedValueBox(0)
     func latestHealth(_ session: SessionID) async throws -> [ParticipantID: HealthSample] { try check(); return try await inner.latestHealth(session) }
     func recordAlert(_ session: SessionID, _ alert: AlertRecord) async throws { try check(); try await inner.recordAlert(session, alert) }
     func alerts(_ session: SessionID) async throws -> [AlertRecord] { try check(); return try await inner.alerts(session) }
@@ -335,6 +342,7 @@ final class FaultyStore: SessionStore {
     }
     func dropMessages(_ session: SessionID, _ participant: ParticipantID) async throws { try check(); try await inner.dropMessages(session, participant) }
     func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport { try check(); return try await inner.cleanup(nowMs: nowMs, policy: policy) }
+    func endSessionsLeftOpen(atMs: Int64) async throws -> Int { try check(); return try await inner.endSessionsLeftOpen(atMs: atMs) }
 }
 
 extension TestServer {

@@ -145,6 +145,36 @@ enum Backend: String, CaseIterable, Sendable {
         #expect(try await reopened.alerts(s1).count == 1)
     }
 
+    /// A run that crashed left its sessions open; the next start ends them, and their epochs go on.
+    @Test func sqliteEndsTheSessionsACrashLeftOpen() async throws {
+        let path = NSTemporaryDirectory() + "tandem-crash-\(UUID().uuidString).db"
+        do {
+            let store = try SQLiteStore(path: path)
+            _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 1)
+            try await store.upsertPresence(s1, PresenceRecord(participant: a, name: nil, state: .active, node: "n", lastSeenMs: 1))
+        }
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.endSessionsLeftOpen(atMs: 5) == 1)
+        #expect(try await reopened.session(s1)?.provider == nil)
+        #expect(try await reopened.session(s1)?.endedAtMs == 5)
+        #expect(try await reopened.presence(s1).isEmpty)
+        #expect(try await reopened.claimProvider(s1, proposed: .relay, atMs: 6) == ProviderState(name: .relay, epoch: 2))
+        #expect(try await reopened.endSessionsLeftOpen(atMs: 7) == 1)
+        #expect(try await reopened.endSessionsLeftOpen(atMs: 8) == 0)
+    }
+
+    /// A session's alerts are kept to the newest `keptAlertsPerSession`.
+    @Test(arguments: Backend.allCases)
+    func alertsAreBoundedPerSession(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        for i in 0..<(keptAlertsPerSession + 40) {
+            try await store.recordAlert(s1, AlertRecord(kind: .packetLoss, participant: a, value: Double(i), atMs: Int64(i)))
+        }
+        let kept = try await store.alerts(s1)
+        #expect(kept.count == keptAlertsPerSession)
+        #expect(kept.first?.value == 40 && kept.last?.value == Double(keptAlertsPerSession + 39))
+    }
+
     @Test func sqliteRefusesAnUnopenablePath() {
         #expect(throws: StoreError.self) { try SQLiteStore(path: "/nonexistent-dir/x/y.db") }
     }
