@@ -38,22 +38,12 @@ public func openStore(_ location: StoreLocation) throws -> any SessionStore {
     }
 }
 
-/// Loads a PEM certificate chain and key into a server TLS configuration.
-public func makeTLSConfiguration(certificate: String, key: String) throws -> TLSConfiguration {
-    let chain: [NIOSSLCertificate]
-    do {
-        chain = try NIOSSLCertificate.fromPEMFile(certificate)
-    } catch {
-        throw SetupError("cannot read the TLS certificate \(certificate): \(error)")
-    }
-    guard !chain.isEmpty else { throw SetupError("no certificate in \(certificate)") }
-    let privateKey: NIOSSLPrivateKey
-    do {
-        privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
-    } catch {
-        throw SetupError("cannot read the TLS private key \(key): \(error)")
-    }
-    var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+/// A server TLS configuration whose certificate and key come from `reloader` at each handshake (the
+/// pair read at start is the configuration's own, for what NIOSSL checks before any handshake).
+public func makeTLSConfiguration(_ reloader: CertificateReloader) throws -> TLSConfiguration {
+    let pair = try CertificateReloader.read(certificate: reloader.certificatePath, key: reloader.keyPath)
+    var tls = TLSConfiguration.makeServerConfiguration(certificateChain: pair.certificateChain ?? [], privateKey: pair.privateKey!)
+    tls.sslContextCallback = reloader.callback
     tls.minimumTLSVersion = .tlsv12
     // TLS 1.2 with forward secrecy and AEAD only: no static-RSA key exchange, no CBC (TLS 1.3's suites
     // are all of that kind).
@@ -68,6 +58,8 @@ public func makeTLSConfiguration(certificate: String, key: String) throws -> TLS
 public struct TandemServer {
     public let application: any ApplicationProtocol
     public let hub: SignalingHub
+    /// Reads the TLS certificate and key again (on SIGHUP); nil without TLS.
+    public let certificates: CertificateReloader?
 }
 
 /// Wires the whole server from its configuration. The executable and the tests both call it.
@@ -104,9 +96,13 @@ public func buildServer(
     }
     // Read once: HTTPS and TURNS serve the same certificate.
     let tls: TLSConfiguration?
+    let certificates: CertificateReloader?
     switch config.tls {
-    case .disabled: tls = nil
-    case .files(let certificate, let key): tls = try makeTLSConfiguration(certificate: certificate, key: key)
+    case .disabled:
+        (tls, certificates) = (nil, nil)
+    case .files(let certificate, let key):
+        certificates = try CertificateReloader(certificate: certificate, key: key)
+        tls = try makeTLSConfiguration(certificates!)
     }
     let server: HTTPServerBuilder = try tls.map { try .tls(http, tlsConfiguration: $0) } ?? http
     var services: [any Service] = [hub]
@@ -126,7 +122,7 @@ public func buildServer(
         services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
         logger: logger)
-    return TandemServer(application: app, hub: hub)
+    return TandemServer(application: app, hub: hub, certificates: certificates)
 }
 
 /// The media relay with its DTLS identity, configured or made now.

@@ -219,6 +219,20 @@ struct ServeCommand: AsyncParsableCommand {
             let scheme = config.tls == .disabled ? "http" : "https"
             logger.notice("tandem \(config.version) serving \(scheme)://\(config.host):\(port) (signaling at /v1/signal, store \(config.store))")
         }
+        // SIGHUP: read the TLS certificate and key again (a renewed certificate without a restart).
+        signal(SIGHUP, SIG_IGN)
+        let hangUp = DispatchSource.makeSignalSource(signal: SIGHUP)
+        hangUp.setEventHandler { [logger, certificates = server.certificates] in
+            guard let certificates else { return logger.notice("SIGHUP: no TLS certificate to read again") }
+            do {
+                try certificates.reload()
+                logger.notice("SIGHUP: read the TLS certificate \(certificates.certificatePath) again")
+            } catch {
+                logger.error("SIGHUP: kept the TLS certificate in use: \(error)")
+            }
+        }
+        hangUp.resume()
+        defer { hangUp.cancel() }
         try await server.application.runService()
     }
 }

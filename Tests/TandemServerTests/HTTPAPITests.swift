@@ -148,6 +148,6 @@ struct TLSTests {
     }
 
     @Test func unreadableCertificatesGiveOneClearError() {
-        #expect(throws: SetupError.self) { try makeTLSConfiguration(certificate: "/nonexistent.pem", key: "/nonexistent-key.pem") }
+        #expect(throws: SetupError.self) { try CertificateReloader(certificate: "/nonexistent.pem", key: "/nonexistent-key.pem") }
     }
 }

@@ -286,4 +286,45 @@ struct OperatorTests {
             }
         }
     }
+
+    /// A renewed certificate is served without a restart (what SIGHUP does); a file that does not read is
+    /// refused and the pair in use stays; an open connection goes on either way.
+    @Test func theCertificateIsReadAgainWithoutARestart() async throws {
+        let live = DevCertificates.Paths(directory: NSTemporaryDirectory() + "tandem-live-\(UUID().uuidString)")
+        let renewed = DevCertificates.Paths(directory: NSTemporaryDirectory() + "tandem-renewed-\(UUID().uuidString)")
+        _ = try DevCertificates.ensure(in: live.directory)
+        _ = try DevCertificates.ensure(in: renewed.directory)
+        try await TestServer.with(TestServer.config { $0.tls = .files(certificate: live.certificate, key: live.key) }) { server in
+            func connects(trusting ca: String) async -> Bool {
+                var tls = TLSConfiguration.makeClientConfiguration()
+                tls.trustRoots = .file(ca)
+                guard let c = try? await WSTestClient.connect(url: server.wsURL, tls: tls, sniHostname: "localhost") else { return false }
+                c.send(#"{"type":"ping","t":1}"#)
+                return (try? await c.next("error")["code"]) == .string("not_joined")
+            }
+            let reloader = try #require(server.certificates)
+            #expect(await connects(trusting: live.caCertificate))
+            #expect(await !connects(trusting: renewed.caCertificate))
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(live.caCertificate)
+            let open = try await WSTestClient.connect(url: server.wsURL, tls: tls, sniHostname: "localhost")
+
+            let files = FileManager.default
+            let saved = try Data(contentsOf: URL(fileURLWithPath: live.certificate))
+            try Data("not a certificate".utf8).write(to: URL(fileURLWithPath: live.certificate))
+            #expect(throws: SetupError.self) { try reloader.reload() }
+            #expect(await connects(trusting: live.caCertificate), "the pair in use stays")
+            try saved.write(to: URL(fileURLWithPath: live.certificate))
+
+            for (from, to) in [(renewed.certificate, live.certificate), (renewed.key, live.key)] {
+                try files.removeItem(atPath: to)
+                try files.copyItem(atPath: from, toPath: to)
+            }
+            try reloader.reload()
+            #expect(await connects(trusting: renewed.caCertificate))
+            #expect(await !connects(trusting: live.caCertificate))
+            open.send(#"{"type":"ping","t":2}"#)
+            #expect(try await open.next("error")["code"] == .string("not_joined"))
+        }
+    }
 }

@@ -44,6 +44,7 @@ struct TestServer {
     let port: Int
     let hub: SignalingHub
     let config: ServerConfig
+    var certificates: CertificateReloader? = nil
 
     var wsURL: String { (config.tls == .disabled ? "ws" : "wss") + "://127.0.0.1:\(port)/v1/signal" }
     var httpBase: String { (config.tls == .disabled ? "http" : "https") + "://127.0.0.1:\(port)" }
@@ -75,7 +76,7 @@ struct TestServer {
             var iterator = portStream.makeAsyncIterator()
             guard let port = await iterator.next() else { throw TestTimeout(what: "server start") }
             do {
-                try await body(TestServer(port: port, hub: built.hub, config: config))
+                try await body(TestServer(port: port, hub: built.hub, config: config, certificates: built.certificates))
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error
