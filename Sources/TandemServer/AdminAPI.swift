@@ -74,6 +74,18 @@ struct AdminAPI {
 
     struct AlertsView: ResponseEncodable {
         var alerts: [AlertView]
+        /// Older alerts remain: pass this as `before` for the next page.
+        var next: Int64?
+    }
+
+    /// A page of alerts, oldest first: the newest `limit` before `before` (ms), with the whole of any
+    /// millisecond the page starts in (so that a `before` cursor never skips an alert).
+    static func page(_ alerts: [AlertRecord], limit: Int, before: Int64?) -> (page: [AlertRecord], next: Int64?) {
+        let older = before.map { cutoff in alerts.filter { $0.atMs < cutoff } } ?? alerts
+        guard older.count > limit else { return (older, nil) }
+        var start = older.count - limit
+        while start > 0, older[start - 1].atMs == older[start].atMs { start -= 1 }
+        return (Array(older[start...]), start > 0 ? older[start].atMs : nil)
     }
 
     struct SwitchRequest: Decodable {
@@ -129,9 +141,18 @@ struct AdminAPI {
             try authorize(request)
             let session = try sessionID(context)
             guard try await hub.store.session(session) != nil else { throw HTTPError(.notFound, message: "no session \(session)") }
-            let alerts = try await hub.store.alerts(session)
+            let limit = try request.uri.queryParameters.get("limit").map { text in
+                guard let n = Int(text), (1...1000).contains(n) else { throw HTTPError(.badRequest, message: "limit must be 1 to 1000") }
+                return n
+            } ?? 100
+            let before = try request.uri.queryParameters.get("before").map { text in
+                guard let ms = Int64(text) else { throw HTTPError(.badRequest, message: "before must be a time in milliseconds") }
+                return ms
+            }
+            let (page, next) = Self.page(try await hub.store.alerts(session), limit: limit, before: before)
             return AlertsView(
-                alerts: alerts.map { AlertView(kind: $0.kind.rawValue, participant: $0.participant.rawValue, value: $0.value, at: $0.atMs) })
+                alerts: page.map { AlertView(kind: $0.kind.rawValue, participant: $0.participant.rawValue, value: $0.value, at: $0.atMs) },
+                next: next)
         }
         router.post("v1/sessions/:id/provider") { request, context -> SessionView in
             try authorize(request)

@@ -1,6 +1,7 @@
 import Foundation
 import NIOSSL
 import TandemProtocol
+import TandemStore
 import Testing
 
 @testable import TandemServer
@@ -83,6 +84,32 @@ struct HTTPAPITests {
             let (_, alerts) = try await server.http("GET", "/v1/sessions/s1/alerts")
             guard case .array(let list)? = alerts?["alerts"] else { Issue.record(); return }
             #expect(Set(list.compactMap { $0["kind"]?.stringValue }) == ["high_latency", "packet_loss"])
+            #expect(alerts?["next"] == nil)
+            let (one, firstPage) = try await server.http("GET", "/v1/sessions/s1/alerts?limit=1")
+            guard case .array(let page)? = firstPage?["alerts"] else { Issue.record(); return }
+            #expect(one == 200 && page.count >= 1 && page.count <= 2)
+            for bad in ["limit=0", "limit=1001", "limit=many", "before=soon"] {
+                #expect(try await server.http("GET", "/v1/sessions/s1/alerts?\(bad)").0 == 400, "\(bad)")
+            }
+        }
+    }
+
+    /// Pages of alerts walk back from the newest without skipping one, even across alerts of one millisecond.
+    @Test func alertPagesCoverEveryAlertOnce() {
+        let times: [Int64] = [1, 2, 2, 2, 3, 4, 5, 5, 6, 7]
+        let alerts = times.enumerated().map { AlertRecord(kind: .packetLoss, participant: ParticipantID("a"), value: Double($0.offset), atMs: $0.element) }
+        for limit in 1...11 {
+            var seen: [Double] = []
+            var before: Int64?
+            var pages = 0
+            repeat {
+                let (page, next) = AdminAPI.page(alerts, limit: limit, before: before)
+                #expect(!page.isEmpty && page.map(\.atMs) == page.map(\.atMs).sorted())
+                seen = page.map(\.value) + seen
+                before = next
+                pages += 1
+            } while before != nil && pages < 20
+            #expect(seen == alerts.map(\.value), "limit \(limit)")
         }
     }
 
