@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Fuzzing at depth: every network parser's libFuzzer target for a number of executions, with figures.
+
+Builds the fuzzer once (Tests/Fuzz/run.sh, after a debug `swift build`), then runs each target on its
+corpus in Tests/Fuzz/corpus/TARGET for --runs executions (10 million by default) and prints, per target:
+executions, executions per second, coverage (libFuzzer's `cov` and `ft`), the corpus before and after,
+and whether it found a crash (its input is left as crash-* in the repository root). New corpus entries
+stay; `Tests/Fuzz/run.sh --merge TARGET` minimises a grown corpus before it is committed.
+
+    bench/fuzz/run.py [--runs 10000000] [--targets sdp,rtcp,...] [--max-seconds 3600]
+
+--max-seconds stops a slow target early (the figures say how far it got).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = ["sdp", "rtcp", "rtp", "dtls", "signal", "json", "turn"]
+DONE = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)")
+STAT = re.compile(r"stat::(\w+):\s+(\d+)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10_000_000)
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--max-seconds", type=int, default=3600)
+    args = parser.parse_args()
+    targets = args.targets.split(",")
+    for target in targets:
+        if target not in TARGETS:
+            sys.exit(f"unknown target {target}; one of {','.join(TARGETS)}")
+
+    # Builds the fuzzer (and runs the first target for a second, which changes nothing that matters).
+    subprocess.run([str(ROOT / "Tests/Fuzz/run.sh"), targets[0], "1"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fuzzer = ROOT / ".build-fuzz" / "tandem-fuzz"
+
+    print(f"{'target':8} {'executions':>12} {'exec/s':>8} {'cov':>6} {'ft':>7} {'corpus':>15} {'time s':>7}  result")
+    failed = False
+    for target in targets:
+        corpus = ROOT / "Tests/Fuzz/corpus" / target
+        corpus.mkdir(parents=True, exist_ok=True)
+        before = len(os.listdir(corpus))
+        started = time.monotonic()
+        run = subprocess.run(
+            [str(fuzzer), str(corpus), f"-runs={args.runs}", f"-max_total_time={args.max_seconds}", "-max_len=8192",
+             "-timeout=10", "-print_final_stats=1"],
+            cwd=ROOT, env={**os.environ, "TANDEM_FUZZ_TARGET": target}, capture_output=True, text=True)
+        elapsed = time.monotonic() - started
+        log = run.stderr
+        stats = {name: int(value) for name, value in STAT.findall(log)}
+        done = DONE.findall(log)
+        cov, ft = (done[-1][1], done[-1][2]) if done else ("?", "?")
+        executions = stats.get("number_of_executed_units", 0)
+        after = len(os.listdir(corpus))
+        result = "ok" if run.returncode == 0 else f"CRASH (exit {run.returncode}; see crash-* and the log below)"
+        print(f"{target:8} {executions:>12} {stats.get('average_exec_per_sec', 0):>8} {cov:>6} {ft:>7} "
+              f"{before:>6} -> {after:<6} {elapsed:>7.0f}  {result}", flush=True)
+        if run.returncode != 0:
+            failed = True
+            print(log[-4000:])
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
