@@ -92,9 +92,15 @@ public final class DailyClient: SFUProvider {
         var tries = 0
         while true {
             // Deletes have their own, lower limit, and never hold up the calls a switch may wait for.
+            // A call waits its turn for at most the request timeout: past that the queue is full, and the
+            // caller hears so at once (the room answers provider_unavailable) instead of waiting without end.
+            let limit = configuration.requestTimeout
             let wait = pacers.withLockedValue { p in
                 let now = ContinuousClock.now - origin
-                return method == .DELETE ? p.deletes.reserve(now: now) : p.all.reserve(now: now)
+                return method == .DELETE ? p.deletes.reserve(now: now, maxWait: limit) : p.all.reserve(now: now, maxWait: limit)
+            }
+            guard let wait else {
+                throw SFUError(.rateLimited, info: "more calls are waiting for the SFU service than can go within \(limit)")
             }
             if wait > .zero { try? await Task.sleep(for: wait) }
             // A cancelled call (a room delete that a new session overtook) is not sent.

@@ -14,15 +14,18 @@ public struct RequestPacer: Sendable, Equatable {
         updatedAt = now
     }
 
-    /// Reserves one request at `now` and returns how long it must wait before it goes.
-    public mutating func reserve(now: Duration) -> Duration {
+    /// Reserves one request at `now` and returns how long it must wait before it goes; nil (and nothing
+    /// reserved) when that would be longer than `maxWait`, so that the queue stays bounded.
+    public mutating func reserve(now: Duration, maxWait: Duration? = nil) -> Duration? {
         if now > updatedAt {
             tokens = min(burst, tokens + (now - updatedAt) / .seconds(1) * perSecond)
             updatedAt = now
         }
-        tokens -= 1
         // A negative balance is the queue ahead: this request goes when the bucket has refilled it.
-        return tokens >= 0 ? .zero : .seconds(-tokens / perSecond)
+        let wait: Duration = tokens >= 1 ? .zero : .seconds((1 - tokens) / perSecond)
+        if let maxWait, wait > maxWait { return nil }
+        tokens -= 1
+        return wait
     }
 }
 

@@ -108,6 +108,32 @@ struct DailyClientTests {
         }
     }
 
+    /// Calls that could not go within the request timeout are refused at once, not queued without end.
+    @Test func aFullQueueIsRefusedAtOnce() async throws {
+        try await withStandIn { _, base in
+            let daily = client(base) {
+                $0.requestsPerSecond = 1
+                $0.requestTimeout = .milliseconds(1500)
+            }
+            let room = try await daily.room(session: "s7", maxParticipants: 2, expiresAt: Self.later)
+            let outcomes = await withTaskGroup(of: SFUError?.self) { group in
+                for i in 0..<6 {
+                    group.addTask {
+                        do throws(SFUError) {
+                            _ = try await daily.token(room: room, participant: "p\(i)", expiresAt: Self.later)
+                            return nil
+                        } catch { return error }
+                    }
+                }
+                return await group.reduce(into: [SFUError?]()) { $0.append($1) }
+            }
+            let refused = outcomes.compactMap { $0 }
+            // One place a second, and no call may wait longer than 1.5 s: most of the six are refused.
+            #expect(refused.count >= 3 && refused.count <= 5, "\(outcomes)")
+            #expect(refused.allSatisfy { $0.code == .rateLimited && ($0.info ?? "").contains("waiting") })
+        }
+    }
+
     @Test func rateLimitedToTheEndIsAnError() async throws {
         try await withStandIn { standIn, base in
             standIn.setFaults(StandInFaults(failNext: 100, failStatus: 429))

@@ -15,6 +15,18 @@ struct PacingTests {
         #expect(p.reserve(now: .seconds(5)) == .zero)
     }
 
+    /// The queue is bounded by the longest wait a caller accepts: past it a request is refused at once and
+    /// reserves nothing, so the ones after it are not pushed back.
+    @Test func aQueueLongerThanTheWaitAllowedRefusesAtOnce() {
+        var p = RequestPacer(perSecond: 2, burst: 1)
+        let waits = (0..<6).map { _ in p.reserve(now: .zero, maxWait: .seconds(2)) }
+        #expect(waits == [.zero, ms(500), ms(1000), ms(1500), ms(2000), nil])
+        #expect(p.reserve(now: .zero, maxWait: .seconds(2)) == nil)
+        // Half a second later one place has come free, at the end of the same queue.
+        #expect(p.reserve(now: ms(500), maxWait: .seconds(2)) == ms(2000))
+        #expect(p.reserve(now: ms(500), maxWait: .seconds(2)) == nil)
+    }
+
     @Test func deletesAtTwoASecond() {
         var p = RequestPacer(perSecond: 2)
         #expect([p.reserve(now: .zero), p.reserve(now: .zero), p.reserve(now: .zero), p.reserve(now: ms(500))] == [.zero, .zero, ms(500), ms(500)])
