@@ -74,9 +74,8 @@ public struct SessionArbiter: Sendable {
     private var failure: FailureRecord?
     /// When the session's recent failure switches happened, oldest first (those within the window).
     private var failureSwitches: [Instant] = []
-    /// A failure reported inside the cool-down, acted on when it ends if its epoch is still current.
+    /// A failure reported inside the cool-down, acted on when it ends; every change of epoch drops it.
     public private(set) var deferredFailure: PendingSwitch?
-    private var deferredFailureEpoch = 0
     /// What this session has added to each provider's score so far (bounded by `sessionScoreCap`).
     private var scoreContribution: [ProviderName: Int] = [:]
 
@@ -215,7 +214,6 @@ public struct SessionArbiter: Sendable {
             sfuBlockedUntil = nil
             failure = nil
             failureSwitches = []
-            deferredFailure = nil
             scoreContribution = [:]
             actions.append(.sessionEnded)
         }
@@ -287,7 +285,6 @@ public struct SessionArbiter: Sendable {
         for other in order { participants[other]?.activeAlerts.remove(.switchLimit) }
         if let last = failureSwitches.last, now - last < config.failureCoolDown {
             deferredFailure = PendingSwitch(reason: .failure, by: id)
-            deferredFailureEpoch = epoch
             return actions
         }
         let next = nextAfterFailure(of: current)
@@ -443,6 +440,7 @@ public struct SessionArbiter: Sendable {
         epoch = newEpoch
         lastSwitchAt = now
         pendingSFU = nil
+        deferredFailure = nil
         resetStreaks()
         return true
     }
@@ -450,16 +448,11 @@ public struct SessionArbiter: Sendable {
     /// Time passes: remove participants past the heartbeat timeout and flag stale ones.
     public mutating func tick(now: Instant) -> [ArbiterAction] {
         var actions: [ArbiterAction] = []
-        if let deferred = deferredFailure {
-            if deferredFailureEpoch != epoch {
-                deferredFailure = nil
-            } else if failureSwitches.last.map({ now - $0 >= config.failureCoolDown }) ?? true, var p = participants[deferred.by],
-                let current = provider
-            {
-                deferredFailure = nil
-                actions += failure(&p, deferred.by, current: current, measured: false, now: now)
-                if participants[deferred.by] != nil { participants[deferred.by] = p }
-            }
+        if let deferred = deferredFailure, failureSwitches.last.map({ now - $0 >= config.failureCoolDown }) ?? true,
+            var p = participants[deferred.by], let current = provider
+        {
+            deferredFailure = nil
+            actions += failure(&p, deferred.by, current: current, measured: false, now: now)
         }
         for id in order {
             guard var p = participants[id] else { continue }

@@ -292,12 +292,15 @@ struct FailureStormTests {
         #expect(a.epoch == 3)
     }
 
-    /// A deferred failure of an epoch the session has left (an operator moved it) is dropped.
-    @Test func aDeferredFailureOfAnOldEpochIsDropped() {
+    /// A deferred failure of an epoch the session has left (an operator moved it, or another node) is dropped.
+    @Test(arguments: ["operator", "another node"])
+    func aDeferredFailureOfAnOldEpochIsDropped(mover: String) {
         var a = session([.p2p, .relay])
         _ = a.health(p1, report(1, .p2p, .failed), now: t(10))
         _ = a.health(p1, report(2, .relay, .failed), now: t(10.5))
-        _ = a.forceSwitch(to: .p2p, now: t(11))
+        #expect(a.deferredFailure != nil)
+        if mover == "operator" { _ = a.forceSwitch(to: .p2p, now: t(11)) } else { _ = a.adopt(provider: .p2p, epoch: 3, now: t(11)) }
+        #expect(a.deferredFailure == nil)
         #expect(switches(a.tick(now: t(13))) == [])
         #expect(a.epoch == 3)
     }
