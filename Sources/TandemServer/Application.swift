@@ -38,22 +38,6 @@ public func openStore(_ location: StoreLocation) throws -> any SessionStore {
     }
 }
 
-/// A server TLS configuration whose certificate and key come from `reloader` at each handshake (the
-/// pair read at start is the configuration's own, for what NIOSSL checks before any handshake).
-public func makeTLSConfiguration(_ reloader: CertificateReloader) throws -> TLSConfiguration {
-    let pair = try CertificateReloader.read(certificate: reloader.certificatePath, key: reloader.keyPath)
-    var tls = TLSConfiguration.makeServerConfiguration(certificateChain: pair.certificateChain ?? [], privateKey: pair.privateKey!)
-    tls.sslContextCallback = reloader.callback
-    tls.minimumTLSVersion = .tlsv12
-    // TLS 1.2 with forward secrecy and AEAD only: no static-RSA key exchange, no CBC (TLS 1.3's suites
-    // are all of that kind).
-    tls.cipherSuites = [
-        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    ].joined(separator: ":")
-    return tls
-}
-
 /// A built server: the Hummingbird application and the hub behind it.
 public struct TandemServer {
     public let application: any ApplicationProtocol
@@ -101,8 +85,8 @@ public func buildServer(
     case .disabled:
         (tls, certificates) = (nil, nil)
     case .files(let certificate, let key):
-        certificates = try CertificateReloader(certificate: certificate, key: key)
-        tls = try makeTLSConfiguration(certificates!)
+        let reloader = try CertificateReloader(certificate: certificate, key: key)
+        (tls, certificates) = (reloader.serverConfiguration(), reloader)
     }
     let server: HTTPServerBuilder = try tls.map { try .tls(http, tlsConfiguration: $0) } ?? http
     var services: [any Service] = [hub]
