@@ -39,10 +39,12 @@ public struct PeerFilter: Sendable, Equatable {
         return ip.embeddedV4.allSatisfy(permits)
     }
 
-    /// Whether data may be sent to `peer`: its address is permitted and, on one of the server's own
-    /// addresses, the port is a relay port (unless `allow` names the address).
-    public func permits(_ peer: TransportAddress) -> Bool {
-        guard permits(peer.ip) else { return false }
+    /// Whether data may be sent to `peer`: its address is permitted and its port is reachable.
+    public func permits(_ peer: TransportAddress) -> Bool { permits(peer.ip) && permitsPort(of: peer) }
+
+    /// The port half of ``permits(_:)-(TransportAddress)``, for a peer whose address holds a permission
+    /// already: on one of the server's own addresses only a relay port (unless `allow` names the address).
+    public func permitsPort(of peer: TransportAddress) -> Bool {
         let ip = peer.ip.unmappedV4 ?? peer.ip
         guard own.contains(ip), !relayPorts.contains(peer.port) else { return true }
         return allow.contains { $0.contains(ip) }

@@ -263,7 +263,7 @@ public struct TURNServer: Sendable {
     private mutating func sendIndication(_ message: STUNMessage, from client: ClientID) -> [Action] {
         guard let id = byClient[client], let i = allocations.index(forKey: id), case .active = allocations.values[i].phase,
             let peer = message.xorAddress(STUNAttribute.xorPeerAddress), let data = message.value(STUNAttribute.data),
-            permits(peer, at: i), policy.peerFilter.permits(peer), spend(data.count, at: i, toPeer: true)
+            permits(peer, at: i), policy.peerFilter.permitsPort(of: peer), spend(data.count, at: i, toPeer: true)
         else {
             counters.dropped += 1
             return []

@@ -353,6 +353,26 @@ struct TURNServerTests {
         #expect(c.allocate(&h) != nil)
     }
 
+    /// The server's own address is a peer only on a relay port (another allocation's), never on its
+    /// listener or another service: a channel to it is refused and a Send indication to it dropped.
+    @Test func theServersOwnServicesAreNoPeers() {
+        var h = Harness { $0.peerFilter = PeerFilter(own: [Harness.relayIP], relayPorts: 50000...50009) }
+        var c = Client()
+        guard let (id, _) = c.allocate(&h) else { Issue.record("no allocation"); return }
+        #expect(c.errorCode(c.send(&h, .createPermission, [Client.peer("192.0.2.10:1")])) == nil, "a permission is per address")
+        #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("192.0.2.10:3478")])) == 403)
+        #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("192.0.2.10:50001")])) == nil)
+        func send(to peer: String) -> [TURNServer.Action] {
+            let attribute = Client.peer(peer)
+            var b = STUNMessageBuilder(method: .send, class: .indication, transactionID: .random())
+            b.append(attribute.0, attribute.1)
+            b.append(STUNAttribute.data, [7])
+            return h.server.receive(b.bytes, from: c.id)
+        }
+        #expect(send(to: "192.0.2.10:3478").isEmpty)
+        #expect(send(to: "192.0.2.10:50002") == [.sendToPeer(id, TransportAddress("192.0.2.10:50002")!, [7])])
+    }
+
     @Test func permissionsGateDataBothWaysAndExpire() {
         var h = Harness()
         var c = Client()
