@@ -178,20 +178,16 @@ extension DTLSTests {
 
     enum DTLSPairError: Error { case handshake }
 
-    /// After the handshake a peer may pack several records in one datagram: every one is read, nothing
-    /// is left in the memory BIO, and a close_notify behind application data is seen.
+    /// After the handshake a peer may pack several records in one datagram: every one is read (one
+    /// SSL_read per datagram left 229 bytes in the memory BIO here), so a close_notify behind
+    /// application data is seen.
     @Test func packedRecordsAreAllRead() throws {
         let pair = try Self.connectedPair()
-        for i in 0..<3 { #expect(pair.client.writeApplicationData(Array(repeating: UInt8(i), count: 100))) }
-        let records = pair.client.takeOutgoing()
-        #expect(records.count == 3)
-        #expect(pair.server.receive(records.flatMap { $0 }) == nil)
-        #expect(pair.server.bufferedInput == 0)
-
         for i in 0..<5 { #expect(pair.client.writeApplicationData([UInt8(i)])) }
         pair.client.close()
-        let packed = pair.client.takeOutgoing().flatMap { $0 }
-        #expect(pair.server.receive(packed) == .closed)
+        let records = pair.client.takeOutgoing()
+        #expect(records.count == 6)
+        #expect(pair.server.receive(records.flatMap { $0 }) == .closed)
         #expect(pair.server.bufferedInput == 0)
     }
 
@@ -206,9 +202,7 @@ extension DTLSTests {
         for d in hello { #expect(pair.server.receive(d) == nil) }
         let answer = pair.server.takeOutgoing()
         #expect(!answer.isEmpty && answer.allSatisfy { $0.first == 21 }, "\(answer.map { $0.first ?? 0 })")
-        // Still established: a close_notify is understood as such.
-        pair.client.close()
-        for d in pair.client.takeOutgoing() { _ = pair.server.receive(d) }
-        #expect(pair.server.bufferedInput == 0)
+        // The server's side is as it was: no handshake under way holds up what it writes.
+        #expect(pair.server.writeApplicationData([1, 2, 3]))
     }
 }
