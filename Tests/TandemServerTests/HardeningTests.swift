@@ -222,17 +222,13 @@ struct OperatorTests {
 
     /// The status line a browser's WebSocket handshake from `origin` gets.
     static func handshake(_ server: TestServer, origin: String?) async throws -> String {
-        let fd = try TURNStreamTests.connect(server.port)
+        let fd = try RawTCP.connect(server.port)
         defer { close(fd) }
         let request = "GET /v1/signal HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + (origin.map { "Origin: \($0)\r\n" } ?? "") + "\r\n"
-        _ = TURNStreamTests.send(fd, Array(request.utf8))
-        let answer = await TURNStreamTests.offPool { () -> String in
-            var buffer = [UInt8](repeating: 0, count: 1024)
-            let n = recv(fd, &buffer, buffer.count, 0)
-            return String(decoding: buffer.prefix(max(0, n)), as: UTF8.self)
-        }
-        return String(answer.split(separator: "\r\n").first ?? "")
+        _ = RawTCP.send(fd, Array(request.utf8))
+        guard case .bytes(let answer) = await RawTCP.read(fd, within: 10) else { return "" }
+        return String(String(decoding: answer, as: UTF8.self).split(separator: "\r\n").first ?? "")
     }
 
     @Test func aForeignPageCannotOpenTheSocketAndIsToldWhy() async throws {

@@ -356,3 +356,44 @@ extension TestServer {
         return 0
     }
 }
+
+/// A plain TCP client for tests that speak bytes, not a protocol library: its blocking calls run on
+/// threads of their own (`offPool`), never on the two threads every test's server shares.
+enum RawTCP {
+    /// A blocking TCP socket connected to 127.0.0.1:`port`.
+    static func connect(_ port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(result == 0, "connect: errno \(errno)")
+        return fd
+    }
+
+    /// Runs blocking socket calls on a thread of their own: never on the two threads every test's
+    /// server shares.
+    static func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { done in Thread { done.resume(returning: body()) }.start() }
+    }
+
+    enum Read: Equatable { case bytes([UInt8]), closed, nothing }
+
+    /// What the socket gives within `seconds`: some bytes, the end of the stream, or nothing.
+    static func read(_ fd: Int32, within seconds: Double) async -> Read {
+        await offPool { readNow(fd, within: seconds) }
+    }
+
+    static func readNow(_ fd: Int32, within seconds: Double) -> Read {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, Int32(seconds * 1000)) == 1 else { return .nothing }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return n > 0 ? .bytes(Array(buffer.prefix(n))) : .closed
+    }
+
+    static func send(_ fd: Int32, _ bytes: [UInt8]) -> Int { bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+}

@@ -22,7 +22,7 @@ def dev_server(request, tmp_path):
 def healthz(server, ca) -> bool:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
     try:
-        with urllib.request.urlopen(f"https://localhost:{server.port}/healthz", context=context, timeout=5) as answer:
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/healthz", context=context, timeout=5) as answer:
             return answer.status == 200
     except (urllib.error.URLError, ssl.SSLError, ConnectionError):
         return False
