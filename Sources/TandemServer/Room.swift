@@ -72,8 +72,10 @@ final class Room: Sendable {
         let (stream, continuation) = AsyncStream<RoomEvent>.makeStream()
         mailbox = continuation
         let core = RoomCore(session: session, hub: hub, lastEpoch: lastEpoch)
+        hub.metrics.roomTasks.increment()
         Task { [self] in
             await core.run(stream, room: self)
+            hub.metrics.roomTasks.decrement()
         }
     }
 
@@ -120,6 +122,13 @@ final class RoomCore {
     var lastRecorded: [ParticipantID: (at: Instant, media: MediaState)] = [:]
     /// The SFU service's last failure, until the arbiter asks for the room again.
     var sfuError: SFUError?
+    /// The last preparation that failed, by number (a waiter fails with one that began after it).
+    var lastSFUFailure: (attempt: Int, error: SFUError)?
+    /// A join waiting for the SFU service; the joins that came after it wait in order behind it.
+    var parkedJoin: ParkedJoin?
+    var queuedJoins: [(JoinContext, CheckedContinuation<JoinOutcome, Never>)] = []
+    /// Operators' switches to the SFU waiting for its room.
+    var switchWaiters: [(since: Int, reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>)] = []
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -156,13 +165,14 @@ final class RoomCore {
         switch event {
         case let .join(context, reply):
             guard !closed else { return reply.resume(returning: .retry) }
-            let outcome = await join(context, room: room)
-            if case .rejected = outcome, members.isEmpty, arbiter.isEmpty {
-                // Nobody is in the session and nothing waits on it: a refused join leaves no room behind
-                // (a claim it made in the store ends too).
-                await perform([.sessionEnded])
+            // A resume needs nothing of the SFU service, so it never queues behind a join that does.
+            guard context.request.resume != nil || (parkedJoin == nil && queuedJoins.isEmpty) else {
+                guard queuedJoins.count < hub.config.arbiter.maxParticipants else {
+                    return reply.resume(returning: .rejected(ProtocolError(.sessionFull, "too many joins are waiting for this session")))
+                }
+                return queuedJoins.append((context, reply))
             }
-            reply.resume(returning: outcome)
+            await startJoin(context, reply, room: room)
         case let .message(id, connection, message):
             guard !closed, members[id]?.connection?.id == connection else { return }
             await handleMessage(id, message)
@@ -184,27 +194,16 @@ final class RoomCore {
             renewSFURoom(room: room)
         case let .forceSwitch(name, reply):
             guard !closed else { return reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
-            if name == .sfu, hub.sfu != nil, arbiter.provider != nil {
-                if let error = await ensureSFU() {
-                    return reply.resume(returning: .failure(ProtocolError(.providerUnavailable, "the SFU service failed: \(error)")))
-                }
-                // A switch that was waiting for the room happens now, and is the one asked for.
-                let waited = arbiter.sfuReadiness(true, now: hub.now())
-                if !waited.isEmpty {
-                    await perform(waited)
-                    return reply.resume(returning: .success(ProviderState(name: .sfu, epoch: arbiter.epoch)))
-                }
+            if name == .sfu, hub.sfu != nil, arbiter.provider != nil, !sfuReady() {
+                // The room and tokens are made off this task; the switch happens when they exist.
+                return awaitSFU(switching: reply, room: room)
             }
-            switch arbiter.forceSwitch(to: name, now: hub.now()) {
-            case .failure(let error): reply.resume(returning: .failure(error))
-            case .success(let actions):
-                await perform(actions)
-                reply.resume(returning: .success(ProviderState(name: arbiter.provider ?? name, epoch: arbiter.epoch)))
-            }
+            await forceSwitch(to: name, reply)
         case .snapshot(let reply):
             reply.resume(returning: closed ? nil : snapshot())
         case .drain:
             for member in members.values { member.connection?.close(code: CloseCode.draining, reason: "server draining; resume") }
+            await refuseWaitingJoins(ProtocolError(.providerUnavailable, "the server is draining; try another node"))
         case .relay(let output):
             guard !closed else { return }
             await relayOutput(output)
@@ -215,7 +214,23 @@ final class RoomCore {
 
     // MARK: Join and resume
 
-    private func join(_ context: JoinContext, room: Room) async -> JoinOutcome {
+    /// Starts a join: its outcome now, or later when it waits for the SFU service.
+    func startJoin(_ context: JoinContext, _ reply: CheckedContinuation<JoinOutcome, Never>, room: Room) async {
+        guard let outcome = await join(context, reply, room: room) else { return }
+        await finishJoin(outcome, reply)
+    }
+
+    /// Answers a join. Nobody in the session and nothing waiting on it: a refused join leaves no room
+    /// behind (a claim it made in the store ends too), before the joiner hears of it.
+    func finishJoin(_ outcome: JoinOutcome, _ reply: CheckedContinuation<JoinOutcome, Never>) async {
+        if case .rejected = outcome, !closed, members.isEmpty, arbiter.isEmpty, parkedJoin == nil, queuedJoins.isEmpty {
+            await perform([.sessionEnded])
+        }
+        reply.resume(returning: outcome)
+    }
+
+    /// Nil when the join waits for the SFU service (`parkedJoin` holds it and its reply).
+    private func join(_ context: JoinContext, _ reply: CheckedContinuation<JoinOutcome, Never>, room: Room) async -> JoinOutcome? {
         let request = context.request
         if let resume = request.resume {
             return await self.resume(resume, context, room: room)
@@ -244,16 +259,27 @@ final class RoomCore {
             await perform(actions)
             return .rejected(ProtocolError(.internal, "the session store is unavailable"))
         }
-        let id = hub.newParticipantID()
-        if hub.sfu != nil, arbiter.joinNeedsSFU(offered: offered, chosen: current?.0) {
-            // The joiner lands on the SFU: its room and the joiner's token come first.
-            if let error = await ensureSFU(joining: id) {
-                await perform(actions)
-                return .rejected(ProtocolError(.providerUnavailable, "the SFU service failed: \(error)"))
-            }
+        await perform(actions)
+        let joining = ParkedJoin(
+            id: hub.newParticipantID(), context: context, reply: reply, offered: offered, scores: scores, current: current,
+            since: sfuAttempts)
+        if hub.sfu != nil, arbiter.joinNeedsSFU(offered: offered, chosen: current?.0), !sfuReady(joining: joining.id) {
+            // The joiner lands on the SFU: its room and the joiner's token come first, made off this task.
+            park(joining, room: room)
+            return nil
+        }
+        return await admit(joining, room: room)
+    }
+
+    /// Admits a joiner whose SFU room and token, if it lands there, exist.
+    func admit(_ joining: ParkedJoin, room: Room) async -> JoinOutcome {
+        let id = joining.id
+        var actions: [ArbiterAction] = []
+        if hub.sfu != nil, arbiter.joinNeedsSFU(offered: joining.offered, chosen: joining.current?.0), sfuReady(joining: id) {
             actions += arbiter.sfuReadiness(true, now: hub.now())
         }
-        let decision = arbiter.join(id, name: request.name, offered: offered, scores: scores, now: hub.now(), current: current)
+        let decision = arbiter.join(
+            id, name: joining.context.request.name, offered: joining.offered, scores: joining.scores, now: hub.now(), current: joining.current)
         guard case let .admitted(_, _, _, joinActions) = decision else {
             sfuTokens[id] = nil
             await perform(actions)
@@ -262,7 +288,7 @@ final class RoomCore {
         }
         // The switch a third joiner causes must be settled before the welcome shows its epoch.
         actions += joinActions
-        let member = Member(connection: context.connection, resumeKey: hub.newResumeKey(), identity: context.identity)
+        let member = Member(connection: joining.context.connection, resumeKey: hub.newResumeKey(), identity: joining.context.identity)
         members[id] = member
         await perform(actions.filter { if case .switchProvider = $0 { return true } else { return false } }, except: id)
         send(
@@ -273,12 +299,30 @@ final class RoomCore {
                 heartbeatIntervalMs: hub.config.heartbeatInterval.milliseconds,
                 heartbeatTimeoutMs: hub.config.heartbeatTimeout.milliseconds,
                 serverVersion: hub.config.version, node: hub.config.node, resumed: false))
-        broadcast(.peerJoined(PeerInfo(id: id, name: request.name)), except: id)
+        broadcast(.peerJoined(PeerInfo(id: id, name: joining.context.request.name)), except: id)
         await perform(actions.filter { if case .switchProvider = $0 { return false } else { return true } })
         hub.metrics.participants.increment()
-        hub.metrics.joinLatency.record(ContinuousClock.now - context.receivedAt)
+        hub.metrics.joinLatency.record(ContinuousClock.now - joining.context.receivedAt)
         try? await hub.store.upsertPresence(session, presence(id, state: .active))
         return .joined(id, room)
+    }
+
+    /// An operator's switch, with the SFU's room and tokens made if it goes there.
+    func forceSwitch(to name: ProviderName, _ reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>) async {
+        if name == .sfu, hub.sfu != nil, arbiter.provider != nil {
+            // A switch that was waiting for the room happens now, and is the one asked for.
+            let waited = arbiter.sfuReadiness(true, now: hub.now())
+            if !waited.isEmpty {
+                await perform(waited)
+                return reply.resume(returning: .success(ProviderState(name: .sfu, epoch: arbiter.epoch)))
+            }
+        }
+        switch arbiter.forceSwitch(to: name, now: hub.now()) {
+        case .failure(let error): reply.resume(returning: .failure(error))
+        case .success(let actions):
+            await perform(actions)
+            reply.resume(returning: .success(ProviderState(name: arbiter.provider ?? name, epoch: arbiter.epoch)))
+        }
     }
 
     private func resume(_ resume: ResumeRequest, _ context: JoinContext, room: Room) async -> JoinOutcome {
@@ -492,6 +536,7 @@ final class RoomCore {
                 try? await hub.store.endSession(session, atMs: hub.wallMs())
                 closed = true
                 hub.roomClosed(session)
+                releaseSFUWaiters()
             case let .quality(id, score, level):
                 broadcast(.quality(participant: id, score: score, level: level))
             case let .video(id, maxHeight, reason):

@@ -3,6 +3,7 @@ import Prometheus
 import TandemArbiter
 import TandemProtocol
 import TandemSFU
+import TandemStore
 
 /// What the SFU service made for a session: its room, and tokens for some of its participants.
 struct SFUMade: Sendable {
@@ -10,23 +11,43 @@ struct SFUMade: Sendable {
     var tokens: [ParticipantID: String]
 }
 
+/// A join that waits for the SFU service (the session's room and the joiner's token), with what the
+/// join had settled before it began to wait.
+struct ParkedJoin {
+    let id: ParticipantID
+    let context: JoinContext
+    let reply: CheckedContinuation<JoinOutcome, Never>
+    let offered: Set<ProviderName>
+    let scores: ProviderScores
+    /// The provider the store gave the session, for its first joiner.
+    let current: (ProviderName, Int)?
+    /// Preparations numbered above this began after the join did.
+    let since: Int
+}
+
 /// The session's SFU room. The arbiter says when it is wanted (`prepareSFU`); the room and a token per
 /// participant are then made in the background, and the arbiter hears whether a switch to the SFU
-/// would wait (`sfuReadiness`) or the service failed (`sfuFailed`). A join that lands on the SFU and an
-/// operator's switch wait for it instead (`ensureSFU`).
+/// would wait (`sfuReadiness`) or the service failed (`sfuFailed`). The room's task never waits for the
+/// service: a join that lands on the SFU, and an operator's switch to it, wait as `parkedJoin` and
+/// `switchWaiters` while the session's other events go on, and are settled when a preparation ends.
 extension RoomCore {
     func sfuAccess(for id: ParticipantID) -> SFUAccess? {
         guard let sfu = hub.sfu, let room = sfuRoom, let token = sfuTokens[id] else { return nil }
         return SFUAccess(provider: sfu.name, url: room.url, token: token)
     }
 
-    /// Participants without a token, `joining` included.
-    private func withoutToken(joining: ParticipantID? = nil) -> [ParticipantID] {
-        (arbiter.order + (joining.map { [$0] } ?? [])).filter { sfuTokens[$0] == nil }
+    /// Participants without a token, the waiting joiner's included.
+    private func withoutToken() -> [ParticipantID] {
+        (arbiter.order + (parkedJoin.map { [$0.id] } ?? [])).filter { sfuTokens[$0] == nil }
     }
 
     /// Everybody holds a token (no allocation: this runs after every event).
     private var everyoneHasAToken: Bool { arbiter.order.allSatisfy { sfuTokens[$0] != nil } }
+
+    /// The room exists and every participant, and `joining`, holds a token for it.
+    func sfuReady(joining: ParticipantID? = nil) -> Bool {
+        sfuRoom != nil && everyoneHasAToken && joining.map { sfuTokens[$0] != nil } ?? true
+    }
 
     /// Starts making what is missing in the background, unless that is under way already.
     func startSFU(room: Room?) {
@@ -43,21 +64,76 @@ extension RoomCore {
         sfuTask = (attempt, task)
     }
 
-    /// Waits until the room and every participant's token (and `joining`'s) exist, making them now if
-    /// need be; the service's error when it fails.
-    func ensureSFU(joining: ParticipantID? = nil) async -> SFUError? {
-        guard let sfu = hub.sfu else { return SFUError(.badRequest, info: "no SFU is configured") }
-        if let (attempt, task) = sfuTask {
-            await sfuPrepared(attempt: attempt, await task.value, notify: false)
+    /// A join waits for the room and its token (the preparation under way settles it, or starts another).
+    func park(_ joining: ParkedJoin, room: Room) {
+        parkedJoin = joining
+        startSFU(room: room)
+    }
+
+    /// An operator's switch waits for the room and every participant's token.
+    func awaitSFU(switching reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>, room: Room) {
+        switchWaiters.append((sfuAttempts, reply))
+        startSFU(room: room)
+    }
+
+    /// Once no preparation is under way: what waited for the service goes on, or hears that it failed,
+    /// or a preparation starts for it; then the joins queued behind a settled join go.
+    func settleSFUWaiters(room: Room) async {
+        guard sfuTask == nil, !closed else { return }
+        if let joining = parkedJoin {
+            let stillNeeded = arbiter.joinNeedsSFU(offered: joining.offered, chosen: joining.current?.0)
+            if !stillNeeded || sfuReady(joining: joining.id) {
+                parkedJoin = nil
+                await finishJoin(await admit(joining, room: room), joining.reply)
+            } else if let failure = lastSFUFailure, failure.attempt > joining.since {
+                parkedJoin = nil
+                sfuTokens[joining.id] = nil
+                await finishJoin(.rejected(ProtocolError(.providerUnavailable, "the SFU service failed: \(failure.error)")), joining.reply)
+            } else {
+                startSFU(room: room)
+            }
         }
-        let missing = withoutToken(joining: joining)
-        if sfuRoom != nil && missing.isEmpty { return nil }
-        let result = await preparation(sfu, missing: missing)()
-        apply(result)
-        guard case .failure(let error) = result else { return nil }
-        // A switch that waited for the room learns of the failure as from a background attempt.
-        await perform(arbiter.sfuFailed(status: error.status ?? 0, now: hub.now()))
-        return error
+        if !switchWaiters.isEmpty, !closed {
+            if sfuReady() || arbiter.provider == .sfu {
+                let waiters = switchWaiters
+                switchWaiters = []
+                for waiter in waiters { await forceSwitch(to: .sfu, waiter.reply) }
+            } else {
+                let failure = lastSFUFailure
+                switchWaiters.removeAll { waiter in
+                    guard let failure, failure.attempt > waiter.since else { return false }
+                    waiter.reply.resume(returning: .failure(ProtocolError(.providerUnavailable, "the SFU service failed: \(failure.error)")))
+                    return true
+                }
+                if !switchWaiters.isEmpty { startSFU(room: room) }
+            }
+        }
+        while parkedJoin == nil, !closed, !queuedJoins.isEmpty {
+            let (context, reply) = queuedJoins.removeFirst()
+            await startJoin(context, reply, room: room)
+        }
+    }
+
+    /// The room closed: a waiting join asks the hub again (a new room), a waiting switch has nothing to move.
+    func releaseSFUWaiters() {
+        if let joining = parkedJoin { joining.reply.resume(returning: .retry) }
+        parkedJoin = nil
+        for (_, reply) in queuedJoins { reply.resume(returning: .retry) }
+        queuedJoins = []
+        for waiter in switchWaiters { waiter.reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
+        switchWaiters = []
+    }
+
+    /// Every join still waiting is refused (the server drains).
+    func refuseWaitingJoins(_ error: ProtocolError) async {
+        var waiting = queuedJoins.map(\.1)
+        queuedJoins = []
+        if let joining = parkedJoin {
+            waiting.insert(joining.reply, at: 0)
+            sfuTokens[joining.id] = nil
+            parkedJoin = nil
+        }
+        for reply in waiting { await finishJoin(.rejected(error), reply) }
     }
 
     /// The work of one preparation, to run off the room's task.
@@ -105,12 +181,13 @@ extension RoomCore {
         }
     }
 
-    /// A background preparation ended (`notify` false when a waiting join or switch took the result).
-    func sfuPrepared(attempt: Int, _ result: Result<SFUMade, SFUError>, notify: Bool = true) async {
+    /// A background preparation ended.
+    func sfuPrepared(attempt: Int, _ result: Result<SFUMade, SFUError>) async {
         guard sfuTask?.attempt == attempt else { return }
         sfuTask = nil
         apply(result)
-        guard notify, !closed, case .failure(let error) = result else { return }
+        guard !closed, case .failure(let error) = result else { return }
+        lastSFUFailure = (attempt, error)
         await perform(arbiter.sfuFailed(status: error.status ?? 0, now: hub.now()))
     }
 
@@ -132,10 +209,12 @@ extension RoomCore {
         }
     }
 
-    /// After every event: tells the arbiter whether a switch to the SFU would wait, and has tokens made
+    /// After every event: settles what waits for the service, tells the arbiter whether a switch to the SFU would wait, and has tokens made
     /// for participants who joined after the room (unless the service just failed).
     func syncSFU(room: Room) async {
         guard hub.sfu != nil, !closed else { return }
+        await settleSFUWaiters(room: room)
+        guard !closed else { return }
         let ready = sfuRoom != nil && everyoneHasAToken
         if ready != arbiter.sfuReady { await perform(arbiter.sfuReadiness(ready, now: hub.now())) }
         if sfuRoom != nil, !ready, sfuError == nil { startSFU(room: room) }

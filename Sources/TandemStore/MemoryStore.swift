@@ -61,6 +61,7 @@ public final class MemoryStore: SessionStore {
             record.lastEpoch = chosen.epoch
             record.endedAtMs = nil
             record.history.append(HistoryEntry(epoch: chosen.epoch, provider: proposed, reason: .join, atMs: atMs))
+            record.history.removeFirst(max(0, record.history.count - keptHistoryPerSession))
             s.sessions[session] = record
             return chosen
         }
@@ -74,6 +75,7 @@ public final class MemoryStore: SessionStore {
             record.provider = ProviderState(name: new, epoch: expectedEpoch + 1)
             record.lastEpoch = expectedEpoch + 1
             record.history.append(HistoryEntry(epoch: expectedEpoch + 1, provider: new, reason: reason, atMs: atMs))
+            record.history.removeFirst(max(0, record.history.count - keptHistoryPerSession))
             s.sessions[session] = record
             return true
         }

@@ -73,6 +73,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         try db.query(
             "INSERT OR REPLACE INTO history (session, epoch, provider, reason, at) VALUES (?, ?, ?, ?, ?)",
             [.text(session.rawValue), .int(Int64(epoch)), .text(provider.rawValue), .text(reason.rawValue), .int(atMs)])
+        try db.query(
+            "DELETE FROM history WHERE session = ? AND epoch <= ?", [.text(session.rawValue), .int(Int64(epoch - keptHistoryPerSession))])
     }
 
     public func compareAndSetProvider(

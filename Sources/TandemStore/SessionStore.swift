@@ -170,3 +170,7 @@ public protocol SessionStore: Sendable {
 
 /// Most alerts a store keeps per session (the newest); a flapping link cannot grow it without end.
 public let keptAlertsPerSession = 256
+
+/// Most provider changes a store keeps per session (the newest): a session that lives for weeks and
+/// moves often keeps a record of the same size as a short one.
+public let keptHistoryPerSession = 256

@@ -147,6 +147,10 @@ struct HardeningTests {
             store.setFailing(false)
             #expect(try await server.metric("tandem_sessions") == 1)
             #expect(await server.hub.snapshot(SessionID("s1")!) == nil)
+            // Each refused room's task ends too, once its mailbox is drained.
+            try await within(10, "the refused rooms' tasks to end") {
+                while try await server.metric("tandem_room_tasks") != 1 { try await Task.sleep(for: .milliseconds(20)) }
+            }
         }
     }
 

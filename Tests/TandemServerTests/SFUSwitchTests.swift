@@ -3,6 +3,7 @@ import TandemArbiter
 import TandemDailyStandIn
 import TandemProtocol
 import TandemSFU
+import TandemStore
 import Testing
 
 @testable import TandemServer
@@ -148,6 +149,96 @@ struct SFUSwitchTests {
                 #expect(error["code"] == .string("provider_unavailable") && error["message"]?.stringValue?.contains("503") == true)
                 let snapshot = await server.hub.snapshot(SessionID("s5")!)
                 #expect(snapshot?.provider == .p2p && snapshot?.participants.count == 2)
+            }
+        }
+    }
+
+    /// A slow service, so that a preparation takes seconds (two calls in a row: the room, then tokens).
+    static let slow = StandInFaults(latency: .seconds(2))
+
+    @Test func aJoinWaitingForTheServiceHoldsUpNothingElseInItsSession() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                let (a, _) = try await server.join("s10")
+                let (b, _) = try await server.join("s10")
+                standIn.setFaults(Self.slow)
+                let c = try await server.connect()
+                c.send(#"{"type":"join","session":"s10"}"#)
+                try await eventually("the room's request") { standIn.requestCounts["POST /rooms"] == 1 }
+                // The room's task answers others while the third joiner's room and token are made.
+                a.send(#"{"type":"ping","t":1}"#)
+                #expect(try await a.next("pong")["t"] == .number(1))
+                let waiting = await server.hub.snapshot(SessionID("s10")!)
+                #expect(waiting?.participants.count == 2 && waiting?.provider == .p2p)
+                #expect(standIn.requestCounts["POST /meeting-tokens"] == nil)
+                let welcome = try await c.next("welcome")
+                #expect(welcome["provider"]?["name"] == .string("sfu") && welcome["provider"]?["sfu"]?["token"] != nil)
+                for client in [a, b] { #expect(try await client.next("provider")["name"] == .string("sfu")) }
+            }
+        }
+    }
+
+    @Test func joinsBehindOneWaitingForTheServiceAreAdmittedInTurn() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            standIn.setFaults(Self.slow)
+            var config = Self.config(base, prepare: .onDemand)
+            config.arbiter.enabled = [.sfu]
+            try await TestServer.with(config) { server in
+                let a = try await server.connect()
+                a.send(#"{"type":"join","session":"s11","name":"first"}"#)
+                try await eventually("the room's request") { standIn.requestCounts["POST /rooms"] == 1 }
+                let b = try await server.connect()
+                b.send(#"{"type":"join","session":"s11","name":"second"}"#)
+                let wa = try await a.next("welcome")
+                let wb = try await b.next("welcome")
+                #expect(wa["peers"] == .array([]))
+                guard case .array(let peers) = wb["peers"] else { Issue.record("no peers"); return }
+                #expect(peers.map { $0["name"] } == [.string("first")])
+                #expect(try await a.next("peer-joined")["peer"]?["name"] == .string("second"))
+                for welcome in [wa, wb] {
+                    #expect(welcome["provider"]?["name"] == .string("sfu") && welcome["provider"]?["epoch"] == .number(1))
+                }
+                #expect(wa["provider"]?["sfu"]?["token"] != nil && wa["provider"]?["sfu"]?["token"] != wb["provider"]?["sfu"]?["token"])
+                #expect(standIn.requestCounts["POST /rooms"] == 1)
+            }
+        }
+    }
+
+    @Test func aJoinWaitingForTheServiceInASessionThatEndsJoinsTheNextOne() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                let (a, _) = try await server.join("s12")
+                let (b, _) = try await server.join("s12")
+                standIn.setFaults(Self.slow)
+                let c = try await server.connect()
+                c.send(#"{"type":"join","session":"s12"}"#)
+                try await eventually("the room's request") { standIn.requestCounts["POST /rooms"] == 1 }
+                for client in [a, b] {
+                    client.send(#"{"type":"leave"}"#)
+                    _ = try await client.closeCode()
+                }
+                // The session ended under the waiting join: it starts the next one, as its first joiner.
+                let welcome = try await c.next("welcome")
+                #expect(welcome["peers"] == .array([]) && welcome["provider"]?["name"] == .string("p2p"))
+                #expect(try await server.metric("tandem_sessions") == 1)
+            }
+        }
+    }
+
+    @Test func anOperatorsSwitchWaitingForTheServiceHoldsUpNothingElse() async throws {
+        try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
+            try await TestServer.with(Self.config(base, prepare: .onDemand)) { server in
+                let (a, _) = try await server.join("s13")
+                let (b, _) = try await server.join("s13")
+                standIn.setFaults(Self.slow)
+                let switched = Task { await server.hub.forceSwitch(SessionID("s13")!, to: .sfu) }
+                try await eventually("the room's request") { standIn.requestCounts["POST /rooms"] == 1 }
+                a.send(#"{"type":"ping","t":2}"#)
+                #expect(try await a.next("pong")["t"] == .number(2))
+                #expect(await server.hub.snapshot(SessionID("s13")!)?.provider == .p2p)
+                let result = await switched.value
+                #expect((try? result.get())?.name == .sfu && (try? result.get())?.epoch == 2)
+                for client in [a, b] { #expect(try await client.next("provider")["reason"] == .string("admin")) }
             }
         }
     }

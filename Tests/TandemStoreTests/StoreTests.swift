@@ -175,6 +175,23 @@ enum Backend: String, CaseIterable, Sendable {
         #expect(kept.first?.value == 40 && kept.last?.value == Double(keptAlertsPerSession + 39))
     }
 
+    /// A session's provider history is kept to the newest `keptHistoryPerSession` changes, across a
+    /// restart of the session under the same id; its epochs go on.
+    @Test(arguments: Backend.allCases)
+    func historyIsBoundedPerSession(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 0)
+        for epoch in 1..<(keptHistoryPerSession + 30) {
+            #expect(try await store.compareAndSetProvider(s1, expectedEpoch: epoch, new: epoch % 2 == 0 ? .p2p : .relay, reason: .quality, atMs: Int64(epoch)))
+        }
+        try await store.endSession(s1, atMs: 1000)
+        #expect(try await store.claimProvider(s1, proposed: .relay, atMs: 1001) == ProviderState(name: .relay, epoch: keptHistoryPerSession + 31))
+        let history = try #require(try await store.session(s1)?.history)
+        #expect(history.count == keptHistoryPerSession)
+        #expect(history.map(\.epoch) == Array(32...(keptHistoryPerSession + 31)))
+        #expect(history.last?.reason == .join && history.first?.reason == .quality)
+    }
+
     @Test func sqliteRefusesAnUnopenablePath() {
         #expect(throws: StoreError.self) { try SQLiteStore(path: "/nonexistent-dir/x/y.db") }
     }
