@@ -36,6 +36,8 @@ let package = Package(
         .systemLibrary(name: "CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
         // epoll and batched UDP calls for the TURN packet path, which Swift's Glibc module lacks.
         .target(name: "CDatagramIO"),
+        // glibc's heap figures and trim, which Swift's Glibc module does not import (malloc.h).
+        .target(name: "CHeap"),
         .target(
             name: "TandemMedia",
             dependencies: ["CNice", "COpenSSL", "CSRTP"],
@@ -103,7 +105,7 @@ let package = Package(
             name: "TandemServer",
             dependencies: [
                 "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia", "TandemJWT",
-                "TandemSFU", "TandemDailyStandIn",
+                "TandemSFU", "TandemDailyStandIn", "CHeap",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -148,8 +150,10 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            path: "bench/signaling",
+            // The signaling load (bench/signaling) and the soak (bench/soak), one executable.
+            path: "bench", sources: ["signaling", "soak"],
             swiftSettings: strict
         ),
         // The relay benchmark and its C floor (bench/relay).

@@ -111,7 +111,7 @@ struct AdminAPI {
             if hub.config.metricsNeedKey { try authorize(request) }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: hub.metrics.render() + (hub.relay.map(relayMetrics) ?? ""))))
+                body: .init(byteBuffer: ByteBuffer(string: hub.metrics.render() + (hub.relay.map(relayMetrics) ?? "") + heapMetrics())))
         }
         router.get("v1/signal") { request, _ -> Response in
             // The upgrade was not made: say why. (Whether the request came from loopback is not known

@@ -291,14 +291,7 @@ final class RoomCore {
         let member = Member(connection: joining.context.connection, resumeKey: hub.newResumeKey(), identity: joining.context.identity)
         members[id] = member
         await perform(actions.filter { if case .switchProvider = $0 { return true } else { return false } }, except: id)
-        send(
-            id,
-            .welcome(
-                session: session, participant: id, resumeKey: member.resumeKey, peers: peers(except: id),
-                provider: providerInfo(for: id, name: arbiter.provider ?? .p2p, epoch: arbiter.epoch),
-                heartbeatIntervalMs: hub.config.heartbeatInterval.milliseconds,
-                heartbeatTimeoutMs: hub.config.heartbeatTimeout.milliseconds,
-                serverVersion: hub.config.version, node: hub.config.node, resumed: false))
+        sendWelcome(id, resumeKey: member.resumeKey, resumed: false)
         broadcast(.peerJoined(PeerInfo(id: id, name: joining.context.request.name)), except: id)
         await perform(actions.filter { if case .switchProvider = $0 { return false } else { return true } })
         hub.metrics.participants.increment()
@@ -339,14 +332,7 @@ final class RoomCore {
         }
         members[id]?.connection = context.connection
         for frame in missed { context.connection.send(frame) }
-        send(
-            id,
-            .welcome(
-                session: session, participant: id, resumeKey: member.resumeKey, peers: peers(except: id),
-                provider: providerInfo(for: id, name: arbiter.provider ?? .p2p, epoch: arbiter.epoch),
-                heartbeatIntervalMs: hub.config.heartbeatInterval.milliseconds,
-                heartbeatTimeoutMs: hub.config.heartbeatTimeout.milliseconds,
-                serverVersion: hub.config.version, node: hub.config.node, resumed: true))
+        sendWelcome(id, resumeKey: member.resumeKey, resumed: true)
         await perform(arbiter.resumed(id, now: hub.now()))
         try? await hub.store.upsertPresence(session, presence(id, state: .active))
         return .joined(id, room)
@@ -605,6 +591,18 @@ final class RoomCore {
         hub.metrics.countOut(message.type)
         if case .error(let e) = message { hub.metrics.countError(e.code) }
         if connection?.send(frame) == .closedSlow { hub.metrics.slowConsumers.increment() }
+    }
+
+    /// The session as `id` joins or resumes it.
+    func sendWelcome(_ id: ParticipantID, resumeKey: String, resumed: Bool) {
+        send(
+            id,
+            .welcome(
+                session: session, participant: id, resumeKey: resumeKey, peers: peers(except: id),
+                provider: providerInfo(for: id, name: arbiter.provider ?? .p2p, epoch: arbiter.epoch),
+                heartbeatIntervalMs: hub.config.heartbeatInterval.milliseconds,
+                heartbeatTimeoutMs: hub.config.heartbeatTimeout.milliseconds,
+                serverVersion: hub.config.version, node: hub.config.node, resumed: resumed))
     }
 
     func sendError(_ id: ParticipantID, _ error: ProtocolError) {

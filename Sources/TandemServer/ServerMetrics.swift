@@ -1,3 +1,4 @@
+import CHeap
 import Prometheus
 import Synchronization
 import TandemMedia
@@ -106,4 +107,28 @@ func relayMetrics(_ relay: MediaRelay) -> String {
         for sample in metric.samples { text += "\(metric.name)\(sample.labels) \(sample.value)\n" }
     }
     return text
+}
+
+/// The C heap (where Swift's objects live) in Prometheus text: bytes in use, and free bytes the
+/// allocator holds without giving them back; a leak grows the first, a past peak only the second.
+func heapMetrics() -> String {
+    var inUse = 0
+    var free = 0
+    tandem_heap_stats(&inUse, &free)
+    return """
+        # HELP tandem_heap_bytes The C heap: bytes in use, and free bytes held by the allocator
+        # TYPE tandem_heap_bytes gauge
+        tandem_heap_bytes{state="in_use"} \(inUse)
+        tandem_heap_bytes{state="free"} \(free)
+
+        """
+}
+
+/// After a load peak the allocator keeps what was freed; a container's memory limit counts it. Free
+/// memory past `threshold` is given back (the hub's cleanup calls this once a minute).
+func trimHeap(threshold: Int = 64 << 20) {
+    var inUse = 0
+    var free = 0
+    tandem_heap_stats(&inUse, &free)
+    if free > threshold { _ = tandem_heap_trim() }
 }

@@ -193,6 +193,7 @@ public final class SignalingHub: Service, Sendable {
 
     func cleanup() async {
         await sfuRooms?.retryFailed()
+        trimHeap()
         do {
             let report = try await store.cleanup(nowMs: wallMs(), policy: RetentionPolicy())
             if report != CleanupReport() {

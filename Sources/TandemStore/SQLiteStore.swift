@@ -7,10 +7,10 @@ import TandemProtocol
 /// presence, health samples and alerts survive a restart. Every call runs on one serial queue that owns
 /// the connection: a slow disk then holds up store calls, never a thread of Swift's cooperative pool
 /// (two on a two-core machine), which every room and socket shares.
-public final class SQLiteStore: SessionStore, @unchecked Sendable {
+public final class SQLiteStore: SessionStore, ResumeLogInMemory, @unchecked Sendable {
     private let queue = DispatchQueue(label: "tandem.sqlite")
     private let db: SQLiteConnection
-    private let logs = MessageLogBook()
+    public let logs = MessageLogBook()
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS sessions (
@@ -249,18 +249,6 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     return AlertRecord(kind: kind, participant: ParticipantID(p), value: v, atMs: at)
                 }
         }
-    }
-
-    public func appendMessages(_ session: SessionID, _ messages: [LoggedMessage]) async throws {
-        logs.append(session, messages)
-    }
-
-    public func messages(_ session: SessionID, _ participant: ParticipantID, after seq: Int) async throws -> [[UInt8]]? {
-        logs.after(session, participant, seq: seq)
-    }
-
-    public func dropMessages(_ session: SessionID, _ participant: ParticipantID) async throws {
-        logs.drop(session, participant)
     }
 
     public func endSessionsLeftOpen(atMs: Int64) async throws -> Int {

@@ -24,6 +24,8 @@ struct HTTPAPITests {
             ] {
                 #expect(metrics.contains(line), "\(line)")
             }
+            // The served page adds the relay's and the heap's figures.
+            #expect(try await server.metric(#"tandem_heap_bytes{state="in_use"}"#) > 0)
             server.hub.drain()
             #expect(try await server.http("GET", "/readyz", key: nil).0 == 503)
             #expect(try await a.closeCode().code == 4000)

@@ -9,7 +9,7 @@ import NIOSSL
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-bench-signaling", abstract: "Signaling load against tandem and a bare wss echo.",
-        subcommands: [Run.self, Echo.self], defaultSubcommand: Run.self)
+        subcommands: [Run.self, Echo.self, Soak.self], defaultSubcommand: Run.self)
 
     struct Run: AsyncParsableCommand {
         @Option(help: "Two-party sessions, comma-separated for several sizes (2 connections each).")
@@ -33,15 +33,7 @@ struct BenchCommand: AsyncParsableCommand {
             try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: work) }
             let certs = work + "/certs"
-            let made = Process()
-            made.executableURL = URL(fileURLWithPath: tandem)
-            made.arguments = ["certs", "dev", "--out", certs]
-            made.standardOutput = FileHandle.nullDevice
-            try made.run()
-            made.waitUntilExit()
-            guard made.terminationStatus == 0 else { throw BenchError("\(tandem) certs dev failed") }
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.trustRoots = .file(certs + "/ca.pem")
+            let tls = try ServerProcess.devCertificates(tandem: tandem, into: certs)
 
             print("signaling benchmark: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(Int(rate)) msg/s steady for \(seconds) s")
             print("(client and server share the machine; compare tandem with echo within this run only)\n")

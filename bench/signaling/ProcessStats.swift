@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 
 /// A server process started by the benchmark, with what /proc tells about it.
 final class ServerProcess: @unchecked Sendable {
@@ -63,6 +64,21 @@ final class ServerProcess: @unchecked Sendable {
         guard fields.count > 13, let user = Int(fields[11]), let system = Int(fields[12]) else { return .zero }
         let ticks = sysconf(Int32(_SC_CLK_TCK))
         return .microseconds((user + system) * 1_000_000 / ticks)
+    }
+
+    /// Has `tandem certs dev` make a CA and a server pair in `directory`; a client configuration that
+    /// trusts that CA.
+    static func devCertificates(tandem: String, into directory: String) throws -> TLSConfiguration {
+        let made = Process()
+        made.executableURL = URL(fileURLWithPath: tandem)
+        made.arguments = ["certs", "dev", "--out", directory]
+        made.standardOutput = FileHandle.nullDevice
+        try made.run()
+        made.waitUntilExit()
+        guard made.terminationStatus == 0 else { throw BenchError("\(tandem) certs dev failed") }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(directory + "/ca.pem")
+        return tls
     }
 
     func stop() {
