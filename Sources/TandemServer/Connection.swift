@@ -126,3 +126,15 @@ final class Connection: Sendable {
         }
     }
 }
+
+/// The peer's IP address and whether it is a loopback address.
+func describe(_ address: SocketAddress?) -> (String?, Bool) {
+    guard let address, let ip = address.ipAddress else { return (nil, false) }
+    let loopback: Bool
+    switch address {
+    case .v4: loopback = ip.hasPrefix("127.")
+    case .v6: loopback = ip == "::1" || ip.hasPrefix("::ffff:127.")
+    default: loopback = false
+    }
+    return (ip, loopback)
+}

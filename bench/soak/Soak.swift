@@ -61,10 +61,12 @@ struct Soak: AsyncParsableCommand {
         let stopAt = start + .milliseconds(Int64(minutes * 60_000))
         let load = Task { await SoakLoad(plan: plan, stats: stats, stopAt: stopAt).run() }
 
-        say("\n minute   RSS MB  heap MB   fds  threads  sessions  tasks  sockets  joins  leaves  switches  resumes  bad  unexpected  ping p50/p99 ms  join p99 ms")
+        say("\n minute  CPU %   RSS MB  heap MB   fds  threads  sessions  tasks  sockets  joins  leaves  switches  resumes  bad  unexpected  ping p50/p99 ms  join p99 ms")
         var minute = 0
         var firstMinute: Snapshot?
         var peaks = (rss: 0, heap: 0, fds: 0)
+        // The server's CPU time in each minute, as a share of one core.
+        var (lastCPU, lastAt) = (server.cpu(), ContinuousClock.now)
         while ContinuousClock.now < stopAt {
             minute += 1
             try? await Task.sleep(until: min(stopAt, start + .seconds(60 * minute)))
@@ -74,7 +76,10 @@ struct Soak: AsyncParsableCommand {
             if minute == 1 { firstMinute = snap } else if ContinuousClock.now < stopAt {
                 peaks = (max(peaks.rss, snap.rss), max(peaks.heap, snap.heap), max(peaks.fds, snap.fds))
             }
-            say(String(format: "%7d  %7.1f  %7.1f  %5d  %7d  %8d  %5d  %7d", minute, Double(snap.rss) / 1e6, Double(snap.heap) / 1e6, snap.fds, snap.threads, snap.sessions, snap.tasks, snap.sockets)
+            let cpu = server.cpu()
+            let cpuShare = (cpu - lastCPU).seconds / (ContinuousClock.now - lastAt).seconds * 100
+            (lastCPU, lastAt) = (cpu, ContinuousClock.now)
+            say(String(format: "%7d  %5.0f  %7.1f  %7.1f  %5d  %7d  %8d  %5d  %7d", minute, cpuShare, Double(snap.rss) / 1e6, Double(snap.heap) / 1e6, snap.fds, snap.threads, snap.sessions, snap.tasks, snap.sockets)
                 + String(format: "  %5d  %6d  %8d  %7d  %3d  %10d", figures.joins, figures.leaves, figures.switches, figures.resumes, figures.bad, figures.unexpected)
                 + String(format: "  %6.1f / %6.1f  %11.1f", figures.pingP50 * 1e3, figures.pingP99 * 1e3, figures.joinP99 * 1e3))
             for note in figures.notes { say("           unexpected: \(note)") }

@@ -13,13 +13,6 @@ import TandemSFU
 import TandemStore
 import TandemTURN
 
-/// Error while setting the server up, said in one line.
-public struct SetupError: Error, CustomStringConvertible {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// Opens the configured store.
 public func openStore(_ location: StoreLocation) throws -> any SessionStore {
     switch location {
@@ -135,16 +128,4 @@ func makeRelay(_ settings: RelaySettings, dev: Bool) throws -> MediaRelay {
 enum ProtocolLimitsServer {
     /// Frames over 64 KiB are refused by the frame decoder with close 1009.
     static let maxFrameBytes = 64 * 1024
-}
-
-/// The peer's IP address and whether it is a loopback address.
-func describe(_ address: SocketAddress?) -> (String?, Bool) {
-    guard let address, let ip = address.ipAddress else { return (nil, false) }
-    let loopback: Bool
-    switch address {
-    case .v4: loopback = ip.hasPrefix("127.")
-    case .v6: loopback = ip == "::1" || ip.hasPrefix("::ffff:127.")
-    default: loopback = false
-    }
-    return (ip, loopback)
 }
