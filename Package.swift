@@ -38,13 +38,17 @@ let package = Package(
         .target(name: "CDatagramIO"),
         // glibc's heap figures and trim, which Swift's Glibc module does not import (malloc.h).
         .target(name: "CHeap"),
+        // The media relay's pure parts: SDP, RTP and RTCP rewriting, the leg lifecycle, ICE address
+        // rules. No C library, so its tests and fuzz targets build without any.
+        .target(name: "TandemMediaCore", swiftSettings: strict),
+        // The media relay itself: libnice agents, DTLS, SRTP and the loops that drive them.
         .target(
             name: "TandemMedia",
-            dependencies: ["CNice", "COpenSSL", "CSRTP"],
+            dependencies: ["TandemMediaCore", "CNice", "COpenSSL", "CSRTP"],
             swiftSettings: strict
         ),
         // An in-process WebRTC endpoint for driving the relay, shared by its tests and bench/relay.
-        .target(name: "TandemMediaTestSupport", dependencies: ["TandemMedia"], swiftSettings: strict),
+        .target(name: "TandemMediaTestSupport", dependencies: ["TandemMedia", "TandemMediaCore"], swiftSettings: strict),
         .target(name: "TandemProtocol", exclude: ["PROTOCOL.md"], swiftSettings: strict),
         .target(name: "TandemArbiter", dependencies: ["TandemProtocol"], swiftSettings: strict),
         // HS256 JSON Web Tokens: join tokens, and the Daily stand-in's meeting tokens.
@@ -104,7 +108,7 @@ let package = Package(
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia", "TandemJWT",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia", "TandemMediaCore", "TandemJWT",
                 "TandemSFU", "TandemDailyStandIn", "CHeap",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -159,10 +163,10 @@ let package = Package(
         // The relay benchmark and its C floor (bench/relay).
         .target(name: "CRelayFloor", dependencies: ["CSRTP"], path: "bench/relay/floor"),
         .executableTarget(
-            name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
+            name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaCore", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
             swiftSettings: strict),
         // Fuzzing: the network parsers as targets (replayed by the tests), and the libFuzzer driver.
-        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemProtocol", "TandemSTUN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
+        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemMediaCore", "TandemProtocol", "TandemSTUN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
         .executableTarget(name: "tandem-fuzz", dependencies: ["TandemFuzzTargets"], path: "Tests/Fuzz/Main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
@@ -181,7 +185,7 @@ let package = Package(
         .testTarget(
             name: "TandemMediaTests",
             dependencies: [
-                "TandemMedia", "TandemMediaTestSupport", "TandemFuzzTargets",
+                "TandemMedia", "TandemMediaCore", "TandemMediaTestSupport", "TandemFuzzTargets",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -191,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "TandemServerTests",
             dependencies: [
-                "TandemServer", "TandemSTUN", "TandemTURN", "TandemMedia", "TandemSFU", "TandemDailyStandIn", "TandemJWT",
+                "TandemServer", "TandemSTUN", "TandemTURN", "TandemMedia", "TandemMediaCore", "TandemSFU", "TandemDailyStandIn", "TandemJWT",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,55 +1,6 @@
+import TandemMediaCore
 import COpenSSL
 
-/// A certificate fingerprint as SDP carries it (`a=fingerprint:sha-256 AB:CD:…`, RFC 8122).
-public struct Fingerprint: Sendable, Equatable, CustomStringConvertible {
-    /// Lower-case hash name: `sha-256`, `sha-384`, `sha-512` or `sha-1`.
-    public var algorithm: String
-    public var digest: [UInt8]
-
-    public init(algorithm: String, digest: [UInt8]) {
-        self.algorithm = algorithm.lowercased()
-        self.digest = digest
-    }
-
-    /// Parses `sha-256 AB:CD:…`; nil for anything else.
-    public init?(sdpValue: some StringProtocol) {
-        let parts = sdpValue.split(separator: " ", omittingEmptySubsequences: true)
-        guard parts.count == 2, Self.digestName(parts[0].lowercased()) != nil else { return nil }
-        var bytes: [UInt8] = []
-        for hex in parts[1].split(separator: ":", omittingEmptySubsequences: false) {
-            guard hex.count == 2, let b = UInt8(hex, radix: 16) else { return nil }
-            bytes.append(b)
-        }
-        guard bytes.count >= 20, bytes.count <= 64 else { return nil }
-        self.init(algorithm: String(parts[0]), digest: bytes)
-    }
-
-    public var description: String {
-        algorithm + " " + digest.map { b in
-            let s = String(b, radix: 16, uppercase: true)
-            return b < 16 ? "0" + s : s
-        }.joined(separator: ":")
-    }
-
-    static func digestName(_ algorithm: String) -> String? {
-        switch algorithm {
-        case "sha-1": "SHA1"
-        case "sha-256": "SHA256"
-        case "sha-384": "SHA384"
-        case "sha-512": "SHA512"
-        default: nil
-        }
-    }
-
-    /// The fingerprint of `certificate` under this one's algorithm.
-    static func of(_ certificate: OpaquePointer, algorithm: String) -> Fingerprint? {
-        guard let name = digestName(algorithm), let md = EVP_get_digestbyname(name) else { return nil }
-        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var n: UInt32 = 0
-        guard X509_digest(certificate, md, &out, &n) == 1 else { return nil }
-        return Fingerprint(algorithm: algorithm, digest: Array(out.prefix(Int(n))))
-    }
-}
 
 /// The relay's DTLS identity: a P-256 ECDSA certificate and the `SSL_CTX` every leg's connection is
 /// made from. OpenSSL allows concurrent `SSL_new` from one context, so one is shared by all loops.
@@ -144,11 +95,6 @@ public final class DTLSIdentity: @unchecked Sendable {
     }
 
     deinit { SSL_CTX_free(context) }
-}
-
-/// Which end of the DTLS handshake a leg plays (SDP `a=setup`: `active` is the client).
-public enum DTLSRole: Sendable, Equatable {
-    case client, server
 }
 
 /// One DTLS association over ICE: datagrams in through a memory BIO, datagrams out one per write
@@ -354,4 +300,28 @@ private enum DatagramSink {
         }
         return method
     }()
+}
+
+extension MediaError {
+    /// An error with OpenSSL's queued reasons appended (and the queue emptied, since it is per thread).
+    package static func openSSL(_ code: Code, _ what: String) -> MediaError {
+        var reasons: [String] = []
+        while case let e = ERR_get_error(), e != 0 {
+            var buffer = [CChar](repeating: 0, count: 256)
+            ERR_error_string_n(e, &buffer, buffer.count)
+            reasons.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return MediaError(code, reasons.isEmpty ? what : "\(what): \(reasons.joined(separator: "; "))")
+    }
+}
+
+extension Fingerprint {
+    /// The fingerprint of `certificate` under this one's algorithm.
+    static func of(_ certificate: OpaquePointer, algorithm: String) -> Fingerprint? {
+        guard let name = digestName(algorithm), let md = EVP_get_digestbyname(name) else { return nil }
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var n: UInt32 = 0
+        guard X509_digest(certificate, md, &out, &n) == 1 else { return nil }
+        return Fingerprint(algorithm: algorithm, digest: Array(out.prefix(Int(n))))
+    }
 }

@@ -1,3 +1,4 @@
+import TandemMediaCore
 import CNice
 import Glibc
 

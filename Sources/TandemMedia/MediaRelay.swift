@@ -1,3 +1,4 @@
+import TandemMediaCore
 import Synchronization
 
 /// How the relay is set up: where it gathers, how many loop threads, how long a leg may take to connect.

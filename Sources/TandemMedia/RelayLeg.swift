@@ -1,3 +1,4 @@
+import TandemMediaCore
 import CNice
 
 /// One participant's connection to the relay: its ICE agent, DTLS association, SRTP sessions and the

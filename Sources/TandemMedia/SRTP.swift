@@ -1,3 +1,4 @@
+import TandemMediaCore
 import CSRTP
 
 /// The DTLS-SRTP protection profiles the relay speaks, in the order it prefers them. Debian's libsrtp2

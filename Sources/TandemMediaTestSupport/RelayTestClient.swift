@@ -1,6 +1,7 @@
 import Glibc
 import Synchronization
 import TandemMedia
+import TandemMediaCore
 
 /// A minimal WebRTC endpoint for driving the relay in-process (tests and bench/relay): its own libnice
 /// agent (controlling), DTLS client and SRTP, on its own loop. It offers one Opus and one VP8 section.

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import TandemArbiter
 import TandemMedia
+import TandemMediaCore
 import TandemProtocol
 import TandemSTUN
 import TandemStore

@@ -2,6 +2,7 @@ import Logging
 import Prometheus
 import TandemArbiter
 import TandemMedia
+import TandemMediaCore
 import TandemProtocol
 import TandemSFU
 import TandemStore

@@ -1,5 +1,6 @@
 import TandemArbiter
 import TandemMedia
+import TandemMediaCore
 import TandemProtocol
 import TandemSFU
 

@@ -2,6 +2,7 @@ import CHeap
 import Prometheus
 import Synchronization
 import TandemMedia
+import TandemMediaCore
 import TandemProtocol
 import TandemSFU
 

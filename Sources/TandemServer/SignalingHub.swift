@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import ServiceLifecycle
 import TandemArbiter
 import TandemMedia
+import TandemMediaCore
 import TandemProtocol
 import TandemSFU
 import TandemStore

@@ -9,6 +9,7 @@ import NIOSSL
 import ServiceLifecycle
 import TandemDailyStandIn
 import TandemMedia
+import TandemMediaCore
 import TandemSFU
 import TandemStore
 import TandemTURN

@@ -4,6 +4,7 @@ import NIOSSL
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// NIOSSL carries its own BoringSSL with every symbol prefixed; the relay links the system OpenSSL. One
 /// process must be able to run both: a TLS handshake through NIOSSL (with a certificate OpenSSL made)

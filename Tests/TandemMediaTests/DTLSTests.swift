@@ -2,6 +2,7 @@ import Glibc
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// Two DTLS transports wired back to back in memory: datagrams are carried by hand, timers fired by hand.
 struct DTLSPair {

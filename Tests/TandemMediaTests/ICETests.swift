@@ -2,6 +2,7 @@ import Synchronization
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// Records what an agent reports, from the loop thread, for the test's thread to read.
 final class ICERecorder: ICEAgentDelegate, Sendable {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// Hand-assembled RTCP, so the expectations do not depend on the code under test.
 enum RTCPWire {

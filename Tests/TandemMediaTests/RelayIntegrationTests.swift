@@ -3,6 +3,7 @@ import TandemMediaTestSupport
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// The relay with two in-process WebRTC endpoints (libnice, DTLS, SRTP) on loopback: what one sends,
 /// the other gets, under the relay's SSRC; keyframe requests and NACKs are handled as a relay must.

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// The relay leg's lifecycle as event → action tables.
 @Suite struct RelayLegMachineTests {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 /// Offers as real clients write them, and the relay's side of the answer.
 enum SDPFixtures {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import TandemMedia
+@testable import TandemMediaCore
 
 func hex(_ s: String) -> [UInt8] {
     var out: [UInt8] = []

@@ -1,6 +1,7 @@
 import Foundation
 import TandemArbiter
 import TandemMedia
+import TandemMediaCore
 import TandemProtocol
 import TandemSFU
 import Testing

@@ -7,6 +7,7 @@ import CRelayFloor
 import Glibc
 import Synchronization
 import TandemMedia
+import TandemMediaCore
 import TandemMediaTestSupport
 
 struct Options {

@@ -20,9 +20,9 @@ public enum SDPDirection: String, Sendable {
         }
     }
 
-    var sends: Bool { self == .sendrecv || self == .sendonly }
+    package var sends: Bool { self == .sendrecv || self == .sendonly }
     /// Whether this side receives media.
-    var receives: Bool { self == .sendrecv || self == .recvonly }
+    package var receives: Bool { self == .sendrecv || self == .recvonly }
 }
 
 /// `a=setup` (RFC 4145 / 5763): which side opens the DTLS handshake.
@@ -551,6 +551,11 @@ public struct NegotiatedMedia: Sendable, Equatable {
         self.localSSRC = localSSRC
         self.rtcpReducedSize = rtcpReducedSize
     }
+}
+
+/// Which end of the DTLS handshake a leg plays (SDP `a=setup`: `active` is the client).
+public enum DTLSRole: Sendable, Equatable {
+    case client, server
 }
 
 /// The relay's answer: its text, the accepted sections in offer order, and its DTLS role.

@@ -1,14 +1,14 @@
 /// Big-endian access to packet bytes, for RTP and RTCP alike; callers check the bounds.
 extension UnsafeRawBufferPointer {
-    @inline(__always) func u16(_ offset: Int) -> UInt16 { UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
-    @inline(__always) func u32(_ offset: Int) -> UInt32 { UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
+    @inline(__always) package func u16(_ offset: Int) -> UInt16 { UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
+    @inline(__always) package func u32(_ offset: Int) -> UInt32 { UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
 }
 
 extension UnsafeMutableRawBufferPointer {
-    @inline(__always) func u16(_ offset: Int) -> UInt16 { UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
-    @inline(__always) func u32(_ offset: Int) -> UInt32 { UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
-    @inline(__always) func put(_ value: UInt16, at offset: Int) { storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self) }
-    @inline(__always) func put(_ value: UInt32, at offset: Int) { storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self) }
+    @inline(__always) package func u16(_ offset: Int) -> UInt16 { UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
+    @inline(__always) package func u32(_ offset: Int) -> UInt32 { UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
+    @inline(__always) package func put(_ value: UInt16, at offset: Int) { storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self) }
+    @inline(__always) package func put(_ value: UInt32, at offset: Int) { storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self) }
 }
 
 /// RFC 7983 demultiplexing of what arrives on an ICE component (STUN is libnice's).
@@ -150,50 +150,14 @@ public struct OutgoingRTPStream: Sendable {
 }
 
 /// RTCP the relay writes itself.
-enum RTCPWriter {
+package enum RTCPWriter {
     /// A Picture Loss Indication (RFC 4585 6.3.1): asks `mediaSSRC`'s sender for a keyframe. 12 bytes.
-    static func pictureLoss(into packet: UnsafeMutableRawBufferPointer, sender: UInt32, media: UInt32) -> Int {
+    package static func pictureLoss(into packet: UnsafeMutableRawBufferPointer, sender: UInt32, media: UInt32) -> Int {
         packet[0] = 0x81
         packet[1] = 206
         packet.put(UInt16(2), at: 2)
         packet.put(sender, at: 4)
         packet.put(media, at: 8)
         return 12
-    }
-}
-
-/// The last packets a leg sent on one stream, kept encrypted: a NACK is answered by sending the very
-/// same bytes again (protecting one sequence number twice would reuse the SRTP keystream).
-/// Preallocated; storing and looking up never allocate.
-final class RetransmissionBuffer {
-    let slots: Int
-    let slotSize: Int
-    private let storage: UnsafeMutableRawBufferPointer
-    private var sequences: [Int32]
-    private var lengths: [Int]
-
-    init(slots: Int = 256, slotSize: Int = 1500 + SRTPSession.maxTrailer) {
-        self.slots = slots
-        self.slotSize = slotSize
-        storage = .allocate(byteCount: slots * slotSize, alignment: 16)
-        sequences = [Int32](repeating: -1, count: slots)
-        lengths = [Int](repeating: 0, count: slots)
-    }
-
-    deinit { storage.deallocate() }
-
-    func store(seq: UInt16, _ packet: UnsafeRawBufferPointer) {
-        guard packet.count <= slotSize else { return }
-        let slot = Int(seq) % slots
-        UnsafeMutableRawBufferPointer(rebasing: storage[slot * slotSize..<slot * slotSize + packet.count]).copyMemory(from: packet)
-        sequences[slot] = Int32(seq)
-        lengths[slot] = packet.count
-    }
-
-    /// The stored packet for `seq`, valid until the next `store`.
-    func packet(seq: UInt16) -> UnsafeRawBufferPointer? {
-        let slot = Int(seq) % slots
-        guard sequences[slot] == Int32(seq) else { return nil }
-        return UnsafeRawBufferPointer(rebasing: storage[slot * slotSize..<slot * slotSize + lengths[slot]])
     }
 }
