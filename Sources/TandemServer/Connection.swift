@@ -4,7 +4,7 @@ import NIOWebSocket
 import TandemProtocol
 
 /// One signaling socket as the rest of the server sees it. Whoever produces a frame (the socket's own
-/// reader before the join, its room after) writes it straight into the socket's channel: no writer task
+/// reader before the join, its session after) writes it straight into the socket's channel: no writer task
 /// and no hop through the cooperative pool on the way out. A socket that stops reading is closed with
 /// 1008 once more than `maxQueued` frames wait behind its full send buffer (it may resume). Closing goes
 /// through the socket's WebSocket handler, so the close handshake is done properly, after every frame

@@ -13,8 +13,8 @@ public final class ServerMetrics: Sendable {
     let connections: Gauge
     let sessions: Gauge
     let participants: Gauge
-    /// Room tasks running: one per session, until its mailbox is drained after the session ends.
-    let roomTasks: Gauge
+    /// LiveSession tasks running: one per session, until its mailbox is drained after the session ends.
+    let sessionTasks: Gauge
     let messagesIn: [String: Counter]
     let messagesOut: [String: Counter]
     let errors: [ErrorCode: Counter]
@@ -36,7 +36,7 @@ public final class ServerMetrics: Sendable {
         connections = registry.makeGauge(descriptor: Self.name("tandem_connections", "Open signaling sockets"))
         sessions = registry.makeGauge(descriptor: Self.name("tandem_sessions", "Sessions with at least one participant on this node"))
         participants = registry.makeGauge(descriptor: Self.name("tandem_participants", "Participants on this node, reconnecting included"))
-        roomTasks = registry.makeGauge(descriptor: Self.name("tandem_room_tasks", "Session tasks running on this node"))
+        sessionTasks = registry.makeGauge(descriptor: Self.name("tandem_session_tasks", "Session tasks running on this node"))
         messagesIn = Dictionary(
             uniqueKeysWithValues: Self.clientTypes.map {
                 ($0, registry.makeCounter(descriptor: Self.name("tandem_messages_in_total", "Client messages by type"), labels: [("type", $0)]))

@@ -10,7 +10,7 @@ import TandemProtocol
 import TandemSFU
 import TandemStore
 
-/// The sessions live on this node, and the services every room shares: configuration, store, metrics,
+/// The sessions live on this node, and the services every one shares: configuration, store, metrics,
 /// clocks and id generation. As a `Service` it drives time (heartbeat timeouts, stale peers) and the
 /// store's cleanup, and drains on shutdown.
 public final class SignalingHub: Service, Sendable {
@@ -28,7 +28,7 @@ public final class SignalingHub: Service, Sendable {
     public let sfu: (any SFUProvider)?
     let sfuRooms: SFURooms?
     private let origin = ContinuousClock.now
-    private let rooms = NIOLockedValueBox<[SessionID: Room]>([:])
+    private let sessions = NIOLockedValueBox<[SessionID: LiveSession]>([:])
     private let state = NIOLockedValueBox(HubState())
     private let nextConnection = NIOLockedValueBox<UInt64>(0)
     /// Sockets that have not joined yet, with the time by which they must.
@@ -109,21 +109,21 @@ public final class SignalingHub: Service, Sendable {
         guard isReady else { return .rejected(ProtocolError(.providerUnavailable, "the server is draining; try another node")) }
         while true {
             let session = context.request.session
-            let room: Room
-            if let existing = rooms.withLockedValue({ $0[session] }) {
-                room = existing
+            let live: LiveSession
+            if let existing = sessions.withLockedValue({ $0[session] }) {
+                live = existing
             } else {
                 let lastEpoch = (try? await store.lastEpoch(session)) ?? 0
-                room = rooms.withLockedValue { rooms in
-                    if let raced = rooms[session] { return raced }
-                    let created = Room(session: session, hub: self, lastEpoch: lastEpoch)
-                    rooms[session] = created
+                live = sessions.withLockedValue { sessions in
+                    if let raced = sessions[session] { return raced }
+                    let created = LiveSession(session: session, hub: self, lastEpoch: lastEpoch)
+                    sessions[session] = created
                     metrics.sessions.increment()
                     return created
                 }
             }
             let outcome = await withCheckedContinuation { (reply: CheckedContinuation<JoinOutcome, Never>) in
-                if !room.post(.join(context, reply)) { reply.resume(returning: .retry) }
+                if !live.post(.join(context, reply)) { reply.resume(returning: .retry) }
             }
             if case .retry = outcome {
                 await Task.yield()
@@ -133,38 +133,38 @@ public final class SignalingHub: Service, Sendable {
         }
     }
 
-    /// A room's session ended: forget it, so that the next join starts a new one.
-    func roomClosed(_ session: SessionID) {
-        let room = rooms.withLockedValue { $0.removeValue(forKey: session) }
-        if let room {
+    /// A live's session ended: forget it, so that the next join starts a new one.
+    func sessionClosed(_ session: SessionID) {
+        let live = sessions.withLockedValue { $0.removeValue(forKey: session) }
+        if let live {
             metrics.sessions.decrement()
-            room.finishMailbox()
+            live.finishMailbox()
         }
     }
 
-    private func allRooms() -> [Room] { rooms.withLockedValue { Array($0.values) } }
+    private func allLive() -> [LiveSession] { sessions.withLockedValue { Array($0.values) } }
 
     /// The live view of a session on this node, if it has one here.
-    public func snapshot(_ session: SessionID) async -> RoomSnapshot? {
-        guard let room = rooms.withLockedValue({ $0[session] }) else { return nil }
-        return await withCheckedContinuation { (reply: CheckedContinuation<RoomSnapshot?, Never>) in
-            if !room.post(.snapshot(reply)) { reply.resume(returning: nil) }
+    public func snapshot(_ session: SessionID) async -> SessionSnapshot? {
+        guard let live = sessions.withLockedValue({ $0[session] }) else { return nil }
+        return await withCheckedContinuation { (reply: CheckedContinuation<SessionSnapshot?, Never>) in
+            if !live.post(.snapshot(reply)) { reply.resume(returning: nil) }
         }
     }
 
     /// An operator's coordinated switch.
     public func forceSwitch(_ session: SessionID, to name: ProviderName) async -> Result<ProviderState, ProtocolError> {
-        guard let room = rooms.withLockedValue({ $0[session] }) else {
+        guard let live = sessions.withLockedValue({ $0[session] }) else {
             return .failure(ProtocolError(.notJoined, "no live session \(session)"))
         }
         return await withCheckedContinuation { (reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>) in
-            if !room.post(.forceSwitch(name, reply)) { reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
+            if !live.post(.forceSwitch(name, reply)) { reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
         }
     }
 
     // MARK: Service
 
-    /// Ticks every room once a second and cleans the store once a minute until shutdown; then drains.
+    /// Ticks every live session once a second and cleans the store once a minute until shutdown; then drains.
     public func run() async throws {
         do {
             let ended = try await store.endSessionsLeftOpen(atMs: wallMs())
@@ -181,7 +181,7 @@ public final class SignalingHub: Service, Sendable {
                     break
                 }
                 self.closeLateJoiners()
-                for room in self.allRooms() { room.post(.tick) }
+                for live in self.allLive() { live.post(.tick) }
                 sinceCleanup += 1
                 if sinceCleanup >= 60 {
                     sinceCleanup = 0
@@ -210,6 +210,6 @@ public final class SignalingHub: Service, Sendable {
     /// Stops accepting joins and tells every socket to resume elsewhere (close 4000).
     public func drain() {
         state.withLockedValue { $0.draining = true }
-        for room in allRooms() { room.post(.drain) }
+        for live in allLive() { live.post(.drain) }
     }
 }

@@ -8,7 +8,7 @@ import TandemJWT
 import TandemProtocol
 
 /// Serves one signaling WebSocket: reads and validates client messages, checks the join and its token,
-/// and hands everything after the join to the session's room, which writes to the socket's `Connection`.
+/// and hands everything after the join to its `LiveSession`, which writes to the socket's `Connection`.
 struct SignalingSocket {
     let hub: SignalingHub
     let connection: Connection
@@ -16,7 +16,7 @@ struct SignalingSocket {
 
     private enum Joined {
         case no
-        case yes(ParticipantID, Room)
+        case yes(ParticipantID, LiveSession)
         case left
     }
 
@@ -50,7 +50,7 @@ struct SignalingSocket {
     private func read(_ inbound: WebSocketInboundStream) async {
         var joined = Joined.no
         var limit = SocketRateLimit(rate: hub.config.rateLimitPerSecond, burst: hub.config.rateLimitBurst, now: hub.now())
-        // Set once this reader asked for a close, which a joined socket's room carries out later.
+        // Set once this reader asked for a close, which a joined socket's session carries out later.
         var closeAsked = false
         do {
             for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
@@ -94,8 +94,8 @@ struct SignalingSocket {
                         joined = .yes(result.0, result.1)
                         hub.forgetJoin(connection)
                     }
-                case .yes(let id, let room):
-                    if !room.post(.message(id, connection: connection.id, decoded)) {
+                case .yes(let id, let live):
+                    if !live.post(.message(id, connection: connection.id, decoded)) {
                         connection.close(code: CloseCode.normal, reason: "the session has ended")
                     }
                     if case .leave = decoded { joined = .left }
@@ -106,13 +106,13 @@ struct SignalingSocket {
         } catch {
             logger.debug("socket read ended", metadata: ["error": "\(error)"])
         }
-        if case .yes(let id, let room) = joined {
-            room.post(.socketClosed(id, connection: connection.id))
+        if case .yes(let id, let live) = joined {
+            live.post(.socketClosed(id, connection: connection.id))
         }
     }
 
     /// Checks the token, then asks the hub to join. Nil if refused (the error is already sent).
-    private func join(_ request: JoinRequest) async -> (ParticipantID, Room)? {
+    private func join(_ request: JoinRequest) async -> (ParticipantID, LiveSession)? {
         var identity: String?
         var request = request
         if let token = request.token {
@@ -137,8 +137,8 @@ struct SignalingSocket {
         }
         let outcome = await hub.join(JoinContext(request: request, identity: identity, connection: connection, receivedAt: .now))
         switch outcome {
-        case .joined(let id, let room):
-            return (id, room)
+        case .joined(let id, let live):
+            return (id, live)
         case .rejected(let error):
             refuse(error.with(ref: "join"), close: nil)
             return nil
@@ -156,16 +156,16 @@ struct SignalingSocket {
         if let close { connection.close(code: close, reason: error.message) }
     }
 
-    /// Closes the socket after whatever it has been sent so far; a joined socket's room sends that, so
-    /// the close goes through the room too.
+    /// Closes the socket after whatever it has been sent so far; a joined socket's session sends that,
+    /// so the close goes through the session too.
     private func close(_ code: UInt16, _ reason: String, _ joined: Joined) {
-        if case .yes(let id, let room) = joined, room.post(.close(id, connection: connection.id, code: code, reason: reason)) { return }
+        if case .yes(let id, let live) = joined, live.post(.close(id, connection: connection.id, code: code, reason: reason)) { return }
         connection.close(code: code, reason: reason)
     }
 
     private func reject(_ error: ProtocolError, _ joined: Joined) {
-        if case .yes(let id, let room) = joined {
-            room.post(.reject(id, connection: connection.id, error))
+        if case .yes(let id, let live) = joined {
+            live.post(.reject(id, connection: connection.id, error))
         } else {
             refuse(error, close: nil)
         }

@@ -149,7 +149,7 @@ struct HardeningTests {
             #expect(await server.hub.snapshot(SessionID("s1")!) == nil)
             // Each refused room's task ends too, once its mailbox is drained.
             try await within(10, "the refused rooms' tasks to end") {
-                while try await server.metric("tandem_room_tasks") != 1 { try await Task.sleep(for: .milliseconds(20)) }
+                while try await server.metric("tandem_session_tasks") != 1 { try await Task.sleep(for: .milliseconds(20)) }
             }
         }
     }

@@ -137,7 +137,7 @@ struct Snapshot {
     var empty: Bool { sessions == 0 && tasks == 0 && participants == 0 && sockets == 0 }
 
     var line: String {
-        String(format: "RSS %.1f MB, heap in use %.1f MB, %d fds, %d threads, %d sessions, %d room tasks, %d participants, %d sockets",
+        String(format: "RSS %.1f MB, heap in use %.1f MB, %d fds, %d threads, %d sessions, %d session tasks, %d participants, %d sockets",
             Double(rss) / 1e6, Double(heap) / 1e6, fds, threads, sessions, tasks, participants, sockets)
     }
 
@@ -147,7 +147,7 @@ struct Snapshot {
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task").count) ?? -1
         // One of the sockets is the one reading these figures.
         return Snapshot(
-            rss: server.rss(), fds: fds, threads: threads, sessions: Int(m["tandem_sessions"] ?? -1), tasks: Int(m["tandem_room_tasks"] ?? -1),
+            rss: server.rss(), fds: fds, threads: threads, sessions: Int(m["tandem_sessions"] ?? -1), tasks: Int(m["tandem_session_tasks"] ?? -1),
             sockets: Int(m["tandem_connections"] ?? -1), participants: Int(m["tandem_participants"] ?? -1),
             heap: Int(m[#"tandem_heap_bytes{state="in_use"}"#] ?? -1))
     }

@@ -27,10 +27,10 @@ struct ParkedJoin {
 
 /// The session's SFU room. The arbiter says when it is wanted (`prepareSFU`); the room and a token per
 /// participant are then made in the background, and the arbiter hears whether a switch to the SFU
-/// would wait (`sfuReadiness`) or the service failed (`sfuFailed`). The room's task never waits for the
+/// would wait (`sfuReadiness`) or the service failed (`sfuFailed`). The session's task never waits for the
 /// service: a join that lands on the SFU, and an operator's switch to it, wait as `parkedJoin` and
 /// `switchWaiters` while the session's other events go on, and are settled when a preparation ends.
-extension RoomCore {
+extension LiveSessionCore {
     func sfuAccess(for id: ParticipantID) -> SFUAccess? {
         guard let sfu = hub.sfu, let room = sfuRoom, let token = sfuTokens[id] else { return nil }
         return SFUAccess(provider: sfu.name, url: room.url, token: token)
@@ -50,47 +50,47 @@ extension RoomCore {
     }
 
     /// Starts making what is missing in the background, unless that is under way already.
-    func startSFU(room: Room?) {
-        guard let sfu = hub.sfu, let room, sfuTask == nil, !closed else { return }
+    func startSFU(live: LiveSession?) {
+        guard let sfu = hub.sfu, let live, sfuTask == nil, !closed else { return }
         let missing = withoutToken()
         guard sfuRoom == nil || !missing.isEmpty else { return }
         let work = preparation(sfu, missing: missing)
         let attempt = sfuAttempts
-        let task = Task { [weak room] in
+        let task = Task { [weak live] in
             let result = await work()
-            room?.post(.sfuPrepared(attempt: attempt, result))
+            live?.post(.sfuPrepared(attempt: attempt, result))
             return result
         }
         sfuTask = (attempt, task)
     }
 
-    /// A join waits for the room and its token (the preparation under way settles it, or starts another).
-    func park(_ joining: ParkedJoin, room: Room) {
+    /// A join waits for the SFU room and its token (the preparation under way settles it, or starts another).
+    func park(_ joining: ParkedJoin, live: LiveSession) {
         parkedJoin = joining
-        startSFU(room: room)
+        startSFU(live: live)
     }
 
-    /// An operator's switch waits for the room and every participant's token.
-    func awaitSFU(switching reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>, room: Room) {
+    /// An operator's switch waits for the SFU room and every participant's token.
+    func awaitSFU(switching reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>, live: LiveSession) {
         switchWaiters.append((sfuAttempts, reply))
-        startSFU(room: room)
+        startSFU(live: live)
     }
 
     /// Once no preparation is under way: what waited for the service goes on, or hears that it failed,
     /// or a preparation starts for it; then the joins queued behind a settled join go.
-    func settleSFUWaiters(room: Room) async {
+    func settleSFUWaiters(live: LiveSession) async {
         guard sfuTask == nil, !closed else { return }
         if let joining = parkedJoin {
             let stillNeeded = arbiter.joinNeedsSFU(offered: joining.offered, chosen: joining.current?.0)
             if !stillNeeded || sfuReady(joining: joining.id) {
                 parkedJoin = nil
-                await finishJoin(await admit(joining, room: room), joining.reply)
+                await finishJoin(await admit(joining, live: live), joining.reply)
             } else if let failure = lastSFUFailure, failure.attempt > joining.since {
                 parkedJoin = nil
                 sfuTokens[joining.id] = nil
                 await finishJoin(.rejected(ProtocolError(.providerUnavailable, "the SFU service failed: \(failure.error)")), joining.reply)
             } else {
-                startSFU(room: room)
+                startSFU(live: live)
             }
         }
         if !switchWaiters.isEmpty, !closed {
@@ -105,16 +105,16 @@ extension RoomCore {
                     waiter.reply.resume(returning: .failure(ProtocolError(.providerUnavailable, "the SFU service failed: \(failure.error)")))
                     return true
                 }
-                if !switchWaiters.isEmpty { startSFU(room: room) }
+                if !switchWaiters.isEmpty { startSFU(live: live) }
             }
         }
         while parkedJoin == nil, !closed, !queuedJoins.isEmpty {
             let (context, reply) = queuedJoins.removeFirst()
-            await startJoin(context, reply, room: room)
+            await startJoin(context, reply, live: live)
         }
     }
 
-    /// The room closed: a waiting join asks the hub again (a new room), a waiting switch has nothing to move.
+    /// The live session closed: a waiting join asks the hub again (a new session), a waiting switch has nothing to move.
     func releaseSFUWaiters() {
         if let joining = parkedJoin { joining.reply.resume(returning: .retry) }
         parkedJoin = nil
@@ -136,7 +136,7 @@ extension RoomCore {
         for reply in waiting { await finishJoin(.rejected(error), reply) }
     }
 
-    /// The work of one preparation, to run off the room's task.
+    /// The work of one preparation, to run off the session's task.
     private func preparation(_ sfu: any SFUProvider, missing: [ParticipantID]) -> @Sendable () async -> Result<SFUMade, SFUError> {
         sfuAttempts += 1
         let known = sfuRoom
@@ -211,24 +211,24 @@ extension RoomCore {
 
     /// After every event: settles what waits for the service, tells the arbiter whether a switch to the SFU would wait, and has tokens made
     /// for participants who joined after the room (unless the service just failed).
-    func syncSFU(room: Room) async {
+    func syncSFU(live: LiveSession) async {
         guard hub.sfu != nil, !closed else { return }
-        await settleSFUWaiters(room: room)
+        await settleSFUWaiters(live: live)
         guard !closed else { return }
         let ready = sfuRoom != nil && everyoneHasAToken
         if ready != arbiter.sfuReady { await perform(arbiter.sfuReadiness(ready, now: hub.now())) }
-        if sfuRoom != nil, !ready, sfuError == nil { startSFU(room: room) }
+        if sfuRoom != nil, !ready, sfuError == nil { startSFU(live: live) }
     }
 
     /// Once a second: a room in its last quarter of life is made afresh (the adapter extends it) before
     /// a switch could send anybody to it; a session already on it keeps it.
-    func renewSFURoom(room: Room) {
+    func renewSFURoom(live: LiveSession) {
         guard let made = sfuRoom, let exp = made.expiresAt, sfuTask == nil, arbiter.provider != .sfu,
             let ttl = hub.config.sfu?.roomTTL.components.seconds, exp - hub.wallMs() / 1000 < ttl / 4
         else { return }
         sfuRoom = nil
         sfuTokens = [:]
-        startSFU(room: room)
+        startSFU(live: live)
     }
 
     /// The session ended: its room goes (after a preparation under way, which may be making it). The

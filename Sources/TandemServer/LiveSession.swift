@@ -17,10 +17,10 @@ struct JoinContext: Sendable {
 }
 
 enum JoinOutcome: Sendable {
-    case joined(ParticipantID, Room)
+    case joined(ParticipantID, LiveSession)
     /// Refused; the socket stays open and unjoined unless the code calls for a close.
     case rejected(ProtocolError)
-    /// The room closed meanwhile: ask the hub again.
+    /// The live session closed meanwhile: ask the hub again.
     case retry
 }
 
@@ -37,13 +37,13 @@ public struct ParticipantSnapshot: Sendable {
     public var relay: RelayLegStats?
 }
 
-public struct RoomSnapshot: Sendable {
+public struct SessionSnapshot: Sendable {
     public var provider: ProviderName?
     public var epoch: Int
     public var participants: [ParticipantSnapshot]
 }
 
-enum RoomEvent: Sendable {
+enum SessionEvent: Sendable {
     case join(JoinContext, CheckedContinuation<JoinOutcome, Never>)
     case message(ParticipantID, connection: UInt64, ClientMessage)
     case socketClosed(ParticipantID, connection: UInt64)
@@ -53,7 +53,7 @@ enum RoomEvent: Sendable {
     case close(ParticipantID, connection: UInt64, code: UInt16, reason: String)
     case tick
     case forceSwitch(ProviderName, CheckedContinuation<Result<ProviderState, ProtocolError>, Never>)
-    case snapshot(CheckedContinuation<RoomSnapshot?, Never>)
+    case snapshot(CheckedContinuation<SessionSnapshot?, Never>)
     case drain
     /// What the media relay's leg for a participant said (answers, candidates, media state).
     case relay(RelayOutput)
@@ -64,25 +64,25 @@ enum RoomEvent: Sendable {
 /// One live session on this node. Every event for it goes through one mailbox and is handled by one
 /// task in arrival order, so the arbiter, sequence numbers and store writes of a session never race, and
 /// a busy session never holds up another.
-final class Room: Sendable {
+final class LiveSession: Sendable {
     let session: SessionID
-    private let mailbox: AsyncStream<RoomEvent>.Continuation
+    private let mailbox: AsyncStream<SessionEvent>.Continuation
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
-        let (stream, continuation) = AsyncStream<RoomEvent>.makeStream()
+        let (stream, continuation) = AsyncStream<SessionEvent>.makeStream()
         mailbox = continuation
-        let core = RoomCore(session: session, hub: hub, lastEpoch: lastEpoch)
-        hub.metrics.roomTasks.increment()
+        let core = LiveSessionCore(session: session, hub: hub, lastEpoch: lastEpoch)
+        hub.metrics.sessionTasks.increment()
         Task { [self] in
-            await core.run(stream, room: self)
-            hub.metrics.roomTasks.decrement()
+            await core.run(stream, live: self)
+            hub.metrics.sessionTasks.decrement()
         }
     }
 
-    /// Queues an event; false if the room has closed.
+    /// Queues an event; false if the live session has closed.
     @discardableResult
-    func post(_ event: RoomEvent) -> Bool {
+    func post(_ event: SessionEvent) -> Bool {
         if case .terminated = mailbox.yield(event) { return false }
         return true
     }
@@ -90,8 +90,8 @@ final class Room: Sendable {
     func finishMailbox() { mailbox.finish() }
 }
 
-/// The state of one room, confined to the room's task.
-final class RoomCore {
+/// The state of one live session, confined to its task.
+final class LiveSessionCore {
     struct Member {
         var connection: Connection?
         var nextSeq = 1
@@ -142,15 +142,15 @@ final class RoomCore {
     /// Frames sent while handling the current event, written to the store's resume log after it.
     var pendingLog: [LoggedMessage] = []
 
-    /// The room whose mailbox feeds this core, for work that reports back to it.
-    weak var roomRef: Room?
+    /// The live session whose mailbox feeds this core, for work that reports back to it.
+    weak var liveSession: LiveSession?
 
-    func run(_ events: AsyncStream<RoomEvent>, room: Room) async {
-        roomRef = room
+    func run(_ events: AsyncStream<SessionEvent>, live: LiveSession) async {
+        liveSession = live
         for await event in events {
-            await handle(event, room: room)
-            syncRelay(room: room)
-            await syncSFU(room: room)
+            await handle(event, live: live)
+            syncRelay(live: live)
+            await syncSFU(live: live)
             if !pendingLog.isEmpty {
                 do {
                     try await hub.store.appendMessages(session, pendingLog)
@@ -162,7 +162,7 @@ final class RoomCore {
         }
     }
 
-    private func handle(_ event: RoomEvent, room: Room) async {
+    private func handle(_ event: SessionEvent, live: LiveSession) async {
         switch event {
         case let .join(context, reply):
             guard !closed else { return reply.resume(returning: .retry) }
@@ -173,7 +173,7 @@ final class RoomCore {
                 }
                 return queuedJoins.append((context, reply))
             }
-            await startJoin(context, reply, room: room)
+            await startJoin(context, reply, live: live)
         case let .message(id, connection, message):
             guard !closed, members[id]?.connection?.id == connection else { return }
             await handleMessage(id, message)
@@ -192,12 +192,12 @@ final class RoomCore {
         case .tick:
             guard !closed else { return }
             await perform(arbiter.tick(now: hub.now()))
-            renewSFURoom(room: room)
+            renewSFURoom(live: live)
         case let .forceSwitch(name, reply):
             guard !closed else { return reply.resume(returning: .failure(ProtocolError(.notJoined, "the session has ended"))) }
             if name == .sfu, hub.sfu != nil, arbiter.provider != nil, !sfuReady() {
-                // The room and tokens are made off this task; the switch happens when they exist.
-                return awaitSFU(switching: reply, room: room)
+                // The SFU room and tokens are made off this task; the switch happens when they exist.
+                return awaitSFU(switching: reply, live: live)
             }
             await forceSwitch(to: name, reply)
         case .snapshot(let reply):
@@ -216,12 +216,12 @@ final class RoomCore {
     // MARK: Join and resume
 
     /// Starts a join: its outcome now, or later when it waits for the SFU service.
-    func startJoin(_ context: JoinContext, _ reply: CheckedContinuation<JoinOutcome, Never>, room: Room) async {
-        guard let outcome = await join(context, reply, room: room) else { return }
+    func startJoin(_ context: JoinContext, _ reply: CheckedContinuation<JoinOutcome, Never>, live: LiveSession) async {
+        guard let outcome = await join(context, reply, live: live) else { return }
         await finishJoin(outcome, reply)
     }
 
-    /// Answers a join. Nobody in the session and nothing waiting on it: a refused join leaves no room
+    /// Answers a join. Nobody in the session and nothing waiting on it: a refused join leaves no live session
     /// behind (a claim it made in the store ends too), before the joiner hears of it.
     func finishJoin(_ outcome: JoinOutcome, _ reply: CheckedContinuation<JoinOutcome, Never>) async {
         if case .rejected = outcome, !closed, members.isEmpty, arbiter.isEmpty, parkedJoin == nil, queuedJoins.isEmpty {
@@ -231,10 +231,10 @@ final class RoomCore {
     }
 
     /// Nil when the join waits for the SFU service (`parkedJoin` holds it and its reply).
-    private func join(_ context: JoinContext, _ reply: CheckedContinuation<JoinOutcome, Never>, room: Room) async -> JoinOutcome? {
+    private func join(_ context: JoinContext, _ reply: CheckedContinuation<JoinOutcome, Never>, live: LiveSession) async -> JoinOutcome? {
         let request = context.request
         if let resume = request.resume {
-            return await self.resume(resume, context, room: room)
+            return await self.resume(resume, context, live: live)
         }
         var actions: [ArbiterAction] = []
         // The same identity joining again replaces its older participant; the session goes on even if
@@ -266,14 +266,14 @@ final class RoomCore {
             since: sfuAttempts)
         if hub.sfu != nil, arbiter.joinNeedsSFU(offered: offered, chosen: current?.0), !sfuReady(joining: joining.id) {
             // The joiner lands on the SFU: its room and the joiner's token come first, made off this task.
-            park(joining, room: room)
+            park(joining, live: live)
             return nil
         }
-        return await admit(joining, room: room)
+        return await admit(joining, live: live)
     }
 
     /// Admits a joiner whose SFU room and token, if it lands there, exist.
-    func admit(_ joining: ParkedJoin, room: Room) async -> JoinOutcome {
+    func admit(_ joining: ParkedJoin, live: LiveSession) async -> JoinOutcome {
         let id = joining.id
         var actions: [ArbiterAction] = []
         if hub.sfu != nil, arbiter.joinNeedsSFU(offered: joining.offered, chosen: joining.current?.0), sfuReady(joining: id) {
@@ -298,13 +298,13 @@ final class RoomCore {
         hub.metrics.participants.increment()
         hub.metrics.joinLatency.record(ContinuousClock.now - joining.context.receivedAt)
         try? await hub.store.upsertPresence(session, presence(id, state: .active))
-        return .joined(id, room)
+        return .joined(id, live)
     }
 
     /// An operator's switch, with the SFU's room and tokens made if it goes there.
     func forceSwitch(to name: ProviderName, _ reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>) async {
         if name == .sfu, hub.sfu != nil, arbiter.provider != nil {
-            // A switch that was waiting for the room happens now, and is the one asked for.
+            // A switch that was waiting for the SFU room happens now, and is the one asked for.
             let waited = arbiter.sfuReadiness(true, now: hub.now())
             if !waited.isEmpty {
                 await perform(waited)
@@ -319,7 +319,7 @@ final class RoomCore {
         }
     }
 
-    private func resume(_ resume: ResumeRequest, _ context: JoinContext, room: Room) async -> JoinOutcome {
+    private func resume(_ resume: ResumeRequest, _ context: JoinContext, live: LiveSession) async -> JoinOutcome {
         let refused = ProtocolError(.resumeFailed, "cannot resume: join afresh", ref: "join")
         guard let member = members[resume.participant], member.resumeKey == resume.key, resume.lastSeq < member.nextSeq else {
             return .rejected(refused)
@@ -336,7 +336,7 @@ final class RoomCore {
         sendWelcome(id, resumeKey: member.resumeKey, resumed: true)
         await perform(arbiter.resumed(id, now: hub.now()))
         try? await hub.store.upsertPresence(session, presence(id, state: .active))
-        return .joined(id, room)
+        return .joined(id, live)
     }
 
     // MARK: Messages
@@ -430,7 +430,7 @@ final class RoomCore {
     static let relayGrace: Duration = .seconds(10)
 
     /// Opens the relay when the session is on it, and closes it when the session leaves it or its epoch.
-    func syncRelay(room: Room) {
+    func syncRelay(live: LiveSession) {
         let wanted = !closed && arbiter.provider == .relay
         if let open = relaySession, !wanted || open.epoch != arbiter.epoch {
             relaySession = nil
@@ -441,14 +441,14 @@ final class RoomCore {
                 // Make before break: the old legs carry the call until the clients' new paths do (the
                 // client library closes its old path once the new one has media).
                 Task { [open] in
-                    try? await Task.sleep(for: RoomCore.relayGrace)
+                    try? await Task.sleep(for: LiveSessionCore.relayGrace)
                     open.close()
                 }
             }
         }
         guard wanted, relaySession == nil, let relay = hub.relay else { return }
-        relaySession = relay.open(session: session.rawValue, epoch: arbiter.epoch) { [weak room] output in
-            room?.post(.relay(output))
+        relaySession = relay.open(session: session.rawValue, epoch: arbiter.epoch) { [weak live] output in
+            live?.post(.relay(output))
         }
     }
 
@@ -522,7 +522,7 @@ final class RoomCore {
                 await endSFU()
                 try? await hub.store.endSession(session, atMs: hub.wallMs())
                 closed = true
-                hub.roomClosed(session)
+                hub.sessionClosed(session)
                 releaseSFUWaiters()
             case let .quality(id, score, level):
                 broadcast(.quality(participant: id, score: score, level: level))
@@ -533,7 +533,7 @@ final class RoomCore {
                 try? await hub.store.recordAlert(session, AlertRecord(kind: kind, participant: id, value: value, atMs: hub.wallMs()))
             case .prepareSFU:
                 sfuError = nil
-                startSFU(room: roomRef)
+                startSFU(live: liveSession)
             }
         }
     }
@@ -630,10 +630,10 @@ final class RoomCore {
         PresenceRecord(participant: id, name: arbiter.participants[id]?.name, state: state, node: hub.config.node, lastSeenMs: hub.wallMs())
     }
 
-    private func snapshot() -> RoomSnapshot {
+    private func snapshot() -> SessionSnapshot {
         let now = hub.now()
         let wall = hub.wallMs()
-        return RoomSnapshot(
+        return SessionSnapshot(
             provider: arbiter.provider, epoch: arbiter.epoch,
             participants: arbiter.order.compactMap { id in
                 guard let p = arbiter.participants[id] else { return nil }
