@@ -8,6 +8,16 @@ public enum TURNFraming {
     @inline(__always)
     public static func isChannelData(firstByte: UInt8) -> Bool { firstByte & 0xC0 == 0x40 }
 
+    /// A ChannelData message's channel number and payload (its length field's worth of bytes after the
+    /// 4-byte header; padding after it is ignored); nil when the message is shorter than that.
+    @inline(__always)
+    public static func channelData(_ bytes: UnsafeRawBufferPointer) -> (number: UInt16, payload: UnsafeRawBufferPointer)? {
+        guard bytes.count >= 4 else { return nil }
+        let length = Int(bytes[2]) << 8 | Int(bytes[3])
+        guard length <= bytes.count - 4 else { return nil }
+        return (UInt16(bytes[0]) << 8 | UInt16(bytes[1]), UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + length)]))
+    }
+
     public enum Frame: Equatable, Sendable {
         /// A whole STUN message or ChannelData message of this many bytes, padding included.
         case complete(Int)

@@ -131,20 +131,14 @@ final class TURNShard: @unchecked Sendable {
     private func routeChannelData(_ bytes: UnsafeRawBufferPointer, from client: ClientID)
         -> (Int32, TransportAddress, UnsafeRawBufferPointer)?
     {
-        guard bytes.count >= 4 else {
+        guard let (number, payload) = TURNFraming.channelData(bytes) else {
             server.counters.dropped += 1
             return nil
         }
-        let number = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
-        let length = Int(UInt16(bytes[2]) << 8 | UInt16(bytes[3]))
-        guard length <= bytes.count - 4 else {
-            server.counters.dropped += 1
-            return nil
-        }
-        guard case .peer(let id, let peer) = server.routeChannelData(number, length: length, from: client),
+        guard case .peer(let id, let peer) = server.routeChannelData(number, length: payload.count, from: client),
             let relay = relays[id]?.socket(for: peer.ip.isV6)
         else { return nil }
-        return (relay, peer, UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + length)]))
+        return (relay, peer, payload)
     }
 
     private func readPeers(_ fd: Int32, allocation id: AllocationID) {

@@ -157,6 +157,20 @@ struct STUNCodecTests {
         #expect(TURNFraming.nextFrame([0x00, 0x01, 0x00, 0x05]) == .invalid)
     }
 
+    /// A ChannelData message's header says how much of it is payload; shorter messages are refused and
+    /// padding is left out.
+    @Test(arguments: [
+        ([0x40, 0x01, 0x00], nil),
+        ([0x40, 0x01, 0x00, 0x03, 7, 8], nil),
+        ([0x40, 0x01, 0x00, 0x00], [UInt8]()),
+        ([0x7F, 0xFE, 0x00, 0x03, 7, 8, 9, 0], [7, 8, 9]),
+    ] as [([UInt8], [UInt8]?)])
+    func channelDataHeaderAndPayload(bytes: [UInt8], payload: [UInt8]?) {
+        let parsed = bytes.withUnsafeBytes { raw in TURNFraming.channelData(raw).map { ($0.number, Array($0.payload)) } }
+        #expect(parsed?.1 == payload)
+        if payload != nil { #expect(parsed?.0 == UInt16(bytes[0]) << 8 | UInt16(bytes[1])) }
+    }
+
     @Test func restCredentialsMatchTheSchemeCoturnUses() {
         // The expected password was computed independently with Python's hmac module.
         let (username, password) = TURNCredentials.mint(secret: "north", identity: "alice", expiry: 1_700_000_000)
