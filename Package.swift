@@ -78,11 +78,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // STUN: the message codec and the credentials (REST usernames, long-term keys).
         .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // TURN as a value-type machine (TURNServer) with its policy, peer filter, port pool and framing. No I/O.
+        .target(name: "TandemTURN", dependencies: ["TandemSTUN"], swiftSettings: strict),
+        // TURN's I/O: UDP on epoll threads, TCP and TLS on NIO, driving TandemTURN.
         .target(
-            name: "TandemTURN",
+            name: "TandemTURNService",
             dependencies: [
-                "TandemSTUN", "CDatagramIO",
+                "TandemSTUN", "TandemTURN", "CDatagramIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -108,7 +112,7 @@ let package = Package(
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemWeb", "TandemMedia", "TandemMediaCore", "TandemJWT",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemTURNService", "TandemWeb", "TandemMedia", "TandemMediaCore", "TandemJWT",
                 "TandemSFU", "TandemDailyStandIn", "CHeap",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -166,12 +170,12 @@ let package = Package(
             name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaCore", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
             swiftSettings: strict),
         // Fuzzing: the network parsers as targets (replayed by the tests), and the libFuzzer driver.
-        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemMediaCore", "TandemProtocol", "TandemSTUN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
+        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemMediaCore", "TandemProtocol", "TandemSTUN", "TandemTURN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
         .executableTarget(name: "tandem-fuzz", dependencies: ["TandemFuzzTargets"], path: "Tests/Fuzz/Main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
-        .testTarget(name: "TandemSTUNTests", dependencies: ["TandemSTUN"], swiftSettings: strict),
+        .testTarget(name: "TandemSTUNTests", dependencies: ["TandemSTUN", "TandemTURN"], swiftSettings: strict),
         .testTarget(
             name: "TandemSFUTests",
             dependencies: [
@@ -195,7 +199,7 @@ let package = Package(
         .testTarget(
             name: "TandemServerTests",
             dependencies: [
-                "TandemServer", "TandemSTUN", "TandemTURN", "TandemMedia", "TandemMediaCore", "TandemSFU", "TandemDailyStandIn", "TandemJWT",
+                "TandemServer", "TandemSTUN", "TandemTURN", "TandemTURNService", "TandemMedia", "TandemMediaCore", "TandemSFU", "TandemDailyStandIn", "TandemJWT",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

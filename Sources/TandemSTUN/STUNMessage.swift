@@ -195,12 +195,12 @@ public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
 
 extension FixedWidthInteger {
     /// The integer from network-order bytes (as many as given, at most its width).
-    init<C: Collection<UInt8>>(bigEndianBytes bytes: C) {
+    package init<C: Collection<UInt8>>(bigEndianBytes bytes: C) {
         self = bytes.reduce(0) { $0 << 8 | Self($1) }
     }
 
     /// Its bytes in network order.
-    var bigEndianBytes: [UInt8] {
+    package var bigEndianBytes: [UInt8] {
         (0..<Self.bitWidth / 8).map { UInt8(truncatingIfNeeded: self >> (Self.bitWidth - 8 - 8 * $0)) }
     }
 }

@@ -6,6 +6,7 @@ import TandemMedia
 import TandemMediaCore
 import TandemProtocol
 import TandemSTUN
+import TandemTURN
 import TandemStore
 
 /// The HTTP API of PROTOCOL.md section 6.

@@ -1,6 +1,7 @@
 import Foundation
 import TandemSTUN
 import TandemTURN
+import TandemTURNService
 
 extension ConfigLoader {
     static let turnKeys = [

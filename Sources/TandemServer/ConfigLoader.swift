@@ -4,6 +4,7 @@ import TandemMedia
 import TandemMediaCore
 import TandemProtocol
 import TandemSTUN
+import TandemTURN
 
 /// Merges settings from flags, `TANDEM_*` environment variables and a config file, in that order of
 /// precedence, into a ``ServerConfig``. Every setting has one name: `--heartbeat-interval` is

@@ -3,6 +3,7 @@ import Synchronization
 import TandemProtocol
 import TandemSTUN
 import TandemTURN
+import TandemTURNService
 
 /// Mints the ICE servers of each participant's provider object: the configured static ones, then
 /// STUN and TURN with REST credentials of their own.

@@ -1,6 +1,7 @@
 import Foundation
 import TandemSTUN
 import TandemTURN
+import TandemTURNService
 
 /// Tandem's own TURN service and the credentials it hands out, for itself and for any external TURN
 /// server (coturn) that shares the secret.

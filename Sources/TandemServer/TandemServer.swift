@@ -13,6 +13,7 @@ import TandemMediaCore
 import TandemSFU
 import TandemStore
 import TandemTURN
+import TandemTURNService
 
 /// Opens the configured store.
 public func openStore(_ location: StoreLocation) throws -> any SessionStore {

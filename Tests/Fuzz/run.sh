@@ -37,6 +37,7 @@ module TandemProtocol Sources/TandemProtocol/*.swift
 module TandemMediaCore Sources/TandemMediaCore/*.swift
 module TandemMedia Sources/TandemMedia/*.swift
 module TandemSTUN Sources/TandemSTUN/*.swift
+module TandemTURN Sources/TandemTURN/*.swift
 module TandemFuzzTargets Tests/Fuzz/Targets/*.swift
 swiftc "${flags[@]}" -DFUZZING -module-name tandem_fuzz -c Tests/Fuzz/Main/Fuzz.swift -o "$out/main.o"
 # shellcheck disable=SC2046

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import TandemSTUN
+@testable import TandemTURN
 
 /// RFC 5769's test vectors, written as the hex the RFC prints.
 enum RFC5769 {

@@ -8,6 +8,7 @@ import Testing
 
 @testable import TandemServer
 @testable import TandemTURN
+@testable import TandemTURNService
 
 #if canImport(Glibc)
 import Glibc

@@ -4,6 +4,7 @@ import Testing
 
 @testable import TandemServer
 @testable import TandemTURN
+@testable import TandemTURNService
 
 #if canImport(Glibc)
 import Glibc

@@ -4,6 +4,7 @@ import NIOPosix
 import TandemProtocol
 import TandemSTUN
 import TandemTURN
+import TandemTURNService
 import Testing
 
 @testable import TandemServer

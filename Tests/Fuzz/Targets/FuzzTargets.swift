@@ -2,6 +2,7 @@ import TandemMedia
 import TandemMediaCore
 import TandemProtocol
 import TandemSTUN
+import TandemTURN
 
 /// Every parser that reads bytes a network peer sends, as a function of those bytes. libFuzzer drives
 /// them (`Tests/Fuzz/run.sh`), and the test suite replays the corpus they found through them.
@@ -98,11 +99,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         policy.peerFilter = PeerFilter(allow: [IPPrefix("127.0.0.0/8")!], own: [IPAddress("192.0.2.10")!], relayPorts: 50000...50009)
         policy.unauthenticatedAnswersPerSource = 5
         var time = TURNInstant(monotonic: 1000, unix: 1_800_000_000)
-        var server = TURNServer(
-            policy: policy, resources: RelayResources(.init(ports: 50000...50009, perIdentity: 4)), nonceKey: Array(0..<32), now: time)
+        var server = TURNMachine(
+            policy: policy, resources: AllocationResources(.init(ports: 50000...50009, perIdentity: 4)), nonceKey: Array(0..<32), now: time)
         var nonces = ["", "", ""]
         var allocations: [AllocationID] = []
-        func perform(_ actions: [TURNServer.Action]) {
+        func perform(_ actions: [TURNMachine.Action]) {
             for action in actions {
                 switch action {
                 case .reply(let bytes, let client):

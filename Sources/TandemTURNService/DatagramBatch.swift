@@ -1,5 +1,6 @@
 import CDatagramIO
 import TandemSTUN
+import TandemTURN
 
 /// The memory of one round of datagram I/O: received datagrams are read into slots and forwarded
 /// from where they landed, and the sends queued in the round go out together, grouped by socket,

@@ -1,3 +1,4 @@
+import TandemSTUN
 import Synchronization
 
 /// What each source IP address may ask of every shard together, per second: Allocate requests, and

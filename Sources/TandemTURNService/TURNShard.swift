@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TandemSTUN
+import TandemTURN
 
 #if canImport(Glibc)
 import Glibc
@@ -25,12 +26,12 @@ final class TURNShard: @unchecked Sendable {
 
     let index: Int
     let io: EpollThread
-    var server: TURNServer
+    var server: TURNMachine
     let clock: @Sendable () -> TURNInstant
     let logger: Logger
     let metrics: TURNMetrics
     var endpoints: [UInt32: Endpoint] = [:]
-    var relays: [AllocationID: RelaySockets] = [:]
+    var relays: [AllocationID: AllocationSockets] = [:]
     /// What each watched descriptor is, by descriptor number.
     var sockets: [Socket?] = []
     private let nextStreamEndpoint = Atomic<UInt32>(1 << 20)
@@ -47,7 +48,7 @@ final class TURNShard: @unchecked Sendable {
     var closing: [Int32] = []
     let allocator = ByteBufferAllocator()
 
-    init(index: Int, server: TURNServer, clock: @escaping @Sendable () -> TURNInstant, metrics: TURNMetrics, logger: Logger,
+    init(index: Int, server: TURNMachine, clock: @escaping @Sendable () -> TURNInstant, metrics: TURNMetrics, logger: Logger,
         streamIdleSeconds: Double = 10) throws(TURNSetupError)
     {
         self.index = index
@@ -244,7 +245,7 @@ final class TURNShard: @unchecked Sendable {
 
     // MARK: Actions
 
-    func perform(_ actions: [TURNServer.Action]) {
+    func perform(_ actions: [TURNMachine.Action]) {
         for action in actions {
             switch action {
             case .reply(let bytes, let client):
@@ -266,7 +267,7 @@ final class TURNShard: @unchecked Sendable {
     }
 
     private func openRelay(_ id: AllocationID, _ addresses: [TransportAddress]) {
-        var sockets = RelaySockets()
+        var sockets = AllocationSockets()
         for address in addresses {
             var port: UInt16 = 0
             let fd = tandem_udp_open(address.ip.isV6 ? 1 : 0, address.ip.high, address.ip.low, address.port, 0, 0, &port)
@@ -432,7 +433,7 @@ final class StreamClientHandler: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// An allocation's relay sockets: one per address family it was given (RFC 6156).
-struct RelaySockets {
+struct AllocationSockets {
     var v4: Int32?
     var v6: Int32?
 

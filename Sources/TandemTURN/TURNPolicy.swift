@@ -1,3 +1,4 @@
+import TandemSTUN
 /// How a TURN server behaves: credentials, lifetimes, which relay families it has, and its limits.
 public struct TURNPolicy: Sendable {
     public var realm = "tandem"

@@ -1,5 +1,6 @@
 import NIOCore
 import TandemSTUN
+import TandemTURN
 
 #if canImport(Glibc)
 import Glibc

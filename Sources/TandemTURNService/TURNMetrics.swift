@@ -1,5 +1,6 @@
 import Metrics
 import TandemSTUN
+import TandemTURN
 import Synchronization
 
 /// The TURN service's figures in `/metrics`. Shards count without locks and add their deltas here

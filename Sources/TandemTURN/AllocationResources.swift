@@ -1,9 +1,10 @@
+import TandemSTUN
 import Synchronization
 
 /// What all allocations of one server share, whichever loop they live on: the relay port range,
 /// port reservations (EVEN-PORT with R, RESERVATION-TOKEN) and the allocation quotas. Touched only
 /// when an allocation starts or ends, never per packet.
-public final class RelayResources: Sendable {
+public final class AllocationResources: Sendable {
     public struct Limits: Sendable, Equatable {
         public var ports: ClosedRange<UInt16>
         /// Most allocations one identity (the part of the REST username after the colon) may hold; 0 is no limit.

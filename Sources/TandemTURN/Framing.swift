@@ -1,3 +1,4 @@
+import TandemSTUN
 /// ChannelData messages (RFC 8656 §12.4) and the framing of TURN over a byte stream (§12.5).
 public enum TURNFraming {
     /// Channel numbers a client may bind: RFC 8656 narrowed them to 0x4000–0x4FFF, but clients written

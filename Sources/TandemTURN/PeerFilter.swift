@@ -1,3 +1,4 @@
+import TandemSTUN
 /// Which peer addresses an allocation may talk to. By default the ranges a TURN server must not reach
 /// on a client's behalf (loopback, private, link-local, site-local, multicast, unspecified and reserved)
 /// are denied, as coturn does, and so is an IPv6 address that carries a denied IPv4 one (IPv4-mapped or

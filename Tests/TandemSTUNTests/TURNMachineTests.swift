@@ -1,27 +1,28 @@
 import Testing
 
 @testable import TandemSTUN
+@testable import TandemTURN
 
 /// A TURN client played by the test: it builds requests the way coturn's client and browsers do and
 /// reads the server's answers.
 struct Harness {
     static let relayIP = IPAddress("192.0.2.10")!
     static let secret = "s3cret"
-    var server: TURNServer
+    var server: TURNMachine
     var time = TURNInstant(monotonic: 1000, unix: 1_800_000_000)
-    let resources: RelayResources
+    let resources: AllocationResources
 
-    init(policy edit: (inout TURNPolicy) -> Void = { _ in }, limits: RelayResources.Limits = .init(ports: 50000...50009)) {
+    init(policy edit: (inout TURNPolicy) -> Void = { _ in }, limits: AllocationResources.Limits = .init(ports: 50000...50009)) {
         var policy = TURNPolicy()
         policy.secrets = [Self.secret]
         policy.relayIPv4 = Self.relayIP
         policy.peerFilter = .loopbackAllowed
         edit(&policy)
-        resources = RelayResources(limits)
-        server = TURNServer(policy: policy, resources: resources, nonceKey: Array("nonce-key".utf8), now: time)
+        resources = AllocationResources(limits)
+        server = TURNMachine(policy: policy, resources: resources, nonceKey: Array("nonce-key".utf8), now: time)
     }
 
-    mutating func advance(_ seconds: Double) -> [TURNServer.Action] {
+    mutating func advance(_ seconds: Double) -> [TURNMachine.Action] {
         time.monotonic += seconds
         time.unix += Int64(seconds)
         return server.tick(time)
@@ -53,7 +54,7 @@ struct Client {
             b.append(STUNAttribute.realm, string: realm)
             b.append(STUNAttribute.nonce, string: nonce)
             if sha256 {
-                b.append(STUNAttribute.passwordAlgorithms, TURNServer.passwordAlgorithmsValue)
+                b.append(STUNAttribute.passwordAlgorithms, TURNMachine.passwordAlgorithmsValue)
                 b.append(STUNAttribute.passwordAlgorithm, [0, 2, 0, 0])
                 b.appendIntegritySHA256(key: key)
             } else {
@@ -79,7 +80,7 @@ struct Client {
 
     /// Sends a request; on a transaction id of the peer's choosing, the peer's peer address differs.
     mutating func send(_ h: inout Harness, _ method: STUNMethod, _ attributes: [(UInt16, [UInt8])] = [], sha256: Bool = false,
-        id transaction: TransactionID = .random()) -> [TURNServer.Action]
+        id transaction: TransactionID = .random()) -> [TURNMachine.Action]
     {
         if nonce.isEmpty { learnNonce(&h) }
         return h.server.receive(request(method, attributes, sha256: sha256, id: transaction), from: id)
@@ -101,12 +102,12 @@ struct Client {
         return (id, addresses[0])
     }
 
-    func reply(_ actions: [TURNServer.Action]) -> STUNMessage? {
+    func reply(_ actions: [TURNMachine.Action]) -> STUNMessage? {
         for case .reply(let bytes, let to) in actions where to == id { return try? STUNMessage(parsing: bytes) }
         return nil
     }
 
-    func errorCode(_ actions: [TURNServer.Action]) -> Int? {
+    func errorCode(_ actions: [TURNMachine.Action]) -> Int? {
         guard let m = reply(actions), m.messageClass == .error, let v = m.value(STUNAttribute.errorCode), v.count >= 4 else { return nil }
         return Int(v[v.startIndex + 2] & 7) * 100 + Int(v[v.startIndex + 3])
     }
@@ -135,7 +136,7 @@ struct TURNServerTests {
         let rates = SourceRates()
         func shard() -> Harness {
             var h = Harness { $0.unauthenticatedAnswersPerSource = 10 }
-            h.server = TURNServer(policy: h.server.policy, resources: h.resources, nonceKey: Array("nonce-key".utf8), now: h.time, rates: rates)
+            h.server = TURNMachine(policy: h.server.policy, resources: h.resources, nonceKey: Array("nonce-key".utf8), now: h.time, rates: rates)
             return h
         }
         var one = shard()
@@ -323,7 +324,7 @@ struct TURNServerTests {
         var h = Harness()
         var c = Client(expiry: h.time.unix + 100)
         guard let (_, _) = c.allocate(&h) else { Issue.record("no allocation"); return }
-        func lifetime(_ actions: [TURNServer.Action]) -> UInt32? { c.reply(actions)?.uint32(STUNAttribute.lifetime) }
+        func lifetime(_ actions: [TURNMachine.Action]) -> UInt32? { c.reply(actions)?.uint32(STUNAttribute.lifetime) }
         _ = h.advance(300)
         #expect(lifetime(c.send(&h, .refresh, [Client.lifetime(600)])) == 400)
         _ = h.advance(350)
@@ -362,7 +363,7 @@ struct TURNServerTests {
         #expect(c.errorCode(c.send(&h, .createPermission, [Client.peer("192.0.2.10:1")])) == nil, "a permission is per address")
         #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("192.0.2.10:3478")])) == 403)
         #expect(c.errorCode(c.send(&h, .channelBind, [Client.channel(0x4000), Client.peer("192.0.2.10:50001")])) == nil)
-        func send(to peer: String) -> [TURNServer.Action] {
+        func send(to peer: String) -> [TURNMachine.Action] {
             let attribute = Client.peer(peer)
             var b = STUNMessageBuilder(method: .send, class: .indication, transactionID: .random())
             b.append(attribute.0, attribute.1)

@@ -1,7 +1,8 @@
+import TandemSTUN
 /// The TURN server (RFC 8656, RFC 6156) as a state machine: messages and ticks in, actions out. It owns
-/// the allocations of one I/O loop; what loops share lives in ``RelayResources``. It opens no sockets
+/// the allocations of one I/O loop; what loops share lives in ``AllocationResources``. It opens no sockets
 /// and reads no clock: the I/O layer passes the time in and performs the actions.
-public struct TURNServer: Sendable {
+public struct TURNMachine: Sendable {
     public enum Action: Sendable, Equatable {
         /// A STUN response or indication for the client.
         case reply([UInt8], to: ClientID)
@@ -59,7 +60,7 @@ public struct TURNServer: Sendable {
     }
 
     public let policy: TURNPolicy
-    let resources: RelayResources
+    let resources: AllocationResources
     let nonces: NonceMaker
     public private(set) var now: TURNInstant
     var allocations: [AllocationID: Allocation] = [:]
@@ -71,7 +72,7 @@ public struct TURNServer: Sendable {
 
     /// `idBase` keeps allocation ids of the loops of one server apart; `rates` is shared by them.
     public init(
-        policy: TURNPolicy, resources: RelayResources, nonceKey: [UInt8], now: TURNInstant, idBase: AllocationID = 0,
+        policy: TURNPolicy, resources: AllocationResources, nonceKey: [UInt8], now: TURNInstant, idBase: AllocationID = 0,
         rates: SourceRates = SourceRates()
     ) {
         self.policy = policy

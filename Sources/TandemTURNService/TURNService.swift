@@ -6,6 +6,7 @@ import NIOSSL
 import ServiceLifecycle
 import Synchronization
 import TandemSTUN
+import TandemTURN
 
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +22,7 @@ public struct TURNServiceConfiguration: Sendable {
     public var tlsListen: [TransportAddress] = []
     public var tls: TLSConfiguration?
     public var policy = TURNPolicy()
-    public var limits = RelayResources.Limits()
+    public var limits = AllocationResources.Limits()
     /// Threads, each with its own UDP listeners (SO_REUSEPORT), allocations and relay sockets.
     public var threads = System.coreCount
     public var streams = StreamLimits()
@@ -77,7 +78,7 @@ public struct TURNSetupError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// STUN and TURN over UDP, TCP and TLS, driving one ``TURNServer`` per event loop.
+/// STUN and TURN over UDP, TCP and TLS, driving one ``TURNMachine`` per event loop.
 public final class TURNService: Service, Sendable {
     public let configuration: TURNServiceConfiguration
     let logger: Logger
@@ -100,7 +101,7 @@ public final class TURNService: Service, Sendable {
         let threads = max(1, configuration.threads)
         // TCP and TLS connections live on NIO's loops; loop i hands its frames to shard i.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let resources = RelayResources(configuration.limits)
+        let resources = AllocationResources(configuration.limits)
         let rates = SourceRates()
         var nonceKey = [UInt8](repeating: 0, count: 32)
         var rng = SystemRandomNumberGenerator()
@@ -117,7 +118,7 @@ public final class TURNService: Service, Sendable {
         }
         do {
             for i in 0..<threads {
-                let server = TURNServer(policy: configuration.policy, resources: resources, nonceKey: nonceKey, now: clock(),
+                let server = TURNMachine(policy: configuration.policy, resources: resources, nonceKey: nonceKey, now: clock(),
                     idBase: AllocationID(i) << 48, rates: rates)
                 let shard = try TURNShard(
                     index: i, server: server, clock: clock, metrics: metrics, logger: logger,
