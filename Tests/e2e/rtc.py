@@ -1,4 +1,4 @@
-"""What the end-to-end tests share: a signaling client's sending and closing, test media and what
+"""What the end-to-end tests share: a signaling client's join, read loop, sending and closing, test media and what
 peers received of it, loopback and subnet candidate filters, the ICE pairs aiortc nominated, and the
 waits and media checks of a call."""
 
@@ -13,6 +13,7 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
+from websockets.asyncio.client import connect
 
 CALL_TIMEOUT_S = 30.0
 MIN_VIDEO_FRAMES = 20
@@ -49,6 +50,57 @@ class SignalingClient:
             except Exception:
                 pass
             await self.ws.close()
+
+    async def open(self, url: str, ssl_context, join: dict) -> dict:
+        """Opens the socket, sends `join` and reads the welcome into `welcome`, `participant`, `provider`,
+        `epoch` and `polite`; the caller starts `read_loop` when it is ready for what follows."""
+        self.ws = await connect(url, ssl=ssl_context, server_hostname="localhost", open_timeout=10)
+        await self.send(join)
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        assert welcome.get("type") == "welcome", f"{getattr(self, 'name', 'client')}: expected welcome, got {welcome}"
+        self.welcome = welcome
+        self.participant = welcome["participant"]
+        self.provider = welcome["provider"]["name"]
+        self.epoch = welcome["provider"]["epoch"]
+        self.polite = welcome["provider"]["polite"]
+        return welcome
+
+    async def read_loop(self) -> None:
+        """Hands every server message to its hook; errors and provider messages are also kept in
+        `errors` and `switches` when the client has them."""
+        async for raw in self.ws:
+            message = json.loads(raw)
+            kind = message.get("type")
+            if kind == "signal":
+                await self.on_signal(message["from"], message["data"])
+            elif kind == "peer-joined":
+                await self.saw_peer(message["peer"]["id"])
+            elif kind == "provider":
+                if hasattr(self, "switches"):
+                    self.switches.append(message)
+                await self.on_provider(message)
+            elif kind == "error":
+                if hasattr(self, "errors"):
+                    self.errors.append(message)
+            elif kind == "pong":
+                self.on_pong(message)
+            else:
+                self.on_other(message)
+
+    async def on_signal(self, sender: str, data: dict) -> None:
+        pass
+
+    async def saw_peer(self, peer_id: str) -> None:
+        pass
+
+    async def on_provider(self, message: dict) -> None:
+        pass
+
+    def on_pong(self, message: dict) -> None:
+        pass
+
+    def on_other(self, message: dict) -> None:
+        pass
 
     def read_loop_failure(self):
         """The exception that ended the signaling reader (an assertion in it, say), if any."""

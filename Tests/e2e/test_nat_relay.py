@@ -32,7 +32,6 @@ connect timeout would, and the test records which of the two happened.
 import asyncio
 import errno
 import ipaddress
-import json
 import secrets
 import socket
 import subprocess
@@ -46,7 +45,6 @@ import aioice.ice
 import aioice.stun
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from websockets.asyncio.client import connect
 
 from conftest import _launch
 from netns import enter, require_namespaces, run_in_netns
@@ -317,16 +315,9 @@ class NatPeer(SignalingClient):
         self.pc_failed = asyncio.Event()
         self.pc_connected = asyncio.Event()
         try:
-            self.ws = await connect(self.signal_url, ssl=self.ssl_context, server_hostname="localhost", open_timeout=10)
             # No `providers`: the default, all of them.
-            await self.send({"type": "join", "session": self.session, "name": self.name, "token": self.token})
-            welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
-            assert welcome.get("type") == "welcome", f"{self.name}: expected welcome, got {welcome}"
-            self.welcome = welcome
-            self.participant = welcome["participant"]
-            self.provider = welcome["provider"]["name"]
-            self.epoch = welcome["provider"]["epoch"]
-            self.polite = welcome["provider"]["polite"]
+            welcome = await self.open(self.signal_url, self.ssl_context,
+                                      {"type": "join", "session": self.session, "name": self.name, "token": self.token})
             assert self.provider == "p2p", f"{self.name}: welcome provider {welcome['provider']}"
             self.make_pc("p2p")
             self.tasks.append(asyncio.ensure_future(self.read_loop()))
@@ -455,7 +446,6 @@ class NatPeer(SignalingClient):
     # -- relay -------------------------------------------------------------------------------------
 
     async def switch(self, message: dict) -> None:
-        self.switches.append(message)
         self.provider = message["name"]
         self.epoch = message["epoch"]
         self.media = "new"
@@ -490,28 +480,21 @@ class NatPeer(SignalingClient):
 
     # -- signaling ---------------------------------------------------------------------------------
 
-    async def read_loop(self) -> None:
-        async for raw in self.ws:
-            message = json.loads(raw)
-            kind = message.get("type")
-            if kind == "peer-joined":
-                await self.saw_peer(message["peer"]["id"])
-            elif kind == "signal":
-                data = message["data"]
-                if data.get("epoch") != self.epoch:
-                    continue
-                if message["from"] == "server":
-                    assert self.provider == "relay", f"{self.name}: a signal from the relay on {self.provider}"
-                    await self.on_relay_signal(data)
-                else:
-                    assert self.provider == "p2p", f"{self.name}: a peer's signal on {self.provider}"
-                    await self.on_p2p_signal(message["from"], data)
-            elif kind == "provider":
-                await self.switch(message)
-            elif kind == "error":
-                self.errors.append(message)
-            elif kind == "pong":
-                self.pong.set()
+    async def on_signal(self, sender: str, data: dict) -> None:
+        if data.get("epoch") != self.epoch:
+            return
+        if sender == "server":
+            assert self.provider == "relay", f"{self.name}: a signal from the relay on {self.provider}"
+            await self.on_relay_signal(data)
+        else:
+            assert self.provider == "p2p", f"{self.name}: a peer's signal on {self.provider}"
+            await self.on_p2p_signal(sender, data)
+
+    async def on_provider(self, message: dict) -> None:
+        await self.switch(message)
+
+    def on_pong(self, message: dict) -> None:
+        self.pong.set()
 
 
 # --- the test --------------------------------------------------------------------------------------

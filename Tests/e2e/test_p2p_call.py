@@ -5,12 +5,10 @@ fixture), are given no ICE servers, and drop any other candidate from the SDP th
 """
 
 import asyncio
-import json
 import secrets
 
 from aiortc import (
     RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription)
-from websockets.asyncio.client import connect
 
 from rtc import (
     VIDEO_SIZE, FlatVideoTrack, Received, SignalingClient, ToneAudioTrack, assert_loopback_sdp, check_media, consume, is_loopback,
@@ -69,16 +67,8 @@ class Peer(SignalingClient):
             self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
 
     async def join(self) -> dict:
-        self.ws = await connect(
-            self.server.signal_url, ssl=self.server.ssl_context(), server_hostname="localhost",
-            open_timeout=10)
-        await self.send({"type": "join", "session": self.session, "name": self.name})
-        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
-        assert welcome.get("type") == "welcome", f"{self.name}: expected welcome, got {welcome}"
-        self.welcome = welcome
-        self.participant = welcome["participant"]
-        self.epoch = welcome["provider"]["epoch"]
-        self.polite = welcome["provider"]["polite"]
+        welcome = await self.open(self.server.signal_url, self.server.ssl_context(),
+                                  {"type": "join", "session": self.session, "name": self.name})
         if self.turn_transport:
             servers = []
             for entry in welcome["provider"]["iceServers"]:
@@ -121,22 +111,11 @@ class Peer(SignalingClient):
             assert_loopback_sdp(self.pc.localDescription.sdp, f"{self.name} answer", relay=bool(self.turn_transport))
             await self.signal("answer", self.pc.localDescription.sdp)
 
-    async def read_loop(self) -> None:
-        async for raw in self.ws:
-            message = json.loads(raw)
-            kind = message.get("type")
-            if kind == "peer-joined":
-                await self.saw_peer(message["peer"]["id"])
-            elif kind == "signal":
-                await self.on_signal(message["from"], message["data"])
-            elif kind == "error":
-                self.errors.append(message)
-            elif kind == "provider":
-                self.switches.append(message)
-            elif kind == "pong":
-                self.pongs[message["t"]] = message
-            else:
-                self.other.append(message)
+    def on_pong(self, message: dict) -> None:
+        self.pongs[message["t"]] = message
+
+    def on_other(self, message: dict) -> None:
+        self.other.append(message)
 
     async def report_health(self, t: float) -> None:
         await self.send({"type": "health", "epoch": self.epoch, "provider": "p2p", "media": "connected",

@@ -6,11 +6,9 @@ the other with its own SSRCs. Every packet stays on 127.0.0.1 (see `loopback_ice
 """
 
 import asyncio
-import json
 import secrets
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from websockets.asyncio.client import connect
 
 from rtc import (
     MIN_AUDIO_FRAMES, MIN_VIDEO_FRAMES, FlatVideoTrack, Received, SignalingClient, ToneAudioTrack, candidate_from_init, consume,
@@ -64,16 +62,10 @@ class RelayPeer(SignalingClient):
             self.tasks.append(asyncio.ensure_future(consume(track, self.received)))
 
     async def join(self, token: str | None = None) -> dict:
-        self.ws = await connect(self.server.signal_url, ssl=self.server.ssl_context(), server_hostname="localhost", open_timeout=10)
         join = {"type": "join", "session": self.session, "name": self.name, "providers": self.providers}
         if token:
             join["token"] = token
-        await self.send(join)
-        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
-        assert welcome.get("type") == "welcome", f"{self.name}: expected welcome, got {welcome}"
-        self.participant = welcome["participant"]
-        self.provider = welcome["provider"]["name"]
-        self.epoch = welcome["provider"]["epoch"]
+        welcome = await self.open(self.server.signal_url, self.server.ssl_context(), join)
         self.tasks.append(asyncio.ensure_future(self.read_loop()))
         return welcome
 
@@ -109,20 +101,11 @@ class RelayPeer(SignalingClient):
         elif kind == "end-of-candidates":
             await self.pc.addIceCandidate(None)
 
-    async def read_loop(self) -> None:
-        async for raw in self.ws:
-            message = json.loads(raw)
-            kind = message.get("type")
-            if kind == "signal":
-                await self.on_signal(message["from"], message["data"])
-            elif kind == "error":
-                self.errors.append(message)
-            elif kind == "provider":
-                self.switches.append(message)
-                self.provider = message["name"]
-                self.epoch = message["epoch"]
-                if self.provider == "relay":
-                    await self.offer_to_server()
+    async def on_provider(self, message: dict) -> None:
+        self.provider = message["name"]
+        self.epoch = message["epoch"]
+        if self.provider == "relay":
+            await self.offer_to_server()
 
     def state(self):
         return (self.pc.connectionState if self.pc else None, self.received, self.errors, self.switches, self.read_loop_failure())
