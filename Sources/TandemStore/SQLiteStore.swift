@@ -11,6 +11,7 @@ public final class SQLiteStore: SessionStore, ResumeLogInMemory, @unchecked Send
     private let queue = DispatchQueue(label: "tandem.sqlite")
     private let db: SQLiteConnection
     public let logs = MessageLogBook()
+    private let pendingHealth = NIOLockedValueBox(PendingHealth())
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS sessions (
@@ -186,26 +187,65 @@ public final class SQLiteStore: SessionStore, ResumeLogInMemory, @unchecked Send
         }
     }
 
+    /// Queued for the next write (the caller does not wait for the disk): one transaction then writes all
+    /// that waits, instead of a transaction per sample, which a session would wait for. Past
+    /// `maxPendingHealth` waiting samples (a disk that stalls) new ones are dropped and counted.
     public func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws {
-        let r = sample.report
-        @Sendable func opt(_ d: Double?) -> SQLValue { d.map(SQLValue.double) ?? .null }
-        try await onQueue { db in
-            try db.query(
-                """
-                INSERT INTO health (session, participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height,
-                candidate_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-                [
-                    .text(session.rawValue), .text(sample.participant.rawValue), .int(sample.atMs), .int(Int64(r.epoch)),
-                    .text(r.provider.rawValue), .text(r.media.rawValue), opt(r.rttMs), opt(r.lossPct), opt(r.jitterMs),
-                    opt(r.bitrateKbps), r.frameHeight.map { .int(Int64($0)) } ?? .null,
-                    r.candidateType.map { .text($0.rawValue) } ?? .null,
-                ])
+        let schedule = pendingHealth.withLockedValue { pending -> Bool in
+            guard pending.rows.count < Self.maxPendingHealth else {
+                pending.dropped += 1
+                return false
+            }
+            pending.rows.append((session, sample))
+            defer { pending.flushScheduled = true }
+            return !pending.flushScheduled
+        }
+        if schedule { queue.async { try? self.flushHealth(self.db) } }
+    }
+
+    /// Samples dropped because too many were waiting for the disk.
+    public var droppedHealthSamples: Int { pendingHealth.withLockedValue { $0.dropped } }
+
+    static let maxPendingHealth = 8192
+
+    struct PendingHealth {
+        var rows: [(SessionID, HealthSample)] = []
+        var flushScheduled = false
+        var dropped = 0
+    }
+
+    /// On the queue: writes the samples waiting, in one transaction. Reads of health call it first.
+    private func flushHealth(_ db: SQLiteConnection) throws {
+        let rows = pendingHealth.withLockedValue { pending in
+            defer {
+                pending.rows = []
+                pending.flushScheduled = false
+            }
+            return pending.rows
+        }
+        guard !rows.isEmpty else { return }
+        func opt(_ d: Double?) -> SQLValue { d.map(SQLValue.double) ?? .null }
+        try db.transaction {
+            for (session, sample) in rows {
+                let r = sample.report
+                try db.query(
+                    """
+                    INSERT INTO health (session, participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height,
+                    candidate_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                    [
+                        .text(session.rawValue), .text(sample.participant.rawValue), .int(sample.atMs), .int(Int64(r.epoch)),
+                        .text(r.provider.rawValue), .text(r.media.rawValue), opt(r.rttMs), opt(r.lossPct), opt(r.jitterMs),
+                        opt(r.bitrateKbps), r.frameHeight.map { .int(Int64($0)) } ?? .null,
+                        r.candidateType.map { .text($0.rawValue) } ?? .null,
+                    ])
+            }
         }
     }
 
     public func latestHealth(_ session: SessionID) async throws -> [ParticipantID: HealthSample] {
         try await onQueue { db in
+            try self.flushHealth(db)
             let rows = try db.query(
                 """
                 SELECT participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height, candidate_type
@@ -264,7 +304,8 @@ public final class SQLiteStore: SessionStore, ResumeLogInMemory, @unchecked Send
 
     public func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport {
         try await onQueue { db in
-            try db.transaction {
+            try self.flushHealth(db)
+            return try db.transaction {
                 var report = CleanupReport()
                 try db.query("DELETE FROM presence WHERE last_seen < ?", [.int(nowMs - policy.presenceStaleAfterMs)])
                 report.presence = db.changes

@@ -192,6 +192,21 @@ enum Backend: String, CaseIterable, Sendable {
         #expect(history.last?.reason == .join && history.first?.reason == .quality)
     }
 
+    /// Health samples are written behind the caller (SQLite: a burst in one transaction); a read sees
+    /// every one recorded before it.
+    @Test(arguments: Backend.allCases)
+    func aBurstOfHealthSamplesIsReadBackWhole(_ backend: Backend) async throws {
+        let (store, _) = try backend.make()
+        let people = [ParticipantID("a"), ParticipantID("b"), ParticipantID("c")]
+        for i in 0..<300 {
+            let report = HealthReport(epoch: 1, provider: .p2p, media: .connected, rttMs: Double(i))
+            try await store.recordHealth(s1, HealthSample(participant: people[i % 3], report: report, atMs: Int64(i)))
+        }
+        let latest = try await store.latestHealth(s1)
+        #expect(latest.mapValues(\.atMs) == [people[0]: 297, people[1]: 298, people[2]: 299])
+        #expect(latest[people[2]]?.report.rttMs == 299)
+    }
+
     @Test func sqliteRefusesAnUnopenablePath() {
         #expect(throws: StoreError.self) { try SQLiteStore(path: "/nonexistent-dir/x/y.db") }
     }

@@ -27,6 +27,8 @@ struct Soak: AsyncParsableCommand {
     var drain = 60.0
     @Option(help: "The tandem executable (release build).")
     var tandem = ".build/release/tandem"
+    @Option(help: "The server's store: its default (SQLite in the data directory) or memory.")
+    var store = "default"
 
     func run() async throws {
         let bounds = lifetime.split(separator: "-").compactMap { Double($0) }
@@ -43,12 +45,13 @@ struct Soak: AsyncParsableCommand {
         // session to the relay and back.
         let server = try ServerProcess(
             name: "tandem", executable: tandem,
-            arguments: ["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", work, "--log-level", "notice", "--providers", "p2p,relay"],
+            arguments: ["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", work, "--log-level", "notice", "--providers", "p2p,relay"]
+                + (store == "default" ? [] : ["--store", store]),
             portPrefix: "serving https://127.0.0.1:")
         defer { server.stop() }
         let metrics = MetricsReader(port: server.port, tls: tls)
 
-        say("soak: \(sessions) sessions (\(sessions * 2) sockets) for \(minutes) min, lives of \(lifetime) s, \(ProcessInfo.processInfo.activeProcessorCount) cores, open files \(limit)")
+        say("soak: store \(store), \(sessions) sessions (\(sessions * 2) sockets) for \(minutes) min, lives of \(lifetime) s, \(ProcessInfo.processInfo.activeProcessorCount) cores, open files \(limit)")
         say("(client and server share the machine)\n")
         let idle = try await Snapshot.take(server, metrics)
         say("idle       " + idle.line)
