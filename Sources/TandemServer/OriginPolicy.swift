@@ -4,14 +4,15 @@
 /// `null`; a client that sends none, or another kind (some WebSocket libraries send their `ws://` URL),
 /// is no page that another site could have turned against its user, and is let in.
 public struct OriginPolicy: Sendable, Equatable {
-    /// Origins as browsers write them (`https://app.example.com`, with a port when not the default).
-    public var allowed: [String]
-    public var dev: Bool
+    /// Origins as browsers write them (`https://app.example.com`, with a port when not the default),
+    /// lower-cased once here rather than on every check.
+    public let allowed: [String]
+    public let dev: Bool
     /// Whether this server speaks TLS, for the default port of its own origin.
-    public var tls: Bool
+    public let tls: Bool
 
     public init(allowed: [String] = [], dev: Bool = false, tls: Bool = true) {
-        self.allowed = allowed
+        self.allowed = allowed.map { $0.lowercased() }
         self.dev = dev
         self.tls = tls
     }
@@ -27,7 +28,7 @@ public struct OriginPolicy: Sendable, Equatable {
         guard lowered == "null" || lowered.hasPrefix("http://") || lowered.hasPrefix("https://") else { return true }
         if dev && fromLoopback { return true }
         if allowed.contains("*") { return true }
-        if allowed.contains(where: { $0.lowercased() == lowered }) { return true }
+        if allowed.contains(lowered) { return true }
         guard let host, let page = Self.authority(ofOrigin: lowered) else { return false }
         return page == Self.withPort(host.lowercased(), defaultPort: tls ? 443 : 80)
     }

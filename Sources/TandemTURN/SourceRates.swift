@@ -7,13 +7,17 @@ import Synchronization
 public final class SourceRates: Sendable {
     public enum Kind: Sendable { case allocate, unauthenticatedAnswer }
 
-    struct Window {
-        var second: Int64
-        var allocates = 0
-        var answers = 0
+    struct Key: Hashable {
+        var ip: IPAddress
+        var kind: Kind
     }
 
-    private let state = Mutex<[IPAddress: Window]>([:])
+    struct Window {
+        var second: Int64
+        var count = 0
+    }
+
+    private let state = Mutex<[Key: Window]>([:])
 
     public init() {}
 
@@ -21,18 +25,13 @@ public final class SourceRates: Sendable {
     public func take(_ kind: Kind, from ip: IPAddress, limit: Int, now: Double) -> Bool {
         guard limit > 0 else { return true }
         let second = Int64(now.rounded(.down))
+        let key = Key(ip: ip, kind: kind)
         return state.withLock { windows in
             if windows.count > 100_000 { windows = windows.filter { $0.value.second == second } }
-            var w = windows[ip].flatMap { $0.second == second ? $0 : nil } ?? Window(second: second)
-            defer { windows[ip] = w }
-            switch kind {
-            case .allocate:
-                w.allocates += 1
-                return w.allocates <= limit
-            case .unauthenticatedAnswer:
-                w.answers += 1
-                return w.answers <= limit
-            }
+            var w = windows[key].flatMap { $0.second == second ? $0 : nil } ?? Window(second: second)
+            w.count += 1
+            windows[key] = w
+            return w.count <= limit
         }
     }
 }

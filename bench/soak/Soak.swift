@@ -169,6 +169,16 @@ final class SoakStats: Sendable {
         var pings: [Int64] = []
         var joinTimes: [Int64] = []
 
+        /// Adds `other`'s counts (not its latencies).
+        mutating func add(_ other: Figures) {
+            joins += other.joins
+            leaves += other.leaves
+            switches += other.switches
+            resumes += other.resumes
+            bad += other.bad
+            unexpected += other.unexpected
+        }
+
         var pingP50: Double { Self.percentile(pings, 0.5) }
         var pingP99: Double { Self.percentile(pings, 0.99) }
         var joinP99: Double { Self.percentile(joinTimes, 0.99) }
@@ -183,19 +193,7 @@ final class SoakStats: Sendable {
     private let minute = NIOLockedValueBox(Figures())
     private let total = NIOLockedValueBox(Figures())
 
-    func count(_ edit: @Sendable (inout Figures) -> Void) {
-        minute.withLockedValue(edit)
-        total.withLockedValue { t in
-            var counts = Figures()
-            edit(&counts)
-            t.joins += counts.joins
-            t.leaves += counts.leaves
-            t.switches += counts.switches
-            t.resumes += counts.resumes
-            t.bad += counts.bad
-            t.unexpected += counts.unexpected
-        }
-    }
+    func count(_ edit: @Sendable (inout Figures) -> Void) { minute.withLockedValue(edit) }
 
     func unexpected(_ what: String) {
         count { f in
@@ -204,8 +202,24 @@ final class SoakStats: Sendable {
         }
     }
 
-    func take() -> Figures { minute.withLockedValue { f in defer { f = Figures() }; return f } }
-    func totals() -> Figures { total.withLockedValue { $0 } }
+    /// The minute's figures; their counts go to the totals.
+    func take() -> Figures {
+        minute.withLockedValue { f in
+            defer { f = Figures() }
+            total.withLockedValue { $0.add(f) }
+            return f
+        }
+    }
+
+    func totals() -> Figures {
+        minute.withLockedValue { f in
+            total.withLockedValue { t in
+                var sum = t
+                sum.add(f)
+                return sum
+            }
+        }
+    }
 }
 
 /// Every session slot: a session lives, ends, and another takes its place until the load stops.
