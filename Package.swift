@@ -80,7 +80,7 @@ let package = Package(
         ),
         // STUN: the message codec and the credentials (REST usernames, long-term keys).
         .target(name: "TandemSTUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
-        // TURN as a value-type machine (TURNServer) with its policy, peer filter, port pool and framing. No I/O.
+        // TURN as a value-type machine (TURNMachine) with its policy, peer filter, port pool and framing. No I/O.
         .target(name: "TandemTURN", dependencies: ["TandemSTUN"], swiftSettings: strict),
         // TURN's I/O: UDP on epoll threads, TCP and TLS on NIO, driving TandemTURN.
         .target(

@@ -2,6 +2,7 @@
 # One entry point for a fresh Debian machine with Swift:
 #   deploy/dev.sh run    builds and starts `tandem serve --dev` (embedded store, dev certificates made for you)
 #   deploy/dev.sh test   installs what the tests need and runs every test
+#   deploy/dev.sh docs   writes the README's settings tables and deploy/tandem.jsonc from the settings' declarations
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,8 +64,19 @@ test)
     fi
     TANDEM_BIN="$PWD/.build/debug/tandem" .venv/bin/python -m pytest -q Tests/e2e
     ;;
+docs)
+    install_apt "${APT_PACKAGES[@]}"
+    swift build --product tandem
+    .build/debug/tandem settings --jsonc >deploy/tandem.jsonc
+    # ENVIRON, not -v: awk would read backslashes in the tables as escapes.
+    TABLES="$(.build/debug/tandem settings --markdown)" awk '
+        /^<!-- settings:begin/ { print; print ENVIRON["TABLES"]; skip = 1; next }
+        /^<!-- settings:end/ { skip = 0 }
+        !skip' README.md >README.md.new
+    mv README.md.new README.md
+    ;;
 *)
-    echo "usage: deploy/dev.sh run [serve options] | deploy/dev.sh test" >&2
+    echo "usage: deploy/dev.sh run [serve options] | deploy/dev.sh test | deploy/dev.sh docs" >&2
     exit 2
     ;;
 esac

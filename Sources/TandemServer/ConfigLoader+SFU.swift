@@ -3,10 +3,7 @@ import TandemDailyStandIn
 import TandemSFU
 
 extension ConfigLoader {
-    static let sfuKeys = [
-        "sfu-url", "sfu-api-key", "sfu-standin", "sfu-prepare", "sfu-room-ttl", "sfu-timeout", "sfu-rate-limit", "sfu-delete-rate-limit",
-        "sfu-retry-after",
-    ]
+    static let sfuKeys = SettingSection.sfu.settings.map(\.name)
 
     /// The SFU service: `sfu-url` and `sfu-api-key` for a Daily-style API, or (with `--dev`) `sfu-standin
     /// HOST:PORT` to run a local stand-in of it; nil when neither is given.
@@ -30,10 +27,10 @@ extension ConfigLoader {
             if let stray = Self.sfuKeys.first(where: { text($0) != nil }) { throw SetupError("\(stray) needs sfu-url") }
             return nil
         }
-        if let v = try integer("sfu-room-ttl", in: 60...2_592_000) { settings.roomTTL = .seconds(v) }
-        if let v = try milliseconds("sfu-timeout", in: 100...120_000) { settings.api.requestTimeout = v }
-        if let v = try number("sfu-rate-limit", in: 0.1...10_000) { settings.api.requestsPerSecond = v }
-        if let v = try number("sfu-delete-rate-limit", in: 0.1...10_000) { settings.api.deletesPerSecond = v }
+        if let v = try integer("sfu-room-ttl") { settings.roomTTL = .seconds(v) }
+        if let v = try milliseconds("sfu-timeout") { settings.api.requestTimeout = v }
+        if let v = try number("sfu-rate-limit") { settings.api.requestsPerSecond = v }
+        if let v = try number("sfu-delete-rate-limit") { settings.api.deletesPerSecond = v }
         return settings
     }
 
@@ -45,6 +42,6 @@ extension ConfigLoader {
             }
             arbiter.sfuPreparation = policy
         }
-        if let v = try milliseconds("sfu-retry-after", in: 0...3_600_000) { arbiter.sfuRetryAfter = v }
+        if let v = try milliseconds("sfu-retry-after") { arbiter.sfuRetryAfter = v }
     }
 }

@@ -4,12 +4,7 @@ import TandemTURN
 import TandemTURNService
 
 extension ConfigLoader {
-    static let turnKeys = [
-        "turn-listen", "turns-listen", "turn-secret", "turn-public-host", "turn-relay-ip", "turn-external-ip",
-        "turn-relay-ports", "turn-realm", "turn-allow-loopback-peers", "turn-allow-peers", "turn-deny-peers",
-        "turn-user-quota", "turn-total-quota", "turn-max-streams", "turn-max-streams-per-ip", "turn-max-bps", "turn-allocate-rate", "turn-unauthenticated-rate", "turn-threads",
-        "turn-credential-ttl", "turn-urls",
-    ]
+    static let turnKeys = SettingSection.turn.settings.map(\.name)
 
     func list(_ key: String) -> [String] {
         (text(key) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -92,7 +87,7 @@ extension ConfigLoader {
         }
         var settings = TURNSettings(secret: secret, publicHost: publicHost ?? "")
         settings.externalURLs = external
-        if let ttl = try integer("turn-credential-ttl", in: 60...31_536_000) { settings.credentialTTL = .seconds(ttl) }
+        if let ttl = try integer("turn-credential-ttl") { settings.credentialTTL = .seconds(ttl) }
 
         settings.service.listen = listen
         settings.service.tlsListen = tlsListen
@@ -125,16 +120,16 @@ extension ConfigLoader {
             + [policy.externalIPv4, policy.externalIPv6].compactMap { $0 })
         policy.peerFilter = PeerFilter(
             allow: allow, deny: try prefixes("turn-deny-peers"), own: own, relayPorts: settings.service.limits.ports)
-        if let v = try integer("turn-max-bps", in: 0...1_000_000_000) { policy.bandwidthLimit = v }
-        if let v = try integer("turn-allocate-rate", in: 0...1_000_000) { policy.allocateRatePerSource = v }
-        if let v = try integer("turn-unauthenticated-rate", in: 0...1_000_000) { policy.unauthenticatedAnswersPerSource = v }
+        if let v = try integer("turn-max-bps") { policy.bandwidthLimit = v }
+        if let v = try integer("turn-allocate-rate") { policy.allocateRatePerSource = v }
+        if let v = try integer("turn-unauthenticated-rate") { policy.unauthenticatedAnswersPerSource = v }
         settings.service.policy = policy
 
-        if let v = try integer("turn-user-quota", in: 0...1_000_000) { settings.service.limits.perIdentity = v }
-        if let v = try integer("turn-total-quota", in: 0...1_000_000) { settings.service.limits.total = v }
-        if let v = try integer("turn-max-streams", in: 1...1_000_000) { settings.service.streams.total = v }
-        if let v = try integer("turn-max-streams-per-ip", in: 1...1_000_000) { settings.service.streams.perIP = v }
-        if let v = try integer("turn-threads", in: 1...256) { settings.service.threads = v }
+        if let v = try integer("turn-user-quota") { settings.service.limits.perIdentity = v }
+        if let v = try integer("turn-total-quota") { settings.service.limits.total = v }
+        if let v = try integer("turn-max-streams") { settings.service.streams.total = v }
+        if let v = try integer("turn-max-streams-per-ip") { settings.service.streams.perIP = v }
+        if let v = try integer("turn-threads") { settings.service.threads = v }
         return settings
     }
 }

@@ -10,14 +10,8 @@ import TandemTURN
 /// precedence, into a ``ServerConfig``. Every setting has one name: `--heartbeat-interval` is
 /// `TANDEM_HEARTBEAT_INTERVAL` and `"heartbeat-interval"` in the file.
 public struct ConfigLoader {
-    /// Every setting the loader knows, for validation of the file and the README.
-    public static let keys: [String] = [
-        "dev", "listen", "tls-cert", "tls-key", "no-tls", "secret", "api-key", "store", "data-dir", "node",
-        "heartbeat-interval", "heartbeat-timeout", "max-participants", "rate-limit", "rate-burst", "max-candidates",
-        "join-timeout", "providers", "fallback-order", "quality-target", "switch-rtt-ms", "switch-loss-pct", "switch-jitter-ms",
-        "switch-reports", "cool-down", "alert-rtt-ms", "alert-loss-pct", "alert-jitter-ms", "alert-min-bitrate-kbps",
-        "stale-after", "ice-servers", "log-level", "no-demo", "allowed-origins", "metrics-auth",
-    ] + turnKeys + relayKeys + sfuKeys
+    /// Every setting the config file may hold.
+    public static let keys: [String] = Setting.all.filter(\.inFile).map(\.name)
 
     var flags: [String: String]
     var environment: [String: String]
@@ -58,9 +52,9 @@ public struct ConfigLoader {
     public func setting(_ key: String) -> String? { text(key) }
 
     func text(_ key: String) -> String? {
+        assert(Setting.named(key) != nil, "\(key) is not declared in Setting.all")
         if let v = flags[key] { return v }
-        let env = "TANDEM_" + key.uppercased().replacingOccurrences(of: "-", with: "_")
-        if let v = environment[env] { return v }
+        if let v = environment[Setting.environmentName(of: key)] { return v }
         switch file[key] {
         case .string(let s): return s
         case .number(let d): return Int(exactly: d).map(String.init) ?? String(d)
@@ -79,8 +73,10 @@ public struct ConfigLoader {
         }
     }
 
-    func number(_ key: String, in range: ClosedRange<Double>) throws -> Double? {
+    /// A number in the range its declaration gives.
+    func number(_ key: String) throws -> Double? {
         guard let t = text(key) else { return nil }
+        guard case .number(let range, _)? = Setting.named(key)?.check else { preconditionFailure("\(key) is not declared a number") }
         guard let v = Double(t), range.contains(v) else {
             throw SetupError("\(key) must be a number from \(Self.format(range.lowerBound)) to \(Self.format(range.upperBound)), not \"\(t)\"")
         }
@@ -104,14 +100,16 @@ public struct ConfigLoader {
         throw SetupError("\(name) must be at least \(minimumSecretBytes) bytes, not \(count == 0 ? "empty" : "\(count)"): make one with `openssl rand -hex 32`")
     }
 
-    func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+    /// A whole number in the range its declaration gives.
+    func integer(_ key: String) throws -> Int? {
         guard let t = text(key) else { return nil }
+        guard case .integer(let range, _)? = Setting.named(key)?.check else { preconditionFailure("\(key) is not declared a whole number") }
         guard let v = Int(t), range.contains(v) else { throw SetupError("\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \"\(t)\"") }
         return v
     }
 
-    func milliseconds(_ key: String, in range: ClosedRange<Int>) throws -> Duration? {
-        try integer(key, in: range).map { .milliseconds($0) }
+    func milliseconds(_ key: String) throws -> Duration? {
+        try integer(key).map { .milliseconds($0) }
     }
 
     func providers(_ key: String) throws -> [ProviderName]? {
@@ -191,15 +189,15 @@ public struct ConfigLoader {
             notes.append("admin API key for this run: \(c.apiKey!)")
         }
 
-        if let v = try milliseconds("heartbeat-interval", in: 500...300_000) { c.heartbeatInterval = v }
-        if let v = try milliseconds("heartbeat-timeout", in: 1000...3_600_000) { c.heartbeatTimeout = v }
+        if let v = try milliseconds("heartbeat-interval") { c.heartbeatInterval = v }
+        if let v = try milliseconds("heartbeat-timeout") { c.heartbeatTimeout = v }
         guard c.heartbeatTimeout > c.heartbeatInterval else { throw SetupError("heartbeat-timeout must be longer than heartbeat-interval") }
         c.arbiter.staleAfter = c.heartbeatTimeout
-        if let v = try integer("max-participants", in: 2...1000) { c.arbiter.maxParticipants = v }
-        if let v = try number("rate-limit", in: 1...100_000) { c.rateLimitPerSecond = v }
-        if let v = try number("rate-burst", in: 1...100_000) { c.rateLimitBurst = v }
-        if let v = try integer("max-candidates", in: 1...10_000) { c.maxCandidatesPerEpoch = v }
-        if let v = try milliseconds("join-timeout", in: 100...600_000) { c.joinTimeout = v }
+        if let v = try integer("max-participants") { c.arbiter.maxParticipants = v }
+        if let v = try number("rate-limit") { c.rateLimitPerSecond = v }
+        if let v = try number("rate-burst") { c.rateLimitBurst = v }
+        if let v = try integer("max-candidates") { c.maxCandidatesPerEpoch = v }
+        if let v = try milliseconds("join-timeout") { c.joinTimeout = v }
 
         c.relay = try relaySettings(dev: c.dev)
         c.sfu = try sfuSettings(dev: c.dev, notes: &notes)
@@ -218,16 +216,16 @@ public struct ConfigLoader {
             guard target.count == 1 else { throw SetupError("quality-target names one provider") }
             c.arbiter.qualityTarget = target[0]
         }
-        if let v = try number("switch-rtt-ms", in: 1...60_000) { c.arbiter.switchThresholds.rttMs = v }
-        if let v = try number("switch-loss-pct", in: 0...100) { c.arbiter.switchThresholds.lossPct = v }
-        if let v = try number("switch-jitter-ms", in: 1...60_000) { c.arbiter.switchThresholds.jitterMs = v }
-        if let v = try integer("switch-reports", in: 1...1000) { c.arbiter.consecutiveBadReports = v }
-        if let v = try milliseconds("cool-down", in: 0...86_400_000) { c.arbiter.coolDown = v }
-        if let v = try number("alert-rtt-ms", in: 1...60_000) { c.arbiter.alertThresholds.rttMs = v }
-        if let v = try number("alert-loss-pct", in: 0...100) { c.arbiter.alertThresholds.lossPct = v }
-        if let v = try number("alert-jitter-ms", in: 1...60_000) { c.arbiter.alertThresholds.jitterMs = v }
-        if let v = try number("alert-min-bitrate-kbps", in: 0...1_000_000) { c.arbiter.lowBandwidthKbps = v }
-        if let v = try milliseconds("stale-after", in: 1000...3_600_000) { c.arbiter.staleAfter = v }
+        if let v = try number("switch-rtt-ms") { c.arbiter.switchThresholds.rttMs = v }
+        if let v = try number("switch-loss-pct") { c.arbiter.switchThresholds.lossPct = v }
+        if let v = try number("switch-jitter-ms") { c.arbiter.switchThresholds.jitterMs = v }
+        if let v = try integer("switch-reports") { c.arbiter.consecutiveBadReports = v }
+        if let v = try milliseconds("cool-down") { c.arbiter.coolDown = v }
+        if let v = try number("alert-rtt-ms") { c.arbiter.alertThresholds.rttMs = v }
+        if let v = try number("alert-loss-pct") { c.arbiter.alertThresholds.lossPct = v }
+        if let v = try number("alert-jitter-ms") { c.arbiter.alertThresholds.jitterMs = v }
+        if let v = try number("alert-min-bitrate-kbps") { c.arbiter.lowBandwidthKbps = v }
+        if let v = try milliseconds("stale-after") { c.arbiter.staleAfter = v }
         c.iceServers = try iceServers()
         c.turn = try turnSettings(dev: c.dev, tls: c.tls, notes: &notes)
         return (c, notes)
@@ -266,9 +264,7 @@ extension ServerConfig {
 extension ConfigLoader {
     /// `relay-address` (repeatable; `--dev` defaults to 127.0.0.1), `relay-threads`, `relay-ports` and
     /// the optional DTLS certificate.
-    static let relayKeys = [
-        "relay-address", "relay-threads", "relay-ports", "relay-dtls-cert", "relay-dtls-key", "relay-announced-ip", "relay-stun-server",
-    ]
+    static let relayKeys = SettingSection.relay.settings.map(\.name)
 
     func relaySettings(dev: Bool) throws -> RelaySettings? {
         // A wildcard is not an address a client can reach: the relay's candidates carry these verbatim.
@@ -283,7 +279,7 @@ extension ConfigLoader {
             addresses = ["127.0.0.1"]
         }
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        var settings = RelaySettings(addresses: addresses, threads: try integer("relay-threads", in: 1...256) ?? max(1, cores))
+        var settings = RelaySettings(addresses: addresses, threads: try integer("relay-threads") ?? max(1, cores))
         settings.ports = try portRange("relay-ports", lowest: 1, distinct: false)
         let announced = try ips("relay-announced-ip")
         guard announced.filter({ !$0.isV6 }).count <= 1, announced.filter(\.isV6).count <= 1 else {

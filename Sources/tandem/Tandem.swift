@@ -5,7 +5,7 @@ import Foundation
 struct Tandem: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Signaling, provider arbitration and media fallback for two-party calls.",
-        subcommands: [ServeCommand.self, CertsCommand.self, TokenCommand.self, DailyStandInCommand.self])
+        subcommands: [ServeCommand.self, SettingsCommand.self, CertsCommand.self, TokenCommand.self, DailyStandInCommand.self])
 
     /// Errors are said in one line: a usage error with a pointer to the help (`--help` still prints
     /// the whole help), a failure while running (bad settings, a port in use) as it is.
