@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -109,10 +110,26 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The store of many nodes: PostgreSQL through postgres-nio's connection pool.
+        .target(
+            name: "TandemPostgres",
+            dependencies: [
+                "TandemProtocol", "TandemArbiter", "TandemStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // A PostgreSQL server of the tests' own (Debian's binaries, a new cluster, stopped by PID).
+        .target(
+            name: "TandemPostgresTestSupport",
+            dependencies: ["TandemPostgres", .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log")],
+            path: "Tests/Support/PostgresServer", swiftSettings: strict),
         .target(
             name: "TandemServer",
             dependencies: [
-                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemSTUN", "TandemTURN", "TandemTURNService", "TandemWeb", "TandemMedia", "TandemMediaCore", "TandemJWT",
+                "TandemProtocol", "TandemArbiter", "TandemStore", "TandemPostgres", "TandemSTUN", "TandemTURN", "TandemTURNService", "TandemWeb", "TandemMedia", "TandemMediaCore", "TandemJWT",
                 "TandemSFU", "TandemDailyStandIn", "CHeap",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -174,7 +191,9 @@ let package = Package(
         .executableTarget(name: "tandem-fuzz", dependencies: ["TandemFuzzTargets"], path: "Tests/Fuzz/Main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
-        .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemStoreTests",
+            dependencies: ["TandemStore", "TandemPostgres", "TandemPostgresTestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "TandemSTUNTests", dependencies: ["TandemSTUN", "TandemTURN"], swiftSettings: strict),
         .testTarget(
             name: "TandemSFUTests",
@@ -200,6 +219,7 @@ let package = Package(
             name: "TandemServerTests",
             dependencies: [
                 "TandemServer", "TandemSTUN", "TandemTURN", "TandemTURNService", "TandemMedia", "TandemMediaCore", "TandemSFU", "TandemDailyStandIn", "TandemJWT",
+                "TandemPostgres", "TandemPostgresTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

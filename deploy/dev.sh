@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # The media relay links libnice (on GLib), the system OpenSSL (DTLS) and libsrtp2.
 APT_PACKAGES=(pkg-config libsqlite3-dev libnice-dev libglib2.0-dev libssl-dev libsrtp2-dev)
 # coturn's client tools (turnutils_uclient, turnutils_peer) test our TURN service; headless Chromium
-# runs the browser client and the demo page; iproute2's `ip` makes the tests' network namespaces.
-TEST_APT_PACKAGES=(coturn chromium chromium-driver iproute2)
+# runs the browser client and the demo page; iproute2's `ip` makes the tests' network namespaces;
+# the PostgreSQL store's tests start servers of their own from Debian's postgresql binaries.
+TEST_APT_PACKAGES=(coturn chromium chromium-driver iproute2 postgresql)
 
 install_apt() {
     local missing=()
@@ -20,11 +21,14 @@ install_apt() {
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-        # coturn is here for its client tools: on a machine with systemd its package also starts a TURN
-        # server on 3478, which `deploy/dev.sh run` needs. Stop the one this script just installed.
-        case " ${missing[*]} " in
-        *" coturn "*) if [ -d /run/systemd/system ]; then $sudo systemctl disable --now coturn >/dev/null 2>&1 || true; fi ;;
-        esac
+        # coturn and postgresql are here for their tools and binaries: on a machine with systemd their
+        # packages also start servers (TURN on 3478, which `deploy/dev.sh run` needs). Stop the ones
+        # this script just installed.
+        if [ -d /run/systemd/system ]; then
+            for service in coturn postgresql; do
+                case " ${missing[*]} " in *" $service "*) $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true ;; esac
+            done
+        fi
     fi
 }
 

@@ -150,8 +150,7 @@ public struct ConfigLoader {
         let dataDir = text("data-dir") ?? "./data"
         (c.host, c.port) = try Self.parseListen(text("listen") ?? (c.dev ? "127.0.0.1:8443" : "0.0.0.0:8443"))
         if let store = text("store") {
-            guard let location = StoreLocation(store) else { throw SetupError("store must be memory or sqlite:PATH, not \"\(store)\"") }
-            c.store = location
+            c.store = try StoreLocation.parse(store).get()
         } else {
             c.store = .sqlite(path: dataDir + "/tandem.db")
         }

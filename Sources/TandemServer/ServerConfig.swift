@@ -1,6 +1,7 @@
 import TandemArbiter
 import TandemMedia
 import TandemMediaCore
+import TandemPostgres
 import TandemProtocol
 import TandemSFU
 
@@ -8,22 +9,25 @@ import TandemSFU
 public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
     case memory
     case sqlite(path: String)
+    /// Shared by many nodes.
+    case postgres(PostgresLocation)
 
-    /// Parses `memory` or `sqlite:PATH`.
-    public init?(_ text: String) {
-        if text == "memory" {
-            self = .memory
-        } else if text.hasPrefix("sqlite:"), text.count > 7 {
-            self = .sqlite(path: String(text.dropFirst(7)))
-        } else {
-            return nil
+    /// Parses `memory`, `sqlite:PATH` or a `postgres://` URL; the error says what is wrong.
+    public static func parse(_ text: String) -> Result<StoreLocation, SetupError> {
+        if text == "memory" { return .success(.memory) }
+        if text.hasPrefix("sqlite:"), text.count > 7 { return .success(.sqlite(path: String(text.dropFirst(7)))) }
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            return PostgresLocation.parse(text).map(StoreLocation.postgres).mapError { SetupError("store: the PostgreSQL URL \($0)") }
         }
+        return .failure(SetupError("store must be memory, sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, not \"\(text)\""))
     }
 
+    /// Without a password, for logs.
     public var description: String {
         switch self {
         case .memory: "memory"
         case .sqlite(let path): "sqlite:\(path)"
+        case .postgres(let location): location.description
         }
     }
 }

@@ -45,7 +45,8 @@ extension SettingSection {
             "api-key", .value("KEY"), .server, "Bearer key of the admin API, at least 16 bytes.",
             default: .none("none: the admin API answers 401"), why: "Prefer TANDEM_API_KEY in the environment over a file."),
         Setting(
-            "store", .value("STORE"), .server, "Session store: memory or sqlite:PATH.",
+            "store", .value("STORE"), .server,
+            "Session store: memory, sqlite:PATH (one node) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require|verify-full] (shared by many nodes; prefer TANDEM_STORE for a URL with a password).",
             default: .none("sqlite:DATA-DIR/tandem.db", example: #""sqlite:/var/lib/tandem/tandem.db""#)),
         Setting(
             "data-dir", .value("PATH"), .server, "Directory of the default store and the development certificates.",

@@ -10,14 +10,27 @@ import ServiceLifecycle
 import TandemDailyStandIn
 import TandemMedia
 import TandemMediaCore
+import TandemPostgres
 import TandemSFU
 import TandemStore
 import TandemTURN
 import TandemTURNService
 
-/// Opens the configured store.
-public func openStore(_ location: StoreLocation) throws -> any SessionStore {
+/// Opens the configured store; PostgreSQL's is reached and migrated first.
+public func openStore(_ location: StoreLocation, logger: Logger) async throws -> any SessionStore {
+    guard case .postgres(let postgres) = location else { return try openEmbeddedStore(location) }
+    do {
+        return try await PostgresStore.open(postgres, logger: logger)
+    } catch {
+        throw SetupError("cannot open the store: \(error)")
+    }
+}
+
+/// Opens an embedded store (memory or SQLite), which needs no wait.
+public func openEmbeddedStore(_ location: StoreLocation) throws -> any SessionStore {
     switch location {
+    case .postgres:
+        throw SetupError("the store \(location) is opened with openStore, which waits for it")
     case .memory:
         return MemoryStore()
     case .sqlite(let path):
@@ -47,7 +60,7 @@ public func buildServer(
     _ config: ServerConfig, logger: Logger, metrics: ServerMetrics = ServerMetrics(), store: (any SessionStore)? = nil,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> TandemServer {
-    let store = try store ?? openStore(config.store)
+    let store = try store ?? openEmbeddedStore(config.store)
     let sfu = config.sfu.map { settings in DailyClient(configuration: settings.api, logger: logger) }
     let hub = SignalingHub(
         config: config, store: store, metrics: metrics, logger: logger, relay: try config.relay.map { try makeRelay($0, dev: config.dev) },

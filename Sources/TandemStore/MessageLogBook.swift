@@ -31,7 +31,7 @@ public final class MessageLogBook: Sendable {
 }
 
 /// A store whose resume logs are this node's memory (`logs`): the embedded stores.
-public protocol ResumeLogInMemory: SessionStore {
+public protocol ResumeLogInMemory: ResumeLog {
     var logs: MessageLogBook { get }
 }
 

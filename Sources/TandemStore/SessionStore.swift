@@ -36,6 +36,14 @@ public struct SessionRecord: Sendable, Equatable {
     public var lastEpoch: Int
     public var history: [HistoryEntry]
     public var endedAtMs: Int64?
+
+    public init(session: SessionID, provider: ProviderState?, lastEpoch: Int, history: [HistoryEntry], endedAtMs: Int64? = nil) {
+        self.session = session
+        self.provider = provider
+        self.lastEpoch = lastEpoch
+        self.history = history
+        self.endedAtMs = endedAtMs
+    }
 }
 
 public struct PresenceRecord: Sendable, Equatable {
@@ -122,10 +130,14 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     public var description: String { "store \(code.rawValue): \(message)" }
 }
 
-/// The session store: everything that must be atomic or shared when several nodes serve one session.
-/// The embedded backends (memory, SQLite) serve one node; a PostgreSQL backend implements the same
-/// contract for many.
-public protocol SessionStore: Sendable {
+/// The session store, by concern: what a backend guarantees differs between them.
+public typealias SessionStore = ProviderAuthority & SessionJournal & ResumeLog
+
+/// The authority on which provider and epoch each session is on, and the providers' learning scores.
+/// Every node serving sessions of one store decides through it, so each call is atomic for all of
+/// them: of racing claims exactly one selects, of racing compare-and-sets exactly one moves, and
+/// concurrent score adjustments all count.
+public protocol ProviderAuthority: Sendable {
     /// Get-or-select: if the session is live, its provider; otherwise `proposed` at the next epoch, which
     /// becomes the session's provider. Atomic: of two racing callers exactly one selects.
     func claimProvider(_ session: SessionID, proposed: ProviderName, atMs: Int64) async throws -> ProviderState
@@ -137,13 +149,22 @@ public protocol SessionStore: Sendable {
     /// The last epoch a session id used, 0 if never.
     func lastEpoch(_ session: SessionID) async throws -> Int
     func session(_ session: SessionID) async throws -> SessionRecord?
-    /// The session has no participants any more.
+    /// The session has no participants any more (its presence goes with it).
     func endSession(_ session: SessionID, atMs: Int64) async throws
 
     func scores() async throws -> ProviderScores
     /// Applies a delta (clamped) and returns the new scores.
     func adjustScore(_ provider: ProviderName, delta: Int) async throws -> ProviderScores
 
+    /// Ends every session the store still has open, which a crash left so: called at start by a node
+    /// that is the store's only user (a shared store answers 0 and ends none). The number ended.
+    func endSessionsLeftOpen(atMs: Int64) async throws -> Int
+}
+
+/// What happened in sessions, for the admin API and operators: presence, health samples and alerts.
+/// Nothing decides on it, so a backend may write it behind the caller (SQLite batches health samples)
+/// and keeps only so much of it (``keptAlertsPerSession``, ``RetentionPolicy``).
+public protocol SessionJournal: Sendable {
     func upsertPresence(_ session: SessionID, _ record: PresenceRecord) async throws
     func removePresence(_ session: SessionID, _ participant: ParticipantID) async throws
     func presence(_ session: SessionID) async throws -> [PresenceRecord]
@@ -154,18 +175,18 @@ public protocol SessionStore: Sendable {
     func recordAlert(_ session: SessionID, _ alert: AlertRecord) async throws
     func alerts(_ session: SessionID) async throws -> [AlertRecord]
 
-    /// Appends framed server messages to their participants' logs (for resume), in order.
+    /// Removes stale presence, old health samples and long-finished sessions.
+    func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport
+}
+
+/// The messages sent to each participant, for a resume: bounded per participant (``MessageLog``), and
+/// kept by the node that serves the session, since it is written on every message sent.
+public protocol ResumeLog: Sendable {
+    /// Appends framed server messages to their participants' logs, in order.
     func appendMessages(_ session: SessionID, _ messages: [LoggedMessage]) async throws
     /// The messages after `seq`, or nil when some of them are no longer kept (resume impossible).
     func messages(_ session: SessionID, _ participant: ParticipantID, after seq: Int) async throws -> [[UInt8]]?
     func dropMessages(_ session: SessionID, _ participant: ParticipantID) async throws
-
-    /// Removes stale presence, old health samples and long-finished sessions.
-    func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport
-
-    /// Ends every session the store still has open, which a crash left so: called at start by a node
-    /// that is the store's only user. The number ended.
-    func endSessionsLeftOpen(atMs: Int64) async throws -> Int
 }
 
 /// Most alerts a store keeps per session (the newest); a flapping link cannot grow it without end.

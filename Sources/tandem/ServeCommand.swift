@@ -46,7 +46,8 @@ struct ServeCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         for note in loaded.notes { logger.notice("\(note)") }
         let config = loaded.config
-        let server = try buildServer(config, logger: logger, metrics: metrics) { [logger] port in
+        let store = try await openStore(config.store, logger: logger)
+        let server = try buildServer(config, logger: logger, metrics: metrics, store: store) { [logger] port in
             let scheme = config.tls == .disabled ? "http" : "https"
             logger.notice("tandem \(config.version) serving \(scheme)://\(config.host):\(port) (signaling at /v1/signal, store \(config.store))")
         }

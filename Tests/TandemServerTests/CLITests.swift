@@ -38,6 +38,9 @@ struct CLITests {
         ["serve", "--secret", "cli-test-secret-16"],
         ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--store", "sqlite:/dev/null/sub/x.db"],
         ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--heartbeat-interval=soon"],
+        // A PostgreSQL store that nothing answers for (port 1): refused after its wait, in one line.
+        ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--store", "postgres://tandem@127.0.0.1:1/tandem?sslmode=disable"],
+        ["serve", "--no-tls", "--secret", "cli-test-secret-16", "--store", "postgres://127.0.0.1/tandem"],
         ["serve", "--frobnicate"],
         ["serve", "--listen"],
         // Empty or short secrets and keys, every one of them, also in dev mode.

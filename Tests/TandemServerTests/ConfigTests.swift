@@ -115,7 +115,7 @@ struct ConfigTests {
         (["secret": "config-test-secret"], "give --tls-cert and --tls-key, or --no-tls"),
         (["secret": "config-test-secret", "tls-cert": "c"], "--tls-cert and --tls-key go together"),
         (["secret": "config-test-secret", "no-tls": "true", "heartbeat-interval": "soon"], "heartbeat-interval must be a whole number"),
-        (["secret": "config-test-secret", "no-tls": "true", "store": "redis"], "store must be memory or sqlite:PATH"),
+        (["secret": "config-test-secret", "no-tls": "true", "store": "redis"], "store must be memory, sqlite:PATH or postgres://"),
         (["secret": "config-test-secret", "no-tls": "true", "providers": "relay"], "provider relay cannot be enabled"),
         (["secret": "config-test-secret", "no-tls": "true", "heartbeat-interval": "20000", "heartbeat-timeout": "10000"], "heartbeat-timeout must be longer"),
         (["secret": "config-test-secret", "no-tls": "maybe"], "no-tls must be true or false"),

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import TandemArbiter
 import TandemProtocol
+import TandemPostgres
+import TandemPostgresTestSupport
+import Logging
 
 @testable import TandemStore
 
@@ -10,14 +13,18 @@ let a = ParticipantID("a")
 let b = ParticipantID("b")
 
 enum Backend: String, CaseIterable, Sendable {
-    case memory, sqlite
+    case memory, sqlite, postgres
 
-    func make() throws -> (any SessionStore, String?) {
+    /// A new, empty store of this backend (PostgreSQL: a new database of the tests' own server).
+    func make() async throws -> (any SessionStore, String?) {
         switch self {
         case .memory: return (MemoryStore(), nil)
         case .sqlite:
             let path = NSTemporaryDirectory() + "tandem-store-\(UUID().uuidString).db"
             return (try SQLiteStore(path: path), path)
+        case .postgres:
+            let url = try await PostgresServer.shared().makeDatabase()
+            return (try await PostgresStoreTests.open(url), url)
         }
     }
 }
@@ -25,7 +32,7 @@ enum Backend: String, CaseIterable, Sendable {
 @Suite struct StoreContractTests {
     @Test(arguments: Backend.allCases)
     func claimIsGetOrSelectAndAtomic(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         // Twenty racing first joiners proposing different providers: one selection wins for all.
         let results = try await withThrowingTaskGroup(of: ProviderState.self) { group in
             for i in 0..<20 {
@@ -42,7 +49,7 @@ enum Backend: String, CaseIterable, Sendable {
 
     @Test(arguments: Backend.allCases)
     func compareAndSetMovesOnceFromTheExpectedEpoch(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 1)
         let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
             for _ in 0..<10 { group.addTask { try await store.compareAndSetProvider(s1, expectedEpoch: 1, new: .relay, reason: .failure, atMs: 2) } }
@@ -58,7 +65,7 @@ enum Backend: String, CaseIterable, Sendable {
 
     @Test(arguments: Backend.allCases)
     func endedSessionKeepsItsEpochForTheNextClaim(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 1)
         _ = try await store.compareAndSetProvider(s1, expectedEpoch: 1, new: .p2p, reason: .failure, atMs: 2)
         try await store.endSession(s1, atMs: 3)
@@ -70,7 +77,7 @@ enum Backend: String, CaseIterable, Sendable {
 
     @Test(arguments: Backend.allCases)
     func scoresClampAndAccumulate(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         #expect(try await store.scores() == ProviderScores())
         _ = try await store.adjustScore(.p2p, delta: 15)
         let after = try await store.adjustScore(.relay, delta: -15)
@@ -81,7 +88,7 @@ enum Backend: String, CaseIterable, Sendable {
 
     @Test(arguments: Backend.allCases)
     func presenceHealthAndAlerts(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         try await store.upsertPresence(s1, PresenceRecord(participant: a, name: "A", state: .active, node: "n1", lastSeenMs: 10))
         try await store.upsertPresence(s1, PresenceRecord(participant: b, name: nil, state: .active, node: "n1", lastSeenMs: 10))
         try await store.upsertPresence(s1, PresenceRecord(participant: a, name: "A", state: .reconnecting, node: "n1", lastSeenMs: 20))
@@ -102,7 +109,7 @@ enum Backend: String, CaseIterable, Sendable {
 
     @Test(arguments: Backend.allCases)
     func messageLogReplaysOrRefuses(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         try await store.appendMessages(s1, (1...5).map { LoggedMessage(participant: a, seq: $0, frame: [UInt8($0)]) })
         #expect(try await store.messages(s1, a, after: 2) == [[3], [4], [5]])
         #expect(try await store.messages(s1, a, after: 5) == [])
@@ -114,7 +121,7 @@ enum Backend: String, CaseIterable, Sendable {
 
     @Test(arguments: Backend.allCases)
     func cleanupRemovesWhatIsOld(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         let day: Int64 = 86_400_000
         try await store.upsertPresence(s1, PresenceRecord(participant: a, name: nil, state: .active, node: "n", lastSeenMs: 0))
         try await store.upsertPresence(s1, PresenceRecord(participant: b, name: nil, state: .active, node: "n", lastSeenMs: 2 * day))
@@ -166,7 +173,7 @@ enum Backend: String, CaseIterable, Sendable {
     /// A session's alerts are kept to the newest `keptAlertsPerSession`.
     @Test(arguments: Backend.allCases)
     func alertsAreBoundedPerSession(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         for i in 0..<(keptAlertsPerSession + 40) {
             try await store.recordAlert(s1, AlertRecord(kind: .packetLoss, participant: a, value: Double(i), atMs: Int64(i)))
         }
@@ -179,7 +186,7 @@ enum Backend: String, CaseIterable, Sendable {
     /// restart of the session under the same id; its epochs go on.
     @Test(arguments: Backend.allCases)
     func historyIsBoundedPerSession(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         _ = try await store.claimProvider(s1, proposed: .p2p, atMs: 0)
         for epoch in 1..<(keptHistoryPerSession + 30) {
             #expect(try await store.compareAndSetProvider(s1, expectedEpoch: epoch, new: epoch % 2 == 0 ? .p2p : .relay, reason: .quality, atMs: Int64(epoch)))
@@ -196,7 +203,7 @@ enum Backend: String, CaseIterable, Sendable {
     /// every one recorded before it.
     @Test(arguments: Backend.allCases)
     func aBurstOfHealthSamplesIsReadBackWhole(_ backend: Backend) async throws {
-        let (store, _) = try backend.make()
+        let (store, _) = try await backend.make()
         let people = [ParticipantID("a"), ParticipantID("b"), ParticipantID("c")]
         for i in 0..<300 {
             let report = HealthReport(epoch: 1, provider: .p2p, media: .connected, rttMs: Double(i))
