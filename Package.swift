@@ -187,7 +187,9 @@ let package = Package(
             name: "tandem-bench-relay", dependencies: ["TandemMedia", "TandemMediaCore", "TandemMediaTestSupport", "CRelayFloor"], path: "bench/relay/main",
             swiftSettings: strict),
         // Fuzzing: the network parsers as targets (replayed by the tests), and the libFuzzer driver.
-        .target(name: "TandemFuzzTargets", dependencies: ["TandemMedia", "TandemMediaCore", "TandemProtocol", "TandemSTUN", "TandemTURN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
+        // The pure targets link no C library; DTLS's needs OpenSSL and stands apart.
+        .target(name: "TandemFuzzTargets", dependencies: ["TandemMediaCore", "TandemProtocol", "TandemSTUN", "TandemTURN"], path: "Tests/Fuzz/Targets", swiftSettings: strict),
+        .target(name: "TandemFuzzDTLS", dependencies: ["TandemMedia", "TandemMediaCore"], path: "Tests/Fuzz/DTLSTarget", swiftSettings: strict),
         .executableTarget(name: "tandem-fuzz", dependencies: ["TandemFuzzTargets"], path: "Tests/Fuzz/Main", swiftSettings: strict),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"], swiftSettings: strict),
         .testTarget(name: "TandemArbiterTests", dependencies: ["TandemArbiter"], swiftSettings: strict),
@@ -208,7 +210,7 @@ let package = Package(
         .testTarget(
             name: "TandemMediaTests",
             dependencies: [
-                "TandemMedia", "TandemMediaCore", "TandemMediaTestSupport", "TandemFuzzTargets",
+                "TandemMedia", "TandemMediaCore", "TandemMediaTestSupport", "TandemFuzzTargets", "TandemFuzzDTLS",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

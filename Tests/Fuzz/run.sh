@@ -24,10 +24,8 @@ mkdir -p "$out"
 swift build -c release --target Crypto >/dev/null
 crypto_objects=$(find .build/release/Crypto.build .build/release/CryptoBoringWrapper.build .build/release/CCryptoBoringSSL.build \
     .build/release/CCryptoBoringSSLShims.build -name '*.o')
-cflags=()
-for f in $(pkg-config --cflags-only-I nice libsrtp2 openssl); do cflags+=(-Xcc "$f"); done
 flags=(-sanitize=$sanitizers -package-name tandem -O -gline-tables-only -parse-as-library -swift-version 6 -enable-upcoming-feature ExistentialAny
-    -I "$out" -I .build/release/Modules -I Sources/CNice -I Sources/COpenSSL -I Sources/CSRTP "${cflags[@]}")
+    -I "$out" -I .build/release/Modules)
 module() {
     local name=$1
     shift
@@ -35,15 +33,29 @@ module() {
 }
 module TandemProtocol Sources/TandemProtocol/*.swift
 module TandemMediaCore Sources/TandemMediaCore/*.swift
-module TandemMedia Sources/TandemMedia/*.swift
 module TandemSTUN Sources/TandemSTUN/*.swift
 module TandemTURN Sources/TandemTURN/*.swift
 module TandemFuzzTargets Tests/Fuzz/Targets/*.swift
-swiftc "${flags[@]}" -DFUZZING -module-name tandem_fuzz -c Tests/Fuzz/Main/Fuzz.swift -o "$out/main.o"
-# shellcheck disable=SC2046
-swiftc -sanitize=$sanitizers "$out"/*.o $crypto_objects -o "$out/tandem-fuzz" $(pkg-config --libs nice libsrtp2 openssl | sed 's/-pthread//g')
-
-fuzzer=$out/tandem-fuzz
+pure=(TandemProtocol TandemMediaCore TandemSTUN TandemTURN TandemFuzzTargets)
+if [ "$target" = dtls ]; then
+    # DTLS needs the media relay's C libraries (OpenSSL, and what TandemMedia links beside it).
+    for f in $(pkg-config --cflags-only-I nice libsrtp2 openssl); do flags+=(-Xcc "$f"); done
+    flags+=(-I Sources/CNice -I Sources/COpenSSL -I Sources/CSRTP)
+    module TandemMedia Sources/TandemMedia/*.swift
+    module TandemFuzzDTLS Tests/Fuzz/DTLSTarget/*.swift
+    swiftc "${flags[@]}" -DFUZZING -DWITH_DTLS -module-name tandem_fuzz -c Tests/Fuzz/Main/Fuzz.swift -o "$out/main-dtls.o"
+    objects=("${pure[@]/#/$out/}")
+    # shellcheck disable=SC2046
+    swiftc -sanitize=$sanitizers "${objects[@]/%/.o}" "$out/TandemMedia.o" "$out/TandemFuzzDTLS.o" "$out/main-dtls.o" $crypto_objects \
+        -o "$out/tandem-fuzz-dtls" $(pkg-config --libs nice libsrtp2 openssl | sed 's/-pthread//g')
+    fuzzer=$out/tandem-fuzz-dtls
+else
+    # The other targets' binary links no C library but swift-crypto's own.
+    swiftc "${flags[@]}" -DFUZZING -module-name tandem_fuzz -c Tests/Fuzz/Main/Fuzz.swift -o "$out/main.o"
+    objects=("${pure[@]/#/$out/}")
+    swiftc -sanitize=$sanitizers "${objects[@]/%/.o}" "$out/main.o" $crypto_objects -o "$out/tandem-fuzz"
+    fuzzer=$out/tandem-fuzz
+fi
 corpus="Tests/Fuzz/corpus/$target"
 mkdir -p "$corpus"
 export TANDEM_FUZZ_TARGET="$target"

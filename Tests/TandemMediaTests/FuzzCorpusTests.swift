@@ -1,4 +1,5 @@
 import Foundation
+import TandemFuzzDTLS
 import TandemFuzzTargets
 import Testing
 
@@ -9,14 +10,20 @@ import Testing
     static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fuzz/corpus")
 
-    @Test(arguments: FuzzTarget.allCases)
-    func corpusReplaysWithoutACrash(_ target: FuzzTarget) throws {
-        let directory = Self.corpus.appendingPathComponent(target.rawValue)
+    static let targets = FuzzTarget.allCases.map(\.rawValue) + [DTLSFuzzTarget.name]
+
+    static func run(_ target: String, _ input: UnsafeRawBufferPointer) {
+        if let pure = FuzzTarget(rawValue: target) { pure.run(input) } else { DTLSFuzzTarget.run(input) }
+    }
+
+    @Test(arguments: targets)
+    func corpusReplaysWithoutACrash(_ target: String) throws {
+        let directory = Self.corpus.appendingPathComponent(target)
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
         #expect(files.count >= 10, "the \(target) corpus is missing")
         for name in files {
             let data = try Data(contentsOf: directory.appendingPathComponent(name))
-            data.withUnsafeBytes { target.run($0) }
+            data.withUnsafeBytes { Self.run(target, $0) }
         }
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuzzing at depth: every network parser's libFuzzer target for a number of executions, with figures.
 
-Builds the fuzzer once (Tests/Fuzz/run.sh), then runs each target on its
+Builds the fuzzers once (Tests/Fuzz/run.sh: one without C libraries, one for DTLS), then runs each target on its
 corpus in Tests/Fuzz/corpus/TARGET for --runs executions (10 million by default) and prints, per target:
 executions, executions per second, coverage (libFuzzer's `cov` and `ft`), the corpus before and after,
 and whether it found a crash (its input is left as crash-* in the repository root). New corpus entries
@@ -44,10 +44,16 @@ def main() -> None:
         if target not in TARGETS:
             sys.exit(f"unknown target {target}; one of {','.join(TARGETS)}")
 
-    # Builds the fuzzer (and runs the first target for a second, which changes nothing that matters).
-    subprocess.run([str(ROOT / "Tests/Fuzz/run.sh"), targets[0], "1"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    fuzzer = ROOT / ".build-fuzz" / "tandem-fuzz"
+    # Builds the fuzzers (and runs a target of each for a second, which changes nothing that matters):
+    # tandem-fuzz for the pure targets, tandem-fuzz-dtls, which links the C libraries, for DTLS.
+    builds = sorted({"dtls" if t == "dtls" else "json" for t in targets})
+    for build in builds:
+        subprocess.run([str(ROOT / "Tests/Fuzz/run.sh"), build, "1"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = ROOT / (".build-fuzz" if os.environ.get("TANDEM_FUZZ_ASAN", "1") != "0" else ".build-fuzz-noasan")
+
+    def fuzzer_for(target: str) -> Path:
+        return out / ("tandem-fuzz-dtls" if target == "dtls" else "tandem-fuzz")
 
     print(f"{'target':8} {'executions':>12} {'exec/s':>8} {'cov':>6} {'ft':>7} {'corpus':>15} {'time s':>7}  result", flush=True)
 
@@ -57,7 +63,7 @@ def main() -> None:
         before = len(os.listdir(corpus))
         started = time.monotonic()
         run = subprocess.run(
-            [str(fuzzer), str(corpus), f"-runs={args.runs}", f"-max_total_time={args.max_seconds}", "-max_len=8192",
+            [str(fuzzer_for(target)), str(corpus), f"-runs={args.runs}", f"-max_total_time={args.max_seconds}", "-max_len=8192",
              "-timeout=10", "-print_final_stats=1"],
             cwd=ROOT, env={**os.environ, "TANDEM_FUZZ_TARGET": target, "ASAN_OPTIONS": ASAN_OPTIONS}, capture_output=True, text=True)
         elapsed = time.monotonic() - started

@@ -1,11 +1,11 @@
-import TandemMedia
 import TandemMediaCore
 import TandemProtocol
 import TandemSTUN
 import TandemTURN
 
-/// Every parser that reads bytes a network peer sends, as a function of those bytes. libFuzzer drives
-/// them (`Tests/Fuzz/run.sh`), and the test suite replays the corpus they found through them.
+/// Every parser that reads bytes a network peer sends, as a function of those bytes, but DTLS's
+/// (`DTLSFuzzTarget`, which needs OpenSSL): this module links no C library. libFuzzer drives them
+/// (`Tests/Fuzz/run.sh`), and the test suite replays the corpus they found through them.
 public enum FuzzTarget: String, CaseIterable, Sendable {
     /// An SDP offer to the relay: parsed, answered, and renegotiated.
     case sdp
@@ -13,8 +13,6 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case rtcp
     /// An RTP packet after decryption, rewritten for the other leg.
     case rtp
-    /// Datagrams to a DTLS server before and during its handshake (2-byte length prefixes).
-    case dtls
     /// A signaling frame.
     case signal
     /// A JSON text: parsed, written back and parsed again to the same value.
@@ -29,7 +27,6 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .sdp: Self.sdp(input)
         case .rtcp: Self.rtcp(input)
         case .rtp: Self.rtp(input)
-        case .dtls: Self.dtls(input)
         case .signal: _ = try? ClientMessage.decode(Array(input))
         case .json: Self.json(input)
         case .turn: Self.turn(input)
@@ -172,20 +169,4 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         let (username, password) = TURNCredentials.mint(secret: turnSecret, identity: "fuzz", expiry: 1_800_000_000 + 3600)
         return (username, TURNCredentials.longTermKey(username: username, realm: "tandem", password: password, algorithm: .md5))
     }()
-
-    static let identity = try! DTLSIdentity.generate(commonName: "fuzz")
-
-    static func dtls(_ input: UnsafeRawBufferPointer) {
-        guard let server = try? DTLSTransport(identity: identity, role: .server, remoteFingerprint: identity.fingerprint) else { return }
-        var offset = 0
-        while offset + 2 <= input.count {
-            let length = Int(input[offset]) << 8 | Int(input[offset + 1])
-            let end = min(input.count, offset + 2 + length)
-            _ = server.receive(UnsafeRawBufferPointer(rebasing: input[(offset + 2)..<end]))
-            _ = server.takeOutgoing()
-            _ = server.handleTimeout()
-            offset = end
-        }
-        server.close()
-    }
 }
