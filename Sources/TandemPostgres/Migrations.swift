@@ -39,7 +39,21 @@ enum Migrations {
                 """,
                 "CREATE INDEX tandem_alerts_by_session ON tandem_alerts (session, at)",
             ]
-        )
+        ),
+        (
+            2,
+            [
+                """
+                CREATE TABLE tandem_nodes (
+                    name TEXT PRIMARY KEY, address TEXT, state TEXT NOT NULL, lease_until TIMESTAMPTZ NOT NULL)
+                """,
+                """
+                CREATE TABLE tandem_homes (
+                    session TEXT PRIMARY KEY, node TEXT NOT NULL, generation BIGINT NOT NULL, since TIMESTAMPTZ NOT NULL)
+                """,
+                "CREATE INDEX tandem_homes_by_node ON tandem_homes (node)",
+            ]
+        ),
     ]
 
     /// Any number, the same on every node: the advisory lock that makes nodes starting at once apply

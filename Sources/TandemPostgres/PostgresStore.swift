@@ -198,6 +198,94 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     /// A shared store never ends sessions at start: other nodes may be serving them.
     public func endSessionsLeftOpen(atMs: Int64) async throws -> Int { 0 }
 
+    // MARK: Homes
+
+    public func heartbeat(_ node: NodeRecord, leaseMs: Int64) async throws {
+        try await run("heartbeat of \(node.name)") {
+            try await client.query(
+                """
+                INSERT INTO tandem_nodes (name, address, state, lease_until)
+                VALUES (\(node.name), \(node.address), \(node.state.rawValue), now() + \(leaseMs) * interval '1 millisecond')
+                ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, state = EXCLUDED.state, lease_until = EXCLUDED.lease_until
+                """, logger: logger)
+        }
+    }
+
+    public func liveNodes() async throws -> [NodeRecord] {
+        try await run("nodes") {
+            let rows = try await client.query(
+                "SELECT name, address, state FROM tandem_nodes WHERE lease_until > now() ORDER BY name", logger: logger)
+            var nodes: [NodeRecord] = []
+            for try await (name, address, state) in rows.decode((String, String?, String).self) {
+                nodes.append(NodeRecord(name: name, address: address, state: NodeRecord.State(rawValue: state) ?? .serving))
+            }
+            return nodes
+        }
+    }
+
+    public func removeNode(_ name: String) async throws {
+        try await run("remove node \(name)") {
+            try await client.query(
+                "WITH freed AS (DELETE FROM tandem_homes WHERE node = \(name)) DELETE FROM tandem_nodes WHERE name = \(name)", logger: logger)
+        }
+    }
+
+    /// One statement: the home moves only from a node whose lease has run out (the row lock makes two
+    /// askers take turns, and the second sees the first's home), and only to a node whose lease runs.
+    public func acquireHome(_ session: SessionID, node: String) async throws -> SessionHome? {
+        let id = session.rawValue
+        return try await run("home of \(id)") {
+            // A home that another node inserted after this statement's snapshot is not visible to its
+            // fallback SELECT; the next try sees it.
+            for _ in 0..<5 {
+                let rows = try await client.query(
+                    """
+                    WITH me AS (SELECT name FROM tandem_nodes WHERE name = \(node) AND lease_until > now()),
+                    taken AS (
+                        INSERT INTO tandem_homes AS h (session, node, generation, since) SELECT \(id), name, 1, now() FROM me
+                        ON CONFLICT (session) DO UPDATE SET node = EXCLUDED.node, generation = h.generation + 1, since = now()
+                        WHERE h.node <> EXCLUDED.node
+                        AND NOT EXISTS (SELECT 1 FROM tandem_nodes n WHERE n.name = h.node AND n.lease_until > now())
+                        RETURNING node, generation)
+                    SELECT t.node, n.address, t.generation, true FROM taken t JOIN tandem_nodes n ON n.name = t.node
+                    UNION ALL
+                    SELECT h.node, n.address, h.generation, true FROM tandem_homes h JOIN tandem_nodes n ON n.name = h.node
+                    WHERE h.session = \(id) AND NOT EXISTS (SELECT 1 FROM taken)
+                    AND ((h.node = \(node) AND EXISTS (SELECT 1 FROM me)) OR (h.node <> \(node) AND n.lease_until > now()))
+                    UNION ALL
+                    SELECT '', NULL, 0, EXISTS (SELECT 1 FROM me)
+                    """, logger: logger)
+                var meLive = false
+                for try await (home, address, generation, found) in rows.decode((String, String?, Int, Bool).self) {
+                    if !home.isEmpty { return SessionHome(node: home, address: address, generation: generation) }
+                    meLive = found
+                }
+                guard meLive else { return nil }
+            }
+            throw StoreError(.query, "home of \(id): the home changed under five tries")
+        }
+    }
+
+    public func releaseHome(_ session: SessionID, node: String) async throws {
+        try await run("release \(session)") {
+            try await client.query("DELETE FROM tandem_homes WHERE session = \(session.rawValue) AND node = \(node)", logger: logger)
+        }
+    }
+
+    public func home(_ session: SessionID) async throws -> SessionHome? {
+        try await run("home of \(session)") {
+            let rows = try await client.query(
+                """
+                SELECT h.node, n.address, h.generation FROM tandem_homes h LEFT JOIN tandem_nodes n ON n.name = h.node
+                WHERE h.session = \(session.rawValue)
+                """, logger: logger)
+            for try await (node, address, generation) in rows.decode((String, String?, Int).self) {
+                return SessionHome(node: node, address: address, generation: generation)
+            }
+            return nil
+        }
+    }
+
     // MARK: Journal
 
     public func upsertPresence(_ session: SessionID, _ r: PresenceRecord) async throws {

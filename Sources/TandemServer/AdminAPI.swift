@@ -60,11 +60,29 @@ struct AdminAPI {
         var at: Int64
     }
 
+    struct HomeView: Codable {
+        var node: String
+        var address: String?
+        var generation: Int
+    }
+
+    struct NodeView: Codable {
+        var name: String
+        var address: String?
+        var state: String
+    }
+
+    struct NodesView: ResponseEncodable {
+        var nodes: [NodeView]
+    }
+
     struct SessionView: ResponseEncodable {
         var session: String
         var provider: ProviderSummary?
         var participants: [ParticipantView]
         var history: [HistoryView]
+        /// The node that serves the session, while one does.
+        var home: HomeView?
     }
 
     struct AlertView: Codable {
@@ -172,6 +190,10 @@ struct AdminAPI {
                 }
             }
         }
+        router.get("v1/nodes") { request, _ -> NodesView in
+            try authorize(request)
+            return NodesView(nodes: try await hub.store.liveNodes().map { NodeView(name: $0.name, address: $0.address, state: $0.state.rawValue) })
+        }
         router.get("v1/providers") { request, _ -> ProvidersView in
             try authorize(request)
             let scores = try await hub.store.scores()
@@ -200,6 +222,7 @@ struct AdminAPI {
     private func sessionView(_ session: SessionID) async throws -> SessionView {
         guard let record = try await hub.store.session(session) else { throw HTTPError(.notFound, message: "no session \(session)") }
         let history = record.history.map { HistoryView(epoch: $0.epoch, provider: $0.provider.rawValue, reason: $0.reason.rawValue, at: $0.atMs) }
+        let home = try await hub.store.home(session).map { HomeView(node: $0.node, address: $0.address, generation: $0.generation) }
         if let live = await hub.snapshot(session) {
             return SessionView(
                 session: session.rawValue, provider: live.provider.map { ProviderSummary(name: $0.rawValue, epoch: live.epoch) },
@@ -208,7 +231,7 @@ struct AdminAPI {
                         id: p.id.rawValue, name: p.name, state: p.state.rawValue, lastSeenMs: p.lastSeenMs,
                         health: p.health.map { healthView($0, quality: p.qualityLevel, maxVideoHeight: p.maxVideoHeight) },
                         relay: p.relay)
-                }, history: history)
+                }, history: history, home: home)
         }
         // Not live on this node: what the store knows.
         let presence = try await hub.store.presence(session)
@@ -219,7 +242,7 @@ struct AdminAPI {
                 ParticipantView(
                     id: p.participant.rawValue, name: p.name, state: p.state.rawValue, lastSeenMs: p.lastSeenMs,
                     health: health[p.participant].map { healthView($0.report, quality: nil, maxVideoHeight: nil) })
-            }, history: history)
+            }, history: history, home: home)
     }
 
     private func healthView(_ r: HealthReport, quality: QualityLevel?, maxVideoHeight: Int?) -> HealthView {

@@ -155,6 +155,10 @@ public struct ConfigLoader {
             c.store = .sqlite(path: dataDir + "/tandem.db")
         }
         c.node = text("node") ?? ProcessInfo.processInfo.hostName
+        if let advertise = text("advertise") {
+            _ = try Self.parseListen(advertise, key: "advertise")
+            c.advertise = advertise
+        }
 
         let noTLS = try bool("no-tls")
         switch (text("tls-cert"), text("tls-key"), noTLS) {

@@ -36,6 +36,8 @@ enum SessionEvent: Sendable {
     case forceSwitch(ProviderName, CheckedContinuation<Result<ProviderState, ProtocolError>, Never>)
     case snapshot(CheckedContinuation<SessionSnapshot?, Never>)
     case drain
+    /// The node lost its lease: stop serving the session here, without ending it.
+    case fence
     case relay(RelayOutput)
     case sfuPrepared(attempt: Int, Result<SFUMade, SFUError>)
 }
@@ -150,6 +152,7 @@ final class SessionShell {
             snapshotReplies[ticket] = reply
             return .snapshot(ticket)
         case .drain: return .drain
+        case .fence: return .fence
         case .relay(let output): return .relay(output)
         case let .sfuPrepared(attempt, result):
             sfuTasks[attempt] = nil
@@ -222,6 +225,7 @@ final class SessionShell {
         case .alert(let alert): try? await store.recordAlert(session, alert)
         case let .adjustScore(provider, delta): _ = try? await store.adjustScore(provider, delta: delta)
         case .endSession(let atMs): try? await store.endSession(session, atMs: atMs)
+        case .releaseHome: try? await store.releaseHome(session, node: hub.config.node)
         case let .switchProvider(expected, to, reason, atMs):
             do {
                 let moved = try await store.compareAndSetProvider(session, expectedEpoch: expected, new: to, reason: reason, atMs: atMs)

@@ -58,6 +58,12 @@ public struct ServerConfig: Sendable {
     public var apiKey: String?
     public var store: StoreLocation = .memory
     public var node = "node-1"
+    /// How other nodes reach this one (`HOST:PORT`), in the store's node registry.
+    public var advertise: String?
+    /// How often the node renews its lease in the store, and how long a renewal lasts there. A node
+    /// that cannot renew stops serving a third of the lease before it runs out.
+    public var nodeHeartbeatInterval: Duration = .seconds(2)
+    public var nodeLease: Duration = .seconds(6)
     public var arbiter = ArbiterConfig()
     /// Messages a connection may send per second, and the burst above that.
     public var rateLimitPerSecond: Double = 50

@@ -43,6 +43,9 @@ enum SessionInput: Sendable {
     case forceSwitch(Ticket, ProviderName)
     case snapshot(Ticket)
     case drain
+    /// The node lost its lease: another node may serve the session now. Everybody is told to resume
+    /// (4000), which brings them to it; the session is not ended in the store.
+    case fence
     /// What the media relay's leg for a participant said (answers, candidates, media state).
     case relay(RelayOutput)
     /// A background preparation of the session's SFU room and tokens ended.
@@ -77,6 +80,9 @@ enum StoreWrite: Sendable, Equatable {
     case alert(AlertRecord)
     case adjustScore(ProviderName, delta: Int)
     case endSession(atMs: Int64)
+    /// This node no longer serves the session: written before the hub forgets it, so that a new session
+    /// under the same id on this node takes the home after the release, never before it.
+    case releaseHome
     /// A compare-and-set from `expectedEpoch`; when the store has moved on, the shell answers with
     /// ``SessionInput/storeMoved(_:_:)``.
     case switchProvider(expectedEpoch: Int, to: ProviderName, reason: SwitchReason, atMs: Int64)

@@ -191,6 +191,16 @@ struct SessionMachine {
                 if let socket = member.connection { out.append(.closeSocket(connection: socket, code: CloseCode.draining, reason: "server draining; resume")) }
             }
             refuseWaitingJoins(ProtocolError(.providerUnavailable, "the server is draining; try another node"))
+        case .fence:
+            guard !closed else { return }
+            for member in members.values {
+                if let socket = member.connection {
+                    out.append(.closeSocket(connection: socket, code: CloseCode.draining, reason: "this node stopped serving; resume"))
+                }
+            }
+            closed = true
+            releaseSFUWaiters()
+            out.append(.ended)
         case .relay(let output):
             guard !closed else { return }
             relayOutput(output)
@@ -414,6 +424,7 @@ struct SessionMachine {
             case .sessionEnded:
                 endSFU()
                 out.append(.write(.endSession(atMs: wallMs)))
+                out.append(.write(.releaseHome))
                 closed = true
                 out.append(.ended)
                 releaseSFUWaiters()

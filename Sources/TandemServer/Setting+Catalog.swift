@@ -51,7 +51,12 @@ extension SettingSection {
         Setting(
             "data-dir", .value("PATH"), .server, "Directory of the default store and the development certificates.",
             default: .value(#""./data""#)),
-        Setting("node", .value("NAME"), .server, "Name of this node, in welcome.server.node.", default: .none("the host name")),
+        Setting(
+            "node", .value("NAME"), .server, "Name of this node, in welcome.server.node and the store's node registry; unique among the nodes of one store.",
+            default: .none("the host name")),
+        Setting(
+            "advertise", .value("HOST:PORT"), .server, "How other nodes and operators reach this node, in the store's node registry (GET /v1/nodes).",
+            default: .none("the listen address, when it is not a wildcard")),
         Setting(
             "log-level", .value("LEVEL"), .server, "Log level: trace, debug, info, notice, warning, error or critical.",
             default: .value(#""info""#)),

@@ -8,6 +8,7 @@ import TandemMedia
 import TandemMediaCore
 import TandemProtocol
 import TandemSFU
+import TandemSTUN
 import TandemStore
 
 /// The sessions live on this node, and the services every one shares: configuration, store, metrics,
@@ -29,7 +30,7 @@ public final class SignalingHub: Service, Sendable {
     let sfuRooms: SFURooms?
     private let origin = ContinuousClock.now
     private let sessions = NIOLockedValueBox<[SessionID: LiveSession]>([:])
-    private let state = NIOLockedValueBox(HubState())
+    private let state: NIOLockedValueBox<HubState>
     private let nextConnection = NIOLockedValueBox<UInt64>(0)
     /// Sockets that have not joined yet, with the time by which they must.
     private let joinDeadlines = NIOLockedValueBox<[UInt64: (Connection, Instant)]>([:])
@@ -37,6 +38,9 @@ public final class SignalingHub: Service, Sendable {
     struct HubState {
         var ready = true
         var draining = false
+        /// The node cannot be sure of its lease in the store: it takes no joins until it renews it.
+        var fenced = false
+        var lease: NodeLease
     }
 
     public init(
@@ -53,6 +57,7 @@ public final class SignalingHub: Service, Sendable {
         tokens = config.secret.map { JoinTokens(secret: $0) }
         iceServers = ICEServerMint(settings: config.turn, staticServers: config.iceServers)
         origins = OriginPolicy(allowed: config.allowedOrigins, dev: config.dev, tls: config.tls != .disabled)
+        state = NIOLockedValueBox(HubState(lease: NodeLease(length: config.nodeLease, margin: config.nodeLease / 3)))
     }
 
     /// Monotonic time for the arbiter.
@@ -101,18 +106,104 @@ public final class SignalingHub: Service, Sendable {
     }
 
     /// True while joins are accepted.
-    public var isReady: Bool { state.withLockedValue { $0.ready && !$0.draining } }
+    public var isReady: Bool { refusal == nil }
+
+    /// Why joins are refused now, if they are.
+    private var refusal: ProtocolError? {
+        state.withLockedValue { s in
+            if s.draining || !s.ready { return ProtocolError(.providerUnavailable, "the server is draining; try another node") }
+            if s.fenced { return ProtocolError(.providerUnavailable, "this node cannot reach the session store; try again or another node") }
+            return nil
+        }
+    }
+
+    // MARK: The node's lease
+
+    /// This node as the store's registry shows it.
+    var nodeRecord: NodeRecord {
+        let draining = state.withLockedValue { $0.draining }
+        let shown = config.host.contains(":") ? "[\(config.host)]" : config.host
+        let address = config.advertise ?? (IPAddress(config.host).map { $0.isUnspecified ? nil : "\(shown):\(config.port)" } ?? nil)
+        return NodeRecord(name: config.node, address: address, state: draining ? .draining : .serving)
+    }
+
+    /// Renews the lease; true when the store took it. After a lapse, every live session whose home
+    /// moved to another node meanwhile stops here (its sockets are told to resume, 4000).
+    @discardableResult
+    func renewLease() async -> Bool {
+        let sent = now()
+        do {
+            try await store.heartbeat(nodeRecord, leaseMs: Int64(config.nodeLease.milliseconds))
+        } catch {
+            logger.warning("the store did not renew this node's lease", metadata: ["error": "\(error)"])
+            return false
+        }
+        let wasFenced = state.withLockedValue { s in
+            s.lease.renewed(sentAt: sent)
+            defer { s.fenced = false }
+            return s.fenced
+        }
+        if wasFenced {
+            logger.notice("this node holds its lease again and serves")
+            await revalidateHomes()
+        }
+        return true
+    }
+
+    /// The sessions live here whose home is another node now stop here.
+    private func revalidateHomes() async {
+        for (session, live) in sessions.withLockedValue({ $0 }) {
+            guard let home = try? await store.acquireHome(session, node: config.node), home.node != config.node else { continue }
+            logger.warning("session \(session) moved to node \(home.node) while this node's lease had lapsed: its sockets resume there")
+            live.post(.fence)
+        }
+    }
+
+    /// Once a tick: a node that cannot be sure of its lease any more takes no new session, resume or
+    /// join (`/readyz` answers 503), so that it never starts serving beside a session's new home. Its
+    /// established sessions carry on (a store restart must not drop calls); when the lease is renewed,
+    /// any of them that another node took over meanwhile stops here.
+    func fenceIfLeaseLapsed() {
+        let now = now()
+        let fence = state.withLockedValue { s -> Bool in
+            guard !s.fenced, s.lease.wasEverHeld, !s.lease.holds(at: now) else { return false }
+            s.fenced = true
+            return true
+        }
+        if fence { logger.error("this node could not renew its lease in the store: it takes no joins until it can") }
+    }
+
+    /// Where a session not live here must be served: here (this node is now its home), or the node that is.
+    func acquireHome(_ session: SessionID) async -> Result<Void, ProtocolError> {
+        if !state.withLockedValue({ $0.lease.wasEverHeld }) { await renewLease() }
+        let home: SessionHome?
+        do {
+            home = try await store.acquireHome(session, node: config.node)
+        } catch {
+            logger.error("store failed to give the session a home", metadata: ["session": "\(session)", "error": "\(error)"])
+            return .failure(ProtocolError(.internal, "the session store is unavailable"))
+        }
+        guard let home else { return .failure(ProtocolError(.providerUnavailable, "this node is not serving (its lease has lapsed); try another node")) }
+        guard home.node == config.node else {
+            let at = home.address.map { " at \($0)" } ?? ""
+            return .failure(ProtocolError(.providerUnavailable, "session \(session) is served by node \(home.node)\(at); join through that node"))
+        }
+        return .success(())
+    }
 
     // MARK: Rooms
 
     func join(_ context: JoinContext) async -> JoinOutcome {
-        guard isReady else { return .rejected(ProtocolError(.providerUnavailable, "the server is draining; try another node")) }
+        if let refusal = refusal { return .rejected(refusal) }
         while true {
             let session = context.request.session
             let live: LiveSession
             if let existing = sessions.withLockedValue({ $0[session] }) {
                 live = existing
             } else {
+                // This node serves the session only as its home: two nodes never serve one session.
+                if case .failure(let error) = await acquireHome(session) { return .rejected(error) }
+                if let refusal = refusal { return .rejected(refusal) }
                 let lastEpoch = (try? await store.lastEpoch(session)) ?? 0
                 live = sessions.withLockedValue { sessions in
                     if let raced = sessions[session] { return raced }
@@ -164,7 +255,8 @@ public final class SignalingHub: Service, Sendable {
 
     // MARK: Service
 
-    /// Ticks every live session once a second and cleans the store once a minute until shutdown; then drains.
+    /// Ticks every live session once a second, renews the node's lease and cleans the store once a
+    /// minute until shutdown; then drains and leaves the store's registry.
     public func run() async throws {
         do {
             let ended = try await store.endSessionsLeftOpen(atMs: wallMs())
@@ -172,24 +264,44 @@ public final class SignalingHub: Service, Sendable {
         } catch {
             logger.error("could not end the sessions left open by the last run", metadata: ["error": "\(error)"])
         }
+        await renewLease()
         await cancelWhenGracefulShutdown {
-            var sinceCleanup = 0
-            while !Task.isCancelled {
-                do {
-                    try await Task.sleep(for: .seconds(1))
-                } catch {
-                    break
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.keepLease() }
+                var sinceCleanup = 0
+                while !Task.isCancelled {
+                    do {
+                        try await Task.sleep(for: .seconds(1))
+                    } catch {
+                        break
+                    }
+                    self.closeLateJoiners()
+                    self.fenceIfLeaseLapsed()
+                    for live in self.allLive() { live.post(.tick) }
+                    sinceCleanup += 1
+                    if sinceCleanup >= 60 {
+                        sinceCleanup = 0
+                        await self.cleanup()
+                    }
                 }
-                self.closeLateJoiners()
-                for live in self.allLive() { live.post(.tick) }
-                sinceCleanup += 1
-                if sinceCleanup >= 60 {
-                    sinceCleanup = 0
-                    await self.cleanup()
-                }
+                group.cancelAll()
             }
         }
         drain()
+        try? await store.removeNode(config.node)
+    }
+
+    /// Renews the lease every heartbeat interval until cancelled.
+    private func keepLease() async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: config.nodeHeartbeatInterval)
+            } catch {
+                return
+            }
+            await renewLease()
+            fenceIfLeaseLapsed()
+        }
     }
 
     func cleanup() async {

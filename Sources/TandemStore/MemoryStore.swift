@@ -1,9 +1,10 @@
+import Foundation
 import NIOConcurrencyHelpers
 import TandemArbiter
 import TandemProtocol
 
 /// A store that lives and dies with the process: for tests and throwaway dev servers.
-public final class MemoryStore: SessionStore, ResumeLogInMemory {
+public final class MemoryStore: SessionStore, ResumeLogInMemory, HomesOfOneProcess {
     struct State {
         var sessions: [SessionID: SessionRecord] = [:]
         var scores = ProviderScores()
@@ -18,6 +19,7 @@ public final class MemoryStore: SessionStore, ResumeLogInMemory {
 
     private let state = NIOLockedValueBox(State())
     public let logs = MessageLogBook()
+    public let homes = HomesInMemory { Int64(Date().timeIntervalSince1970 * 1000) }
 
     public init(scores: ProviderScores = ProviderScores()) {
         state.withLockedValue { $0.scores = scores }

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import NIOConcurrencyHelpers
 import TandemArbiter
 import TandemProtocol
@@ -7,10 +8,11 @@ import TandemProtocol
 /// presence, health samples and alerts survive a restart. Every call runs on one serial queue that owns
 /// the connection: a slow disk then holds up store calls, never a thread of Swift's cooperative pool
 /// (two on a two-core machine), which every room and socket shares.
-public final class SQLiteStore: SessionStore, ResumeLogInMemory, @unchecked Sendable {
+public final class SQLiteStore: SessionStore, ResumeLogInMemory, HomesOfOneProcess, @unchecked Sendable {
     private let queue = DispatchQueue(label: "tandem.sqlite")
     private let db: SQLiteConnection
     public let logs = MessageLogBook()
+    public let homes = HomesInMemory { Int64(Date().timeIntervalSince1970 * 1000) }
     private let pendingHealth = NIOLockedValueBox(PendingHealth())
 
     static let schema = """

@@ -131,7 +131,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 }
 
 /// The session store, by concern: what a backend guarantees differs between them.
-public typealias SessionStore = ProviderAuthority & SessionJournal & ResumeLog
+public typealias SessionStore = ProviderAuthority & SessionJournal & ResumeLog & SessionHomes
 
 /// The authority on which provider and epoch each session is on, and the providers' learning scores.
 /// Every node serving sessions of one store decides through it, so each call is atomic for all of

@@ -287,8 +287,10 @@ struct SFUSwitchTests {
 
     @Test func aSessionThatStartsAgainKeepsItsRoomFromTheOldSessionsDelete() async throws {
         try await DailyStandIn.withRunning(apiKey: Self.apiKey) { standIn, base in
-            // A slow service: the first session ends while its room is still being made.
-            standIn.setFaults(StandInFaults(latency: .milliseconds(300)))
+            // A slow service: the first session ends while its room is still being made, and the new
+            // session starts before that ends (1.5 s leaves room for a loaded machine: at 300 ms the
+            // delete was sometimes sent before the new session could call it off).
+            standIn.setFaults(StandInFaults(latency: .milliseconds(1500)))
             try await TestServer.with(Self.config(base, prepare: .sessionStart)) { server in
                 let (a, _) = try await server.join("s8")
                 a.send(#"{"type":"leave"}"#)

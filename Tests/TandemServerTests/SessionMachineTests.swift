@@ -78,6 +78,7 @@ struct MachineHarness {
             case .alert(let alert): return "write alert \(alert.kind.rawValue)"
             case let .adjustScore(provider, delta): return "write score \(provider) \(delta)"
             case .endSession: return "write end"
+            case .releaseHome: return "write release"
             case let .switchProvider(expected, to, reason, _): return "write switch \(expected)→\(to) \(reason.rawValue)"
             }
         case .read(let read):
@@ -168,7 +169,7 @@ struct SessionMachineTests {
         _ = h.feed(.join(arrival))
         #expect(
             h.feed(.answered(arrival.ticket, .failed)) == [
-                "log error store failed during join", "write end", "ended", "reply rejected internal",
+                "log error store failed during join", "write end", "write release", "ended", "reply rejected internal",
             ])
         #expect(h.machine.closed)
         // A join that reaches a closed session is sent back to the hub.
@@ -261,7 +262,7 @@ struct SessionMachineTests {
         _ = h.join("a", connection: 1)
         #expect(
             h.message("a", connection: 1, #"{"type":"leave"}"#) == [
-                "metric left", "close @1 1000", "write remove a", "write end", "ended",
+                "metric left", "close @1 1000", "write remove a", "write end", "write release", "ended",
             ])
         #expect(h.machine.connectionsInUse.isEmpty)
     }
@@ -287,6 +288,19 @@ struct SessionMachineTests {
         // A failure that began after b's join refuses it.
         let failed = h.feed(.sfuPrepared(attempt: 2, .failure(SFUError(.unavailable, status: 503, info: "down"))))
         #expect(failed.contains("reply rejected provider_unavailable"))
+    }
+
+    /// Another node took the session over: everybody is told to resume, and the session is not ended
+    /// in the store (it goes on at its new home).
+    @Test func aFencedSessionStopsWithoutEnding() {
+        var h = MachineHarness()
+        _ = h.join("a", connection: 1)
+        _ = h.join("b", connection: 2)
+        let effects = h.feed(.fence)
+        #expect(effects.sorted() == ["close @1 4000", "close @2 4000", "ended"])
+        #expect(!effects.contains("write end"))
+        #expect(h.machine.closed)
+        #expect(h.feed(.tick) == [])
     }
 
     @Test func drainClosesSocketsAndRefusesWaitingJoins() {

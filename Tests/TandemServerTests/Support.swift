@@ -294,7 +294,10 @@ final class Inbox: Sendable {
 /// A memory store whose calls fail on demand, for the paths a store error takes, and that counts the
 /// health samples written.
 final class FaultyStore: SessionStore {
-    let inner = MemoryStore()
+    let inner: MemoryStore
+
+    /// `inner` may be shared with other nodes' stores, as one database is.
+    init(inner: MemoryStore = MemoryStore()) { self.inner = inner }
     private let failing = NIOLockedValueBox(false)
 
     /// While true every call throws.
@@ -344,6 +347,22 @@ final class FaultyStore: SessionStore {
     func dropMessages(_ session: SessionID, _ participant: ParticipantID) async throws { try check(); try await inner.dropMessages(session, participant) }
     func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport { try check(); return try await inner.cleanup(nowMs: nowMs, policy: policy) }
     func endSessionsLeftOpen(atMs: Int64) async throws -> Int { try check(); return try await inner.endSessionsLeftOpen(atMs: atMs) }
+    // The node's lease fails only with `setLeaseFailing`: the other failures are of the session data.
+    func heartbeat(_ node: NodeRecord, leaseMs: Int64) async throws {
+        if leaseFailing.withLockedValue({ $0 }) { throw StoreError(.query, "injected failure") }
+        try await inner.heartbeat(node, leaseMs: leaseMs)
+    }
+    func liveNodes() async throws -> [NodeRecord] { try await inner.liveNodes() }
+    func removeNode(_ name: String) async throws { try await inner.removeNode(name) }
+    func acquireHome(_ session: SessionID, node: String) async throws -> SessionHome? {
+        try check()
+        return try await inner.acquireHome(session, node: node)
+    }
+    func releaseHome(_ session: SessionID, node: String) async throws { try await inner.releaseHome(session, node: node) }
+    func home(_ session: SessionID) async throws -> SessionHome? { try await inner.home(session) }
+    private let leaseFailing = NIOLockedValueBox(false)
+    /// While true the node's lease is not renewed.
+    func setLeaseFailing(_ value: Bool) { leaseFailing.withLockedValue { $0 = value } }
 }
 
 extension TestServer {

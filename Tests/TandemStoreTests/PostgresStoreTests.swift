@@ -67,6 +67,29 @@ import Testing
         #expect(sample?.provider?.epoch == 2)
     }
 
+    /// Two nodes ask for the homes of the same 500 sessions at once: each session gets one home, and
+    /// both nodes are told the same one.
+    @Test func racingNodesAgreeOnEachHome() async throws {
+        let url = try await PostgresServer.shared().makeDatabase()
+        let nodeA = try await Self.open(url)
+        let nodeB = try await Self.open(url)
+        try await nodeA.heartbeat(NodeRecord(name: "a", address: nil, state: .serving), leaseMs: 60_000)
+        try await nodeB.heartbeat(NodeRecord(name: "b", address: nil, state: .serving), leaseMs: 60_000)
+        let answers = try await withThrowingTaskGroup(of: (SessionHome?, SessionHome?).self) { group in
+            for i in 0..<500 {
+                let id = SessionID("home-\(i)")!
+                group.addTask {
+                    async let a = nodeA.acquireHome(id, node: "a")
+                    async let b = nodeB.acquireHome(id, node: "b")
+                    return (try await a, try await b)
+                }
+            }
+            return try await group.reduce(into: [(SessionHome?, SessionHome?)]()) { $0.append($1) }
+        }
+        let disagreements = answers.filter { pair in pair.0 == nil || pair.0 != pair.1 || pair.0?.generation != 1 }
+        #expect(disagreements.isEmpty)
+    }
+
     /// Score changes from two nodes at once all count (a read-then-write loses some).
     @Test func concurrentScoreChangesAllCount() async throws {
         let url = try await PostgresServer.shared().makeDatabase()

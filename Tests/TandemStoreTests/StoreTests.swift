@@ -137,6 +137,37 @@ enum Backend: String, CaseIterable, Sendable {
         #expect(try await store.presence(s1).map(\.participant) == [b])
     }
 
+    /// A session's home is a node whose lease runs; it moves only when that lease has run out, to a
+    /// node whose own lease runs, at the next generation.
+    @Test(arguments: Backend.allCases)
+    func homesGoToLiveNodesOnly(_ backend: Backend) async throws {
+        let (store, _) = try await backend.make()
+        #expect(try await store.acquireHome(s1, node: "n1") == nil)  // not registered
+        try await store.heartbeat(NodeRecord(name: "n1", address: "10.0.0.1:8443", state: .serving), leaseMs: 60_000)
+        try await store.heartbeat(NodeRecord(name: "n2", address: "10.0.0.2:8443", state: .serving), leaseMs: 60_000)
+        #expect(try await store.liveNodes().map(\.name) == ["n1", "n2"])
+        let first = SessionHome(node: "n1", address: "10.0.0.1:8443", generation: 1)
+        #expect(try await store.acquireHome(s1, node: "n1") == first)
+        #expect(try await store.acquireHome(s1, node: "n2") == first)  // n1's lease runs
+        #expect(try await store.acquireHome(s1, node: "n1") == first)  // again: the same tenure
+        // n1's lease runs out: n2 takes the session over, at the next generation; n1 cannot take it back.
+        try await store.heartbeat(NodeRecord(name: "n1", address: "10.0.0.1:8443", state: .serving), leaseMs: 1)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await store.liveNodes().map(\.name) == ["n2"])
+        let second = SessionHome(node: "n2", address: "10.0.0.2:8443", generation: 2)
+        #expect(try await store.acquireHome(s1, node: "n2") == second)
+        #expect(try await store.acquireHome(s1, node: "n1") == second)
+        #expect(try await store.home(s1) == second)
+        try await store.releaseHome(s1, node: "n1")  // not n1's to release
+        #expect(try await store.home(s1) == second)
+        try await store.releaseHome(s1, node: "n2")
+        #expect(try await store.home(s1) == nil)
+        _ = try await store.acquireHome(s1, node: "n2")
+        try await store.removeNode("n2")
+        #expect(try await store.home(s1) == nil)
+        #expect(try await store.liveNodes().isEmpty)
+    }
+
     @Test func sqliteKeepsEverythingAcrossAReopen() async throws {
         let path = NSTemporaryDirectory() + "tandem-reopen-\(UUID().uuidString).db"
         do {

@@ -1,0 +1,126 @@
+import Foundation
+import TandemArbiter
+import TandemProtocol
+import TandemStore
+import Testing
+
+@testable import TandemServer
+
+@Suite("A node's lease: renewal → until when it may serve")
+struct NodeLeaseTests {
+    @Test func heldFromARenewalUntilTheLeaseLessItsMargin() {
+        var lease = NodeLease(length: .seconds(6), margin: .seconds(2))
+        #expect(!lease.wasEverHeld && !lease.holds(at: .zero))
+        lease.renewed(sentAt: .seconds(10))
+        // (time → holds)
+        for (at, holds) in [(10.0, true), (13.9, true), (14.0, false), (20.0, false)] {
+            #expect(lease.holds(at: .seconds(at)) == holds, "at \(at)")
+        }
+        // A late answer to an older renewal does not shorten a newer one.
+        lease.renewed(sentAt: .seconds(12))
+        lease.renewed(sentAt: .seconds(11))
+        #expect(lease.holds(at: .seconds(15.9)) && !lease.holds(at: .seconds(16)))
+    }
+}
+
+/// Nodes that share one store: a session is served by one node at a time. (In-process nodes on one
+/// memory store stand for nodes on one PostgreSQL; the store contract tests hold both to the same rules.)
+@Suite("Many nodes on one store")
+struct ClusterTests {
+    static func node(_ name: String, _ edit: @escaping (inout ServerConfig) -> Void = { _ in }) -> ServerConfig {
+        TestServer.config {
+            $0.node = name
+            $0.advertise = "\(name).example:8443"
+            edit(&$0)
+        }
+    }
+
+    func eventually(_ what: String, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+        try await within(10, what) {
+            while try await !condition() { try await Task.sleep(for: .milliseconds(20)) }
+        }
+    }
+
+    @Test func twoNodesNeverSplitASession() async throws {
+        let store = MemoryStore()
+        try await TestServer.with(Self.node("n1"), store: store) { n1 in
+            try await TestServer.with(Self.node("n2"), store: store) { n2 in
+                let (a, _) = try await n1.join("s1")
+                // The second participant comes through the other node: it is told which node serves the
+                // session instead of being put in a session of its own.
+                let b = try await n2.connect()
+                b.send(#"{"type":"join","session":"s1"}"#)
+                let refused = try await b.next("error")
+                #expect(refused["code"] == .string("provider_unavailable"))
+                #expect(refused["message"]?.stringValue?.contains("node n1 at n1.example:8443") == true)
+                // Other sessions are served by whichever node is asked.
+                let (c, _) = try await n2.join("s2")
+                let (_, nodes) = try await n2.http("GET", "/v1/nodes")
+                #expect(nodes?["nodes"] == .array([
+                    .object(["name": .string("n1"), "address": .string("n1.example:8443"), "state": .string("serving")]),
+                    .object(["name": .string("n2"), "address": .string("n2.example:8443"), "state": .string("serving")]),
+                ]))
+                let (_, view) = try await n2.http("GET", "/v1/sessions/s1")
+                #expect(view?["home"]?["node"] == .string("n1"))
+                // Once the session ends on n1, n2 may serve it.
+                a.send(#"{"type":"leave"}"#)
+                _ = try await a.closeCode()
+                try await eventually("s1 to have no home") { try await store.home(SessionID("s1")!) == nil }
+                let (_, welcome) = try await n2.join("s1")
+                #expect(welcome["server"]?["node"] == .string("n2"))
+                c.close()
+            }
+        }
+    }
+
+    /// A node that cannot renew its lease takes no joins (readyz 503) while its established session
+    /// carries on; renewed, it serves again.
+    @Test func aNodeWithoutItsLeaseTakesNoJoinsAndComesBack() async throws {
+        let store = FaultyStore()
+        let config = Self.node("n1") {
+            $0.nodeHeartbeatInterval = .milliseconds(100)
+            $0.nodeLease = .milliseconds(600)
+        }
+        try await TestServer.with(config, store: store) { n1 in
+            let (a, _) = try await n1.join("s1")
+            store.setLeaseFailing(true)
+            try await eventually("readyz to say 503") { try await n1.http("GET", "/readyz", key: nil).0 == 503 }
+            let b = try await n1.connect()
+            b.send(#"{"type":"join","session":"s2"}"#)
+            #expect(try await b.next("error")["code"] == .string("provider_unavailable"))
+            a.send(#"{"type":"ping","t":3}"#)
+            #expect(try await a.next("pong")["t"] == .number(3))
+            store.setLeaseFailing(false)
+            try await eventually("readyz to say 200") { try await n1.http("GET", "/readyz", key: nil).0 == 200 }
+            _ = try await n1.join("s2")
+        }
+    }
+
+    /// A node cut off from the store while another node took one of its sessions over (its lease had
+    /// run out there): once the node renews its lease, its sockets of that session are told to resume
+    /// (4000), and never does it serve beside the new home.
+    @Test func aSessionTakenOverMeanwhileStopsOnItsOldNode() async throws {
+        let shared = MemoryStore()
+        let cutOff = FaultyStore(inner: shared)
+        let short: @Sendable (inout ServerConfig) -> Void = {
+            $0.nodeHeartbeatInterval = .milliseconds(100)
+            $0.nodeLease = .milliseconds(600)
+        }
+        let second = Self.node("n2", short)
+        try await TestServer.with(Self.node("n1", short), store: cutOff) { n1 in
+            try await TestServer.with(second, store: shared) { n2 in
+                let (a, _) = try await n1.join("s1")
+                cutOff.setLeaseFailing(true)
+                // n1's lease runs out in the store: n2 takes s1 over when asked.
+                try await eventually("n1's lease to run out") { try await shared.liveNodes().map(\.name) == ["n2"] }
+                let (_, welcome) = try await n2.join("s1")
+                #expect(welcome["server"]?["node"] == .string("n2"))
+                #expect(try await shared.home(SessionID("s1")!)?.generation == 2)
+                cutOff.setLeaseFailing(false)
+                #expect(try await a.closeCode().code == CloseCode.draining)
+                #expect(await n1.hub.snapshot(SessionID("s1")!) == nil)
+                #expect(try await shared.home(SessionID("s1")!)?.node == "n2")
+            }
+        }
+    }
+}
