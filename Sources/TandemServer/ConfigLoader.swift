@@ -155,6 +155,10 @@ public struct ConfigLoader {
             c.store = .sqlite(path: dataDir + "/tandem.db")
         }
         c.node = text("node") ?? ProcessInfo.processInfo.hostName
+        c.clusterSecret = try secretSetting("cluster-secret")
+        if case .postgres = c.store, c.clusterSecret == nil {
+            throw SetupError("give --cluster-secret (or TANDEM_CLUSTER_SECRET) with a postgres store: the nodes on it authenticate their links with it")
+        }
         if let advertise = text("advertise") {
             _ = try Self.parseListen(advertise, key: "advertise")
             c.advertise = advertise

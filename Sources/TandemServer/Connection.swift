@@ -9,7 +9,7 @@ import TandemProtocol
 /// 1008 once more than `maxQueued` frames wait behind its full send buffer (it may resume). Closing goes
 /// through the socket's WebSocket handler, so the close handshake is done properly, after every frame
 /// written before it.
-final class Connection: Sendable {
+final class Connection: ParticipantSocket {
     private struct State {
         var close: (code: UInt16, reason: String)?
         var closer: CheckedContinuation<(code: UInt16, reason: String)?, Never>?
@@ -32,14 +32,6 @@ final class Connection: Sendable {
         self.remoteAddress = remoteAddress
         self.isLoopback = isLoopback
         self.maxQueued = maxQueued
-    }
-
-    enum SendOutcome: Equatable {
-        case sent
-        /// The socket is closing or gone; the frame stays in the resume log only.
-        case refused
-        /// The socket was too far behind: this frame was refused and the socket is now closed (1008).
-        case closedSlow
     }
 
     /// Writes a text frame, unless the socket is closing or too far behind (it is then closed).

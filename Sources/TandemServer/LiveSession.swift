@@ -11,12 +11,14 @@ struct JoinContext: Sendable {
     var request: JoinRequest
     /// The verified token identity, when the join carried a token.
     var identity: String?
-    var connection: Connection
+    var connection: any ParticipantSocket
     var receivedAt: ContinuousClock.Instant
+    /// The join's text as the client sent it (what a bridge to the session's home node passes on).
+    var raw: [UInt8] = []
 }
 
 enum JoinOutcome: Sendable {
-    case joined(ParticipantID, LiveSession)
+    case joined(ParticipantID, any SessionEntry)
     /// Refused; the socket stays open and unjoined unless the code calls for a close.
     case rejected(ProtocolError)
     /// The live session closed meanwhile: ask the hub again.
@@ -81,7 +83,7 @@ final class SessionShell {
     private var logger: Logger
     private var live: LiveSession?
     /// The sockets the machine names by id.
-    private var connections: [UInt64: Connection] = [:]
+    private var connections: [UInt64: any ParticipantSocket] = [:]
     private var nextTicket: UInt64 = 0
     private var joinReplies: [Ticket: CheckedContinuation<JoinOutcome, Never>] = [:]
     private var switchReplies: [Ticket: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>] = [:]

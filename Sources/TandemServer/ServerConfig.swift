@@ -60,6 +60,8 @@ public struct ServerConfig: Sendable {
     public var node = "node-1"
     /// How other nodes reach this one (`HOST:PORT`), in the store's node registry.
     public var advertise: String?
+    /// Authenticates and encrypts the links between nodes; without it a node bridges nobody.
+    public var clusterSecret: String?
     /// How often the node renews its lease in the store, and how long a renewal lasts there. A node
     /// that cannot renew stops serving a third of the lease before it runs out.
     public var nodeHeartbeatInterval: Duration = .seconds(2)

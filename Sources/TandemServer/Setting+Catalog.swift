@@ -55,7 +55,11 @@ extension SettingSection {
             "node", .value("NAME"), .server, "Name of this node, in welcome.server.node and the store's node registry; unique among the nodes of one store.",
             default: .none("the host name")),
         Setting(
-            "advertise", .value("HOST:PORT"), .server, "How other nodes and operators reach this node, in the store's node registry (GET /v1/nodes).",
+            "cluster-secret", .value("SECRET"), .server,
+            "Secret that authenticates and encrypts the links between nodes, at least 16 bytes, the same on every node of one store; a join through a node that does not serve its session goes over such a link to the node that does.",
+            default: .none("required with a postgres store"), why: "Prefer TANDEM_CLUSTER_SECRET in the environment over a file."),
+        Setting(
+            "advertise", .value("HOST:PORT"), .server, "How other nodes reach this node (its signaling port, for their links) and operators see it, in the store's node registry (GET /v1/nodes).",
             default: .none("the listen address, when it is not a wildcard")),
         Setting(
             "log-level", .value("LEVEL"), .server, "Log level: trace, debug, info, notice, warning, error or critical.",

@@ -28,6 +28,9 @@ public final class SignalingHub: Service, Sendable {
     /// The SFU service (provider `sfu`), when configured, and the deletes of its rooms.
     public let sfu: (any SFUProvider)?
     let sfuRooms: SFURooms?
+    /// The links to other nodes, for joins whose session is served there (with a cluster secret).
+    let dialer: ClusterDialer?
+    let linkSecret: LinkSecret?
     private let origin = ContinuousClock.now
     private let sessions = NIOLockedValueBox<[SessionID: LiveSession]>([:])
     private let state: NIOLockedValueBox<HubState>
@@ -41,6 +44,8 @@ public final class SignalingHub: Service, Sendable {
         /// The node cannot be sure of its lease in the store: it takes no joins until it renews it.
         var fenced = false
         var lease: NodeLease
+        /// The port the server listens on (the configured one may be 0).
+        var port: Int?
     }
 
     public init(
@@ -58,6 +63,8 @@ public final class SignalingHub: Service, Sendable {
         iceServers = ICEServerMint(settings: config.turn, staticServers: config.iceServers)
         origins = OriginPolicy(allowed: config.allowedOrigins, dev: config.dev, tls: config.tls != .disabled)
         state = NIOLockedValueBox(HubState(lease: NodeLease(length: config.nodeLease, margin: config.nodeLease / 3)))
+        linkSecret = config.clusterSecret.map(LinkSecret.init)
+        dialer = linkSecret.map { ClusterDialer(secret: $0, me: config.node, tls: config.tls != .disabled, logger: logger) }
     }
 
     /// Monotonic time for the arbiter.
@@ -119,11 +126,17 @@ public final class SignalingHub: Service, Sendable {
 
     // MARK: The node's lease
 
+    /// The server listens: the registry learns the port (the configured one may have been 0).
+    func listening(port: Int) async {
+        state.withLockedValue { $0.port = port }
+        await renewLease()
+    }
+
     /// This node as the store's registry shows it.
     var nodeRecord: NodeRecord {
-        let draining = state.withLockedValue { $0.draining }
+        let (draining, port) = state.withLockedValue { ($0.draining, $0.port ?? config.port) }
         let shown = config.host.contains(":") ? "[\(config.host)]" : config.host
-        let address = config.advertise ?? (IPAddress(config.host).map { $0.isUnspecified ? nil : "\(shown):\(config.port)" } ?? nil)
+        let address = config.advertise ?? (IPAddress(config.host).map { $0.isUnspecified ? nil : "\(shown):\(port)" } ?? nil)
         return NodeRecord(name: config.node, address: address, state: draining ? .draining : .serving)
     }
 
@@ -173,27 +186,66 @@ public final class SignalingHub: Service, Sendable {
         if fence { logger.error("this node could not renew its lease in the store: it takes no joins until it can") }
     }
 
+    enum Home {
+        case here
+        case elsewhere(SessionHome)
+        case refused(ProtocolError)
+    }
+
     /// Where a session not live here must be served: here (this node is now its home), or the node that is.
-    func acquireHome(_ session: SessionID) async -> Result<Void, ProtocolError> {
+    func acquireHome(_ session: SessionID) async -> Home {
         if !state.withLockedValue({ $0.lease.wasEverHeld }) { await renewLease() }
         let home: SessionHome?
         do {
             home = try await store.acquireHome(session, node: config.node)
         } catch {
             logger.error("store failed to give the session a home", metadata: ["session": "\(session)", "error": "\(error)"])
-            return .failure(ProtocolError(.internal, "the session store is unavailable"))
+            return .refused(ProtocolError(.internal, "the session store is unavailable"))
         }
-        guard let home else { return .failure(ProtocolError(.providerUnavailable, "this node is not serving (its lease has lapsed); try another node")) }
-        guard home.node == config.node else {
-            let at = home.address.map { " at \($0)" } ?? ""
-            return .failure(ProtocolError(.providerUnavailable, "session \(session) is served by node \(home.node)\(at); join through that node"))
+        guard let home else { return .refused(ProtocolError(.providerUnavailable, "this node is not serving (its lease has lapsed); try another node")) }
+        return home.node == config.node ? .here : .elsewhere(home)
+    }
+
+    /// A join through this node for a session another node serves: bridged to that node over the
+    /// cluster link, or refused, naming the home, when there is no link to make.
+    private func bridge(_ context: JoinContext, to home: SessionHome) async -> JoinOutcome {
+        let at = home.address.map { " at \($0)" } ?? ""
+        guard let dialer, let address = home.address else {
+            return .rejected(ProtocolError(.providerUnavailable, "session \(context.request.session) is served by node \(home.node)\(at); join through that node"))
         }
-        return .success(())
+        guard let link = await dialer.link(to: home.node, address: address) else {
+            return .rejected(ProtocolError(.providerUnavailable, "the session's home node \(home.node)\(at) is unreachable; try again"))
+        }
+        return await link.join(context)
+    }
+
+    /// The home's end of a link another node dials: the dialer's proof checked (its secret, and a time
+    /// within a minute of this node's), or nil.
+    func acceptLink(query: [String: String]) -> ClusterAcceptor? {
+        guard let linkSecret, let node = query["node"], let nonceText = query["nonce"], let proofText = query["proof"],
+            let time = query["time"].flatMap(Int64.init), abs(time - wallMs() / 1000) <= 60,
+            let nonce = Self.unhex(nonceText), nonce.count == 16, let proof = Self.unhex(proofText),
+            LinkSecret.equal(proof, linkSecret.dialProof(node: node, nonce: nonce, unixTime: time))
+        else { return nil }
+        return ClusterAcceptor(hub: self, secret: linkSecret, peer: node, dialNonce: nonce)
+    }
+
+    private static func unhex(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        for i in stride(from: 0, to: digits.count, by: 2) {
+            guard let byte = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+            bytes.append(byte)
+        }
+        return bytes
     }
 
     // MARK: Rooms
 
-    func join(_ context: JoinContext) async -> JoinOutcome {
+    /// Joins a session: here when this node serves it (or becomes its home), else through its home
+    /// node (`bridging`; a join that came over a link is never bridged on).
+    func join(_ context: JoinContext, bridging: Bool = true) async -> JoinOutcome {
         if let refusal = refusal { return .rejected(refusal) }
         while true {
             let session = context.request.session
@@ -202,7 +254,20 @@ public final class SignalingHub: Service, Sendable {
                 live = existing
             } else {
                 // This node serves the session only as its home: two nodes never serve one session.
-                if case .failure(let error) = await acquireHome(session) { return .rejected(error) }
+                switch await acquireHome(session) {
+                case .here: break
+                case .refused(let error): return .rejected(error)
+                case .elsewhere(let home):
+                    guard bridging else {
+                        return .rejected(ProtocolError(.providerUnavailable, "session \(session) moved to node \(home.node); try again"))
+                    }
+                    let outcome = await bridge(context, to: home)
+                    if case .retry = outcome {
+                        await Task.yield()
+                        continue
+                    }
+                    return outcome
+                }
                 if let refusal = refusal { return .rejected(refusal) }
                 let lastEpoch = (try? await store.lastEpoch(session)) ?? 0
                 live = sessions.withLockedValue { sessions in

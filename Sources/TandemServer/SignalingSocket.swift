@@ -16,7 +16,7 @@ struct SignalingSocket {
 
     private enum Joined {
         case no
-        case yes(ParticipantID, LiveSession)
+        case yes(ParticipantID, any SessionEntry)
         case left
     }
 
@@ -90,12 +90,12 @@ struct SignalingSocket {
                         reject(ProtocolError(.notJoined, "send join first", ref: decoded.type), joined)
                         continue
                     }
-                    if let result = await join(request) {
+                    if let result = await join(request, raw: bytes) {
                         joined = .yes(result.0, result.1)
                         hub.forgetJoin(connection)
                     }
                 case .yes(let id, let live):
-                    if !live.post(.message(id, connection: connection.id, decoded)) {
+                    if !live.message(id, socket: connection.id, decoded, raw: bytes) {
                         connection.close(code: CloseCode.normal, reason: "the session has ended")
                     }
                     if case .leave = decoded { joined = .left }
@@ -107,12 +107,12 @@ struct SignalingSocket {
             logger.debug("socket read ended", metadata: ["error": "\(error)"])
         }
         if case .yes(let id, let live) = joined {
-            live.post(.socketClosed(id, connection: connection.id))
+            live.socketClosed(id, socket: connection.id)
         }
     }
 
     /// Checks the token, then asks the hub to join. Nil if refused (the error is already sent).
-    private func join(_ request: JoinRequest) async -> (ParticipantID, LiveSession)? {
+    private func join(_ request: JoinRequest, raw: [UInt8]) async -> (ParticipantID, any SessionEntry)? {
         var identity: String?
         var request = request
         if let token = request.token {
@@ -135,7 +135,7 @@ struct SignalingSocket {
             refuse(ProtocolError(.unauthorized, "a join token is required", ref: "join"), close: CloseCode.unauthorized)
             return nil
         }
-        let outcome = await hub.join(JoinContext(request: request, identity: identity, connection: connection, receivedAt: .now))
+        let outcome = await hub.join(JoinContext(request: request, identity: identity, connection: connection, receivedAt: .now, raw: raw))
         switch outcome {
         case .joined(let id, let live):
             return (id, live)
@@ -159,13 +159,13 @@ struct SignalingSocket {
     /// Closes the socket after whatever it has been sent so far; a joined socket's session sends that,
     /// so the close goes through the session too.
     private func close(_ code: UInt16, _ reason: String, _ joined: Joined) {
-        if case .yes(let id, let live) = joined, live.post(.close(id, connection: connection.id, code: code, reason: reason)) { return }
+        if case .yes(let id, let live) = joined, live.close(id, socket: connection.id, code: code, reason: reason) { return }
         connection.close(code: code, reason: reason)
     }
 
     private func reject(_ error: ProtocolError, _ joined: Joined) {
         if case .yes(let id, let live) = joined {
-            live.post(.reject(id, connection: connection.id, error))
+            live.reject(id, socket: connection.id, error)
         } else {
             refuse(error, close: nil)
         }

@@ -46,6 +46,17 @@ public func openEmbeddedStore(_ location: StoreLocation) throws -> any SessionSt
     }
 }
 
+/// `a=1&b=2` as a dictionary (percent-decoded).
+func query(_ text: Substring?) -> [String: String] {
+    var items: [String: String] = [:]
+    for pair in (text ?? "").split(separator: "&") {
+        let kv = pair.split(separator: "=", maxSplits: 1)
+        guard kv.count == 2 else { continue }
+        items[String(kv[0])] = String(kv[1]).removingPercentEncoding ?? String(kv[1])
+    }
+    return items
+}
+
 /// A built server: the Hummingbird application and the hub behind it.
 public struct TandemServer {
     public let application: any ApplicationProtocol
@@ -74,7 +85,13 @@ public func buildServer(
         closeTimeout: .seconds(5), validateUTF8: true)
     let http = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: ws)) {
         request, channel, logger in
-        guard request.path?.split(separator: "?", maxSplits: 1).first == "/v1/signal" else { return .dontUpgrade }
+        let parts = request.path?.split(separator: "?", maxSplits: 1) ?? []
+        if parts.first == "/v1/cluster" {
+            // Another node's link: it proves the cluster secret in its query, or is not upgraded.
+            guard let acceptor = hub.acceptLink(query: query(parts.dropFirst().first)) else { return .dontUpgrade }
+            return .upgrade([:]) { inbound, outbound, _ in await acceptor.run(inbound: inbound, outbound: outbound) }
+        }
+        guard parts.first == "/v1/signal" else { return .dontUpgrade }
         let (address, loopback) = describe(channel.remoteAddress)
         // Refused here, the request goes on to the router, which answers 403.
         guard hub.origins.admits(origins: request.headerFields[values: .origin], host: request.authority, fromLoopback: loopback) else {
@@ -112,7 +129,11 @@ public func buildServer(
         router: router, server: server,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tandem/\(config.version)"),
         services: services,
-        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? 0
+            await hub.listening(port: port)
+            await onServerRunning(port)
+        },
         logger: logger)
     return TandemServer(application: app, hub: hub, certificates: certificates)
 }

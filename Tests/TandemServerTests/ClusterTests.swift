@@ -73,6 +73,61 @@ struct ClusterTests {
         }
     }
 
+    /// A participant whose socket lands on another node is bridged to the session's home: one session,
+    /// signals both ways, the home's welcome, a leave; a node with another secret bridges nobody.
+    @Test func aJoinThroughAnotherNodeIsBridgedToTheHome() async throws {
+        let store = MemoryStore()
+        let secret = "cluster-test-secret-0123456789"
+        let n1Config = TestServer.config {
+            $0.node = "n1"
+            $0.clusterSecret = secret
+        }
+        let n2Config = TestServer.config {
+            $0.node = "n2"
+            $0.clusterSecret = secret
+        }
+        let n3Config = TestServer.config {
+            $0.node = "n3"
+            $0.clusterSecret = "another-secret-0123456789"
+        }
+        try await TestServer.with(n1Config, store: store) { n1 in
+            try await TestServer.with(n2Config, store: store) { n2 in
+                let (a, wa) = try await n1.join("s1", extra: #","name":"Ann""#)
+                let (b, wb) = try await n2.join("s1", extra: #","name":"Bob""#)
+                #expect(wb["server"]?["node"] == .string("n1"))
+                guard case .array(let peers)? = wb["peers"] else { Issue.record("no peers"); return }
+                #expect(peers.first?["id"] == wa["participant"])
+                #expect(wb["provider"]?["epoch"] == wa["provider"]?["epoch"])
+                let joined = try await a.next("peer-joined")
+                #expect(joined["peer"]?["id"] == wb["participant"] && joined["peer"]?["name"] == .string("Bob"))
+                let aid = wa["participant"]!.stringValue!, bid = wb["participant"]!.stringValue!
+                for i in 0..<20 {
+                    a.send(#"{"type":"signal","to":"\#(bid)","data":{"kind":"offer","sdp":"v=0","epoch":1,"n":\#(i)}}"#)
+                    b.send(#"{"type":"signal","to":"\#(aid)","data":{"kind":"offer","sdp":"v=0","epoch":1,"n":\#(i)}}"#)
+                }
+                for i in 0..<20 {
+                    #expect(try await b.next("signal")["data"]?["n"] == .number(Double(i)))
+                    #expect(try await a.next("signal")["data"]?["n"] == .number(Double(i)))
+                }
+                b.send(#"{"type":"ping","t":9}"#)
+                #expect(try await b.next("pong")["t"] == .number(9))
+                let snapshot = await n1.hub.snapshot(SessionID("s1")!)
+                #expect(snapshot?.participants.count == 2)
+                #expect(await n2.hub.snapshot(SessionID("s1")!) == nil)
+                b.send(#"{"type":"leave"}"#)
+                #expect(try await b.closeCode().code == CloseCode.normal)
+                #expect(try await a.next("peer-left")["peer"] == wb["participant"])
+                try await TestServer.with(n3Config, store: store) { n3 in
+                    let c = try await n3.connect()
+                    c.send(#"{"type":"join","session":"s1"}"#)
+                    let refused = try await c.next("error")
+                    #expect(refused["code"] == .string("provider_unavailable"))
+                    #expect(refused["message"]?.stringValue?.contains("unreachable") == true)
+                }
+            }
+        }
+    }
+
     /// A node that cannot renew its lease takes no joins (readyz 503) while its established session
     /// carries on; renewed, it serves again.
     @Test func aNodeWithoutItsLeaseTakesNoJoinsAndComesBack() async throws {

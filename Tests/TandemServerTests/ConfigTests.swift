@@ -119,6 +119,9 @@ struct ConfigTests {
         (["secret": "config-test-secret", "no-tls": "true", "providers": "relay"], "provider relay cannot be enabled"),
         (["secret": "config-test-secret", "no-tls": "true", "heartbeat-interval": "20000", "heartbeat-timeout": "10000"], "heartbeat-timeout must be longer"),
         (["secret": "config-test-secret", "no-tls": "maybe"], "no-tls must be true or false"),
+        (["secret": "config-test-secret", "no-tls": "true", "store": "postgres://u@127.0.0.1/d"], "give --cluster-secret"),
+        (["secret": "config-test-secret", "no-tls": "true", "cluster-secret": "short"], "cluster-secret must be at least 16 bytes"),
+        (["secret": "config-test-secret", "no-tls": "true", "advertise": "nowhere"], "advertise must be HOST:PORT"),
     ])
     func mistakesAreSaidInOneLine(flags: [String: String], message: String) {
         do {
