@@ -2,6 +2,7 @@
 # One entry point for a fresh Debian machine with Swift:
 #   deploy/dev.sh run    builds and starts `tandem serve --dev` (embedded store, dev certificates made for you)
 #   deploy/dev.sh test   installs what the tests need and runs every test
+#   deploy/dev.sh cluster  starts a PostgreSQL server in ./data/cluster and two nodes on it, on loopback
 #   deploy/dev.sh docs   writes the README's settings tables and deploy/tandem.jsonc from the settings' declarations
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,60 @@ test)
     fi
     TANDEM_BIN="$PWD/.build/debug/tandem" .venv/bin/python -m pytest -q Tests/e2e
     ;;
+cluster)
+    # Two nodes on one PostgreSQL store, on loopback: Debian's PostgreSQL in ./data/cluster/postgres (as
+    # the postgres user when run as root), nodes n1 and n2 in dev mode, one cluster secret made once.
+    shift
+    install_apt "${APT_PACKAGES[@]}" postgresql
+    binary="${TANDEM_BIN:-}"
+    if [ -z "$binary" ]; then
+        swift build -c release --product tandem
+        binary=.build/release/tandem
+    fi
+    root="$PWD/data/cluster"
+    pg_port="${TANDEM_CLUSTER_PG_PORT:-55432}"
+    pg_bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d | sort -V | tail -1)
+    mkdir -p "$root/postgres"
+    as_postgres=()
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres:postgres "$root/postgres"
+        as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups)
+    fi
+    if [ ! -d "$root/postgres/data" ]; then
+        "${as_postgres[@]}" "$pg_bin/initdb" -D "$root/postgres/data" -U tandem --auth=trust -E UTF8 --no-instructions >/dev/null
+    fi
+    [ -s "$root/secret" ] || (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$root/secret")
+    pids=()
+    stop_all() {
+        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+        wait
+    }
+    trap stop_all EXIT INT TERM
+    "${as_postgres[@]}" "$pg_bin/postgres" -D "$root/postgres/data" -p "$pg_port" -k "$root/postgres" \
+        -c listen_addresses=127.0.0.1 >"$root/postgres/server.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$pg_port") 2>/dev/null && break
+        sleep 0.1
+    done
+    store="postgres://tandem@127.0.0.1:$pg_port/postgres?sslmode=disable"
+    for node in 1 2; do
+        # The node's own PID (not a pipe's), its lines marked with its name.
+        TANDEM_CLUSTER_SECRET="$(cat "$root/secret")" "$binary" serve --dev --node "n$node" --listen "127.0.0.1:$((8441 + 2 * node))" \
+            --data-dir "$root/n$node" --store "$store" "$@" > >(sed -u "s/^/n$node: /") 2>&1 &
+        pids+=($!)
+    done
+    for port in 8443 8445; do
+        for _ in $(seq 300); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+            sleep 0.1
+        done
+    done
+    echo "cluster: PostgreSQL on 127.0.0.1:$pg_port (log $root/postgres/server.log)"
+    echo "cluster: node n1 at https://127.0.0.1:8443 (trust $root/n1/certs/ca.pem), node n2 at https://127.0.0.1:8445 (trust $root/n2/certs/ca.pem)"
+    echo "cluster: open https://127.0.0.1:8443/?session=try-it in one tab and https://127.0.0.1:8445/?session=try-it in another"
+    wait
+    ;;
 docs)
     install_apt "${APT_PACKAGES[@]}"
     swift build --product tandem
@@ -80,7 +135,7 @@ docs)
     mv README.md.new README.md
     ;;
 *)
-    echo "usage: deploy/dev.sh run [serve options] | deploy/dev.sh test | deploy/dev.sh docs" >&2
+    echo "usage: deploy/dev.sh run [serve options] | deploy/dev.sh test | deploy/dev.sh cluster [serve options] | deploy/dev.sh docs" >&2
     exit 2
     ;;
 esac

@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import TandemProtocol
+import TandemSTUN
 
 /// One end of a cluster link over a WebSocket: messages that any task queues are sealed and written in
 /// order by the link's writer. The queue is bounded: a peer that stops reading loses the link (and its
@@ -200,7 +201,8 @@ final class DialedLink: LinkSender {
         let link = link
         do {
             _ = try await WebSocketClient.connect(
-                url: url, configuration: .init(maxFrameSize: ClusterLink.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(5))),
+                url: url,
+                configuration: .init(maxFrameSize: ClusterLink.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(5)), sniHostname: sni(address)),
                 tlsConfiguration: tlsConfiguration, logger: quiet
             ) { inbound, outbound, _ in
                 var messages = inbound.messages(maxSize: ClusterLink.maxFrameBytes).makeAsyncIterator()
@@ -269,6 +271,13 @@ final class DialedLink: LinkSender {
     }
 
     private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+    /// TLS's server name for `HOST:PORT`: the host, unless it is an address (which SNI cannot carry; the
+    /// certificate is not checked anyway).
+    private func sni(_ address: String) -> String? {
+        let host = address.hasPrefix("[") ? String(address.dropFirst().prefix { $0 != "]" }) : String(address.prefix { $0 != ":" })
+        return IPAddress(host) == nil ? nil : "tandem-node"
+    }
 }
 
 /// This node's links to other nodes, one per node, dialled when a join first needs it.

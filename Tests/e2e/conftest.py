@@ -190,19 +190,38 @@ def _launch(request, tmp_path, turn: bool, wrapper=(), listen="127.0.0.1:0", ext
         _stop(process)
         raise
 
-    request.node._tandem_server = server
+    if not hasattr(request.node, "_tandem_servers"):
+        request.node._tandem_servers = []
+    request.node._tandem_servers.append(server)
     try:
         yield server
     finally:
         _stop(process)
 
 
+@pytest.fixture
+def postgres(request):
+    """A PostgreSQL server of the test's own (see postgres.py), stopped by its PID afterwards."""
+    from postgres import start
+    server = start()
+    request.node._postgres = server
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    server = getattr(item, "_tandem_server", None)
-    if server is not None and report.failed:
-        report.sections.append(("tandem serve stderr", server.stderr_text()))
+    if report.failed:
+        servers = getattr(item, "_tandem_servers", [])
+        for index, server in enumerate(servers):
+            title = "tandem serve stderr" + (f" ({index + 1} of {len(servers)})" if len(servers) > 1 else "")
+            report.sections.append((title, server.stderr_text()))
+        postgres = getattr(item, "_postgres", None)
+        if postgres is not None:
+            report.sections.append(("postgres log", postgres.log()))
     return report
 
 

@@ -1,0 +1,114 @@
+"""Two `tandem serve` nodes on one PostgreSQL server (started by the test): participants of one session
+whose sockets land on different nodes meet in one session through the home's cluster link, and when a
+home node is killed, they meet again through the survivor."""
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+
+from conftest import _launch
+
+SECRET = "e2e-cluster-secret-0123456789"
+SESSIONS = 40
+
+
+@pytest.fixture
+def cluster(request, tmp_path, postgres):
+    """Nodes n1 and n2, each in dev mode with a data directory (and development CA) of its own."""
+    launches = []
+    nodes = []
+    for name in ("n1", "n2"):
+        directory = tmp_path / name
+        directory.mkdir()
+        launch = _launch(request, directory, turn=False,
+                         extra=["--store", postgres.url(), "--cluster-secret", SECRET, "--node", name])
+        nodes.append(next(launch))
+        launches.append(launch)
+    try:
+        yield nodes
+    finally:
+        for launch in launches:
+            launch.close()
+
+
+async def join(node, session: str, name: str, retry_s: float = 0.0) -> tuple:
+    """A socket to `node` joined to `session`: (socket, welcome). Refusals are tried again for `retry_s`."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        ws = await connect(node.signal_url, ssl=node.ssl_context(), server_hostname="localhost", open_timeout=10)
+        await ws.send(json.dumps({"type": "join", "session": session, "name": name}))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if answer["type"] == "welcome":
+            return ws, answer
+        await ws.close()
+        assert answer["type"] == "error", answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} could not join {session} through {node.port}: {answer}")
+        await asyncio.sleep(0.3)
+
+
+async def next_of(ws, kind: str) -> dict:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if message["type"] == kind:
+            return message
+
+
+async def meet(a_node, b_node, session: str, retry_s: float = 0.0) -> tuple:
+    """Two participants joining at once through two nodes; both in one session, on one provider and
+    epoch, with opposite p2p roles, signals crossing in order both ways."""
+    (a, wa), (b, wb) = await asyncio.gather(join(a_node, session, "a", retry_s), join(b_node, session, "b", retry_s))
+    assert wa["server"]["node"] == wb["server"]["node"], (wa, wb)
+    assert (wa["provider"]["name"], wa["provider"]["epoch"]) == (wb["provider"]["name"], wb["provider"]["epoch"])
+    # The later joiner saw the earlier one in its welcome; the earlier hears of the later.
+    first, second, first_welcome, second_welcome = (a, b, wa, wb) if wb["peers"] else (b, a, wb, wa)
+    assert [p["id"] for p in second_welcome["peers"]] == [first_welcome["participant"]]
+    assert (await next_of(first, "peer-joined"))["peer"]["id"] == second_welcome["participant"]
+    assert wa["provider"]["polite"] != wb["provider"]["polite"]
+    for n in range(10):
+        await a.send(json.dumps({"type": "signal", "to": wb["participant"],
+                                 "data": {"kind": "offer", "sdp": "v=0", "epoch": wa["provider"]["epoch"], "n": n}}))
+        await b.send(json.dumps({"type": "signal", "to": wa["participant"],
+                                 "data": {"kind": "offer", "sdp": "v=0", "epoch": wb["provider"]["epoch"], "n": n}}))
+    for n in range(10):
+        assert (await next_of(b, "signal"))["data"]["n"] == n
+        assert (await next_of(a, "signal"))["data"]["n"] == n
+    return a, b, wa, wb
+
+
+def test_participants_on_two_nodes_meet_and_meet_again_when_the_home_dies(cluster, postgres):
+    n1, n2 = cluster
+
+    async def run():
+        # Every session has one participant through each node, joining at once.
+        pairs = await asyncio.gather(*(meet(n1, n2, f"c{i}") if i % 2 else meet(n2, n1, f"c{i}") for i in range(SESSIONS)))
+        homes = [wa["server"]["node"] for _, _, wa, _ in pairs]
+        assert set(homes) <= {"n1", "n2"}
+        nodes = n2.admin("GET", "/v1/nodes")["nodes"]
+        assert [n["name"] for n in nodes] == ["n1", "n2"]
+        view = n2.admin("GET", f"/v1/sessions/c0")
+        assert view["home"]["node"] == homes[0] and len(view["participants"]) == 2
+
+        # n1 dies at once. Its sessions come back through n2 once n1's lease has run out (6 s); the
+        # sessions homed on n2 carry on.
+        n1.process.send_signal(signal.SIGKILL)
+        n1.process.wait(timeout=10)
+        for a, b, _, _ in pairs:
+            await a.close()
+            await b.close()
+        lost = [i for i, home in enumerate(homes) if home == "n1"]
+        assert lost, "no session was homed on n1"
+        again = await asyncio.gather(*(meet(n2, n2, f"c{i}", retry_s=20) for i in lost))
+        for (_, _, wa, _), i in zip(again, lost):
+            assert wa["server"]["node"] == "n2"
+            assert n2.admin("GET", f"/v1/sessions/c{i}")["home"]["generation"] >= 2
+        for a, b, _, _ in again:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
