@@ -66,20 +66,38 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     deinit { pool.cancel() }
 
     /// Runs `body`, turning the driver's errors into ``StoreError``s that say what failed.
-    private func run<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    /// Runs `body` within ``callTimeout``, turning the driver's errors into ``StoreError``s that say
+    /// what failed. The pool waits for a connection as long as the database is away; a call does not.
+    private func run<T: Sendable>(
+        _ what: String, _ body: @escaping @Sendable (_ client: PostgresClient, _ logger: Logger) async throws -> T
+    ) async throws -> T {
+        let (client, logger) = (client, logger)
+        let timeout = callTimeout
         do {
-            return try await body()
+            return try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask { try await body(client, logger) }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let result = try await group.next() ?? nil else { throw StoreError(.query, "\(what): no answer within \(timeout)") }
+                return result
+            }
         } catch let error as PSQLError {
             throw StoreError(.query, "\(what): \(error.serverInfo?[.message] ?? String(describing: error.code))")
         }
     }
+
+    /// The longest a call waits for the database.
+    public let callTimeout: Duration = .seconds(5)
 
     // MARK: Provider authority
 
     public func claimProvider(_ session: SessionID, proposed: ProviderName, atMs: Int64) async throws -> ProviderState {
         let id = session.rawValue
         let kept = Int64(keptHistoryPerSession)
-        return try await run("claim \(id)") {
+        return try await run("claim \(id)") { client, logger in
             // A row that another node inserts after this statement's snapshot is not visible to its
             // fallback SELECT; the next try sees it.
             for _ in 0..<5 {
@@ -113,7 +131,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     ) async throws -> Bool {
         let id = session.rawValue
         let kept = Int64(keptHistoryPerSession)
-        return try await run("compare-and-set \(id)") {
+        return try await run("compare-and-set \(id)") { client, logger in
             let rows = try await client.query(
                 """
                 WITH moved AS (
@@ -133,7 +151,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func lastEpoch(_ session: SessionID) async throws -> Int {
-        try await run("last epoch of \(session)") {
+        try await run("last epoch of \(session)") { client, logger in
             let rows = try await client.query("SELECT epoch FROM tandem_sessions WHERE session = \(session.rawValue)", logger: logger)
             for try await epoch in rows.decode(Int.self) { return epoch }
             return 0
@@ -142,7 +160,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
 
     public func session(_ session: SessionID) async throws -> SessionRecord? {
         let id = session.rawValue
-        return try await run("session \(id)") {
+        return try await run("session \(id)") { client, logger in
             var record: SessionRecord?
             let rows = try await client.query("SELECT provider, epoch, ended_at FROM tandem_sessions WHERE session = \(id)", logger: logger)
             for try await (provider, epoch, ended) in rows.decode((String?, Int, Int64?).self) {
@@ -162,7 +180,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
 
     public func endSession(_ session: SessionID, atMs: Int64) async throws {
         let id = session.rawValue
-        try await run("end \(id)") {
+        try await run("end \(id)") { client, logger in
             try await client.query(
                 """
                 WITH gone AS (DELETE FROM tandem_presence WHERE session = \(id))
@@ -172,7 +190,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func scores() async throws -> ProviderScores {
-        try await run("scores") {
+        try await run("scores") { client, logger in
             var values: [ProviderName: Int] = [:]
             for try await (provider, score) in try await client.query("SELECT provider, score FROM tandem_scores", logger: logger).decode(
                 (String, Int).self)
@@ -185,7 +203,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
 
     public func adjustScore(_ provider: ProviderName, delta: Int) async throws -> ProviderScores {
         let start = ProviderScores.defaults[provider] ?? 0
-        try await run("adjust the score of \(provider)") {
+        try await run("adjust the score of \(provider)") { client, logger in
             try await client.query(
                 """
                 INSERT INTO tandem_scores AS s (provider, score) VALUES (\(provider.rawValue), LEAST(100, GREATEST(0, \(start + delta))))
@@ -201,7 +219,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     // MARK: Homes
 
     public func heartbeat(_ node: NodeRecord, leaseMs: Int64) async throws {
-        try await run("heartbeat of \(node.name)") {
+        try await run("heartbeat of \(node.name)") { client, logger in
             try await client.query(
                 """
                 INSERT INTO tandem_nodes (name, address, state, lease_until)
@@ -212,7 +230,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func liveNodes() async throws -> [NodeRecord] {
-        try await run("nodes") {
+        try await run("nodes") { client, logger in
             let rows = try await client.query(
                 "SELECT name, address, state FROM tandem_nodes WHERE lease_until > now() ORDER BY name", logger: logger)
             var nodes: [NodeRecord] = []
@@ -224,7 +242,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func removeNode(_ name: String) async throws {
-        try await run("remove node \(name)") {
+        try await run("remove node \(name)") { client, logger in
             try await client.query(
                 "WITH freed AS (DELETE FROM tandem_homes WHERE node = \(name)) DELETE FROM tandem_nodes WHERE name = \(name)", logger: logger)
         }
@@ -234,7 +252,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     /// askers take turns, and the second sees the first's home), and only to a node whose lease runs.
     public func acquireHome(_ session: SessionID, node: String) async throws -> SessionHome? {
         let id = session.rawValue
-        return try await run("home of \(id)") {
+        return try await run("home of \(id)") { client, logger in
             // A home that another node inserted after this statement's snapshot is not visible to its
             // fallback SELECT; the next try sees it.
             for _ in 0..<5 {
@@ -267,13 +285,13 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func releaseHome(_ session: SessionID, node: String) async throws {
-        try await run("release \(session)") {
+        try await run("release \(session)") { client, logger in
             try await client.query("DELETE FROM tandem_homes WHERE session = \(session.rawValue) AND node = \(node)", logger: logger)
         }
     }
 
     public func home(_ session: SessionID) async throws -> SessionHome? {
-        try await run("home of \(session)") {
+        try await run("home of \(session)") { client, logger in
             let rows = try await client.query(
                 """
                 SELECT h.node, n.address, h.generation FROM tandem_homes h LEFT JOIN tandem_nodes n ON n.name = h.node
@@ -289,7 +307,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     // MARK: Journal
 
     public func upsertPresence(_ session: SessionID, _ r: PresenceRecord) async throws {
-        try await run("presence in \(session)") {
+        try await run("presence in \(session)") { client, logger in
             try await client.query(
                 """
                 INSERT INTO tandem_presence (session, participant, name, state, node, last_seen)
@@ -301,7 +319,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func removePresence(_ session: SessionID, _ participant: ParticipantID) async throws {
-        try await run("presence in \(session)") {
+        try await run("presence in \(session)") { client, logger in
             try await client.query(
                 "DELETE FROM tandem_presence WHERE session = \(session.rawValue) AND participant = \(participant.rawValue)", logger: logger)
         }
@@ -309,7 +327,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func presence(_ session: SessionID) async throws -> [PresenceRecord] {
-        try await run("presence in \(session)") {
+        try await run("presence in \(session)") { client, logger in
             let rows = try await client.query(
                 """
                 SELECT participant, name, state, node, last_seen FROM tandem_presence WHERE session = \(session.rawValue)
@@ -326,7 +344,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
 
     public func recordHealth(_ session: SessionID, _ sample: HealthSample) async throws {
         let r = sample.report
-        try await run("health in \(session)") {
+        try await run("health in \(session)") { client, logger in
             try await client.query(
                 """
                 INSERT INTO tandem_health (session, participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height,
@@ -338,7 +356,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func latestHealth(_ session: SessionID) async throws -> [ParticipantID: HealthSample] {
-        try await run("health in \(session)") {
+        try await run("health in \(session)") { client, logger in
             let rows = try await client.query(
                 """
                 SELECT DISTINCT ON (participant) participant, at, epoch, provider, media, rtt, loss, jitter, bitrate, frame_height,
@@ -360,7 +378,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
 
     public func recordAlert(_ session: SessionID, _ a: AlertRecord) async throws {
         let id = session.rawValue
-        try await run("alert in \(id)") {
+        try await run("alert in \(id)") { client, logger in
             try await client.query(
                 """
                 WITH added AS (
@@ -373,7 +391,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func alerts(_ session: SessionID) async throws -> [AlertRecord] {
-        try await run("alerts in \(session)") {
+        try await run("alerts in \(session)") { client, logger in
             let rows = try await client.query(
                 "SELECT participant, kind, value, at FROM tandem_alerts WHERE session = \(session.rawValue) ORDER BY at, id", logger: logger)
             var alerts: [AlertRecord] = []
@@ -386,7 +404,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     }
 
     public func cleanup(nowMs: Int64, policy: RetentionPolicy) async throws -> CleanupReport {
-        try await run("cleanup") {
+        try await run("cleanup") { client, logger in
             try await client.withTransaction(logger: logger) { db in
                 var report = CleanupReport()
                 report.presence = try await Self.count(

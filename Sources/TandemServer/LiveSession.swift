@@ -94,6 +94,10 @@ final class SessionShell {
     private var sfuTasks: [Int: Task<Result<SFUMade, SFUError>, Never>] = [:]
     /// Frames sent while handling the current event, written to the store's resume log after it.
     private var pendingLog: [LoggedMessage] = []
+    /// Health samples and alerts, written in order by a task of their own: the session never waits for
+    /// them (a shared store that is away costs each call its timeout).
+    private let journal: AsyncStream<StoreWrite>.Continuation
+    private let journalWriter: Task<Void, Never>
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -103,7 +107,21 @@ final class SessionShell {
         machine = SessionMachine(session: session, env: env, lastEpoch: lastEpoch)
         logger = hub.logger
         logger[metadataKey: "session"] = "\(session)"
+        let (writes, journal) = AsyncStream<StoreWrite>.makeStream(bufferingPolicy: .bufferingOldest(Self.journalQueue))
+        self.journal = journal
+        journalWriter = Task { [store = hub.store] in
+            for await write in writes {
+                switch write {
+                case .health(let sample): try? await store.recordHealth(session, sample)
+                case .alert(let alert): try? await store.recordAlert(session, alert)
+                default: break
+                }
+            }
+        }
     }
+
+    /// Journal writes waiting at most; past it new ones are dropped (the store is away or too slow).
+    static let journalQueue = 4096
 
     func run(_ events: AsyncStream<SessionEvent>, live: LiveSession) async {
         self.live = live
@@ -123,6 +141,7 @@ final class SessionShell {
             }
         }
         self.live = nil
+        journal.finish()
     }
 
     private func ticket() -> Ticket {
@@ -223,8 +242,7 @@ final class SessionShell {
             pendingLog.removeAll { $0.participant == id }
             try? await store.removePresence(session, id)
             try? await store.dropMessages(session, id)
-        case .health(let sample): try? await store.recordHealth(session, sample)
-        case .alert(let alert): try? await store.recordAlert(session, alert)
+        case .health, .alert: journal.yield(write)
         case let .adjustScore(provider, delta): _ = try? await store.adjustScore(provider, delta: delta)
         case .endSession(let atMs): try? await store.endSession(session, atMs: atMs)
         case .releaseHome: try? await store.releaseHome(session, node: hub.config.node)

@@ -33,6 +33,7 @@ class Postgres:
     process: subprocess.Popen
     port: int
     directory: Path
+    command: list[str]
 
     @property
     def log_path(self) -> Path:
@@ -47,8 +48,8 @@ class Postgres:
         except OSError as error:
             return f"(could not read {self.log_path}: {error})"
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT), then SIGKILL after 10 s."""
+    def shut_down(self) -> None:
+        """Fast shutdown (SIGINT), then SIGKILL after 10 s; the data stays."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -56,7 +57,34 @@ class Postgres:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+    def start_again(self) -> None:
+        """The server, shut down, starts again on its data and port."""
+        self.process = _run(self.command, self.log_path)
+        _wait_listening(self)
+
+    def stop(self) -> None:
+        self.shut_down()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _run(command: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def _wait_listening(server: "Postgres") -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"postgres exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"postgres did not listen within 30 s:\n{server.log()}")
 
 
 def start() -> Postgres:
@@ -78,21 +106,9 @@ def start() -> Postgres:
         subprocess.run(prefix + [str(binaries / "initdb"), "-D", str(data), "-U", "tandem", "--auth=trust", "-E", "UTF8",
                                  "--no-sync", "--no-instructions"], stdout=out, stderr=out, check=True)
     port = _free_port()
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            prefix + [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(directory),
-                      "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=off",
-                      "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "logging_collector=off"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    server = Postgres(process=process, port=port, directory=directory)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"postgres exited with {process.returncode}:\n{server.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"postgres did not listen within 30 s:\n{server.log()}")
+    command = prefix + [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(directory),
+                        "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=off",
+                        "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "logging_collector=off"]
+    server = Postgres(process=_run(command, log), port=port, directory=directory, command=command)
+    _wait_listening(server)
+    return server

@@ -112,3 +112,44 @@ def test_participants_on_two_nodes_meet_and_meet_again_when_the_home_dies(cluste
             await b.close()
 
     asyncio.run(run())
+
+
+def test_a_database_restart_drops_no_call(cluster, postgres):
+    """PostgreSQL shut down for 10 s and started again: the established cross-node session carries on
+    (signals both ways, pings) while joins are refused, and joins succeed again once it is back."""
+    n1, n2 = cluster
+
+    async def exchange(a, b, wa, wb, first: int) -> None:
+        for n in range(first, first + 5):
+            await a.send(json.dumps({"type": "signal", "to": wb["participant"],
+                                     "data": {"kind": "offer", "sdp": "v=0", "epoch": wa["provider"]["epoch"], "n": n}}))
+            assert (await next_of(b, "signal"))["data"]["n"] == n
+            await b.send(json.dumps({"type": "ping", "t": n}))
+            assert (await next_of(b, "pong"))["t"] == n
+
+    async def run():
+        a, b, wa, wb = await meet(n1, n2, "pg-restart")
+        postgres.shut_down()
+        outage_ends = time.monotonic() + 10
+        refused = 0
+        round_ = 0
+        while time.monotonic() < outage_ends:
+            await exchange(a, b, wa, wb, first=100 * round_)
+            round_ += 1
+            ws = await connect(n2.signal_url, ssl=n2.ssl_context(), server_hostname="localhost", open_timeout=10)
+            await ws.send(json.dumps({"type": "join", "session": f"during-{round_}"}))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            refused += answer["type"] == "error"
+            await ws.close()
+            await asyncio.sleep(1)
+        assert refused > 0, "joins that need the store went through while it was down"
+        postgres.start_again()
+        # Established all along; new sessions again once the nodes reach the store.
+        await exchange(a, b, wa, wb, first=10_000)
+        c, d, _, _ = await meet(n2, n1, "after-restart", retry_s=30)
+        home = n1.admin("GET", "/v1/sessions/pg-restart")["home"]
+        assert home["node"] == wa["server"]["node"] and home["generation"] == 1
+        for ws in (a, b, c, d):
+            await ws.close()
+
+    asyncio.run(run())
