@@ -68,6 +68,7 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
     /// Runs `body`, turning the driver's errors into ``StoreError``s that say what failed.
     /// Runs `body` within ``callTimeout``, turning the driver's errors into ``StoreError``s that say
     /// what failed. The pool waits for a connection as long as the database is away; a call does not.
+    @discardableResult
     private func run<T: Sendable>(
         _ what: String, _ body: @escaping @Sendable (_ client: PostgresClient, _ logger: Logger) async throws -> T
     ) async throws -> T {

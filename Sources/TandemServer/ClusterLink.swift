@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import TandemProtocol
+import TandemStore
 import TandemSTUN
 
 /// One end of a cluster link over a WebSocket: messages that any task queues are sealed and written in
@@ -159,7 +160,17 @@ struct ClusterAcceptor {
             guard let bridged = entry?.socket else { return }
             if let (id, session) = entry?.joined, session.close(id, socket: bridged.id, code: code, reason: reason) { return }
             bridged.close(code: code, reason: reason)
-        case .joined, .refused, .frame, .closeSocket:
+        case let .switchProvider(request, session, provider):
+            Task {
+                let result: Result<ProviderState, ProtocolError>
+                if let id = SessionID(session), let name = ProviderName(rawValue: provider) {
+                    result = await hub.forceSwitch(id, to: name, forwarding: false)
+                } else {
+                    result = .failure(ProtocolError(.badMessage, "no such session or provider"))
+                }
+                _ = link.send(.switched(socket: request, result))
+            }
+        case .joined, .refused, .frame, .closeSocket, .switched:
             break  // the home's own messages: a dialer never sends them
         }
     }
@@ -171,6 +182,8 @@ final class DialedLink: LinkSender {
     let node: String
     private let link: ClusterLink
     private let pending = NIOLockedValueBox<[UInt64: CheckedContinuation<LinkMessage?, Never>]>([:])
+    /// Operators' switches waiting for the home's answer, by request number.
+    private let switches = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: CheckedContinuation<LinkMessage?, Never>])>((0, [:]))
     private let sockets = NIOLockedValueBox<[UInt64: any ParticipantSocket]>([:])
 
     init(node: String) {
@@ -231,6 +244,7 @@ final class DialedLink: LinkSender {
         link.shut()
         // Nothing more comes from the home: waiting joins fail, and joined sockets resume (4000).
         for waiter in pending.withLockedValue({ p in defer { p = [:] }; return Array(p.values) }) { waiter.resume(returning: nil) }
+        for waiter in switches.withLockedValue({ s in defer { s.waiting = [:] }; return Array(s.waiting.values) }) { waiter.resume(returning: nil) }
         for socket in sockets.withLockedValue({ s in defer { s = [:] }; return Array(s.values) }) {
             socket.close(code: CloseCode.draining, reason: "the session's home node is unreachable; resume")
         }
@@ -244,7 +258,9 @@ final class DialedLink: LinkSender {
             _ = sockets.withLockedValue { $0[socket] }?.send(bytes)
         case let .closeSocket(socket, code, reason):
             sockets.withLockedValue { $0[socket] }?.close(code: code, reason: reason)
-        case .join, .message, .closed, .reject, .close:
+        case .switched(let request, _):
+            switches.withLockedValue { $0.waiting.removeValue(forKey: request) }?.resume(returning: message)
+        case .join, .message, .closed, .reject, .close, .switchProvider:
             break  // an entry's messages: a home never sends them
         }
     }
@@ -268,6 +284,26 @@ final class DialedLink: LinkSender {
             forget(socket.id)
             return .rejected(ProtocolError(.providerUnavailable, "the session's home node \(node) is unreachable; try again"))
         }
+    }
+
+    /// An operator's switch of a session the home serves, made there.
+    func forceSwitch(_ session: SessionID, to provider: ProviderName) async -> Result<ProviderState, ProtocolError> {
+        let answer = await withCheckedContinuation { (reply: CheckedContinuation<LinkMessage?, Never>) in
+            let request = switches.withLockedValue { s -> UInt64 in
+                s.next += 1
+                s.waiting[s.next] = reply
+                return s.next
+            }
+            if !link.send(.switchProvider(socket: request, session: session.rawValue, provider: provider.rawValue)),
+                let waiter = switches.withLockedValue({ $0.waiting.removeValue(forKey: request) })
+            {
+                waiter.resume(returning: nil)
+            }
+        }
+        guard case .switched(_, let result)? = answer else {
+            return .failure(ProtocolError(.providerUnavailable, "the session's home node \(node) is unreachable; try again"))
+        }
+        return result
     }
 
     private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }

@@ -1,4 +1,5 @@
 import TandemProtocol
+import TandemStore
 
 /// What crosses a cluster link between the node that holds a participant's socket (the entry) and the
 /// node that serves the session (the home). Frames and messages travel as the bytes the client and
@@ -14,6 +15,8 @@ enum LinkMessage: Sendable, Equatable {
     case reject(socket: UInt64, code: ErrorCode, message: String)
     /// The entry asks the session to close the socket after what it sent.
     case close(socket: UInt64, code: UInt16, reason: String)
+    /// An operator's switch made through the entry's admin API (`socket` numbers the request).
+    case switchProvider(socket: UInt64, session: String, provider: String)
     // Home → entry.
     case joined(socket: UInt64, participant: ParticipantID)
     /// The join was refused (`retry`: the session closed meanwhile, try again).
@@ -21,13 +24,15 @@ enum LinkMessage: Sendable, Equatable {
     /// A framed server message for the socket.
     case frame(socket: UInt64, bytes: [UInt8])
     case closeSocket(socket: UInt64, code: UInt16, reason: String)
+    /// The answer to `switchProvider`: the session's provider and epoch after it, or why not.
+    case switched(socket: UInt64, Result<ProviderState, ProtocolError>)
 
     struct DecodeError: Error, Equatable {}
 
     var socket: UInt64 {
         switch self {
         case .join(let s, _, _, _), .message(let s, _), .closed(let s), .reject(let s, _, _), .close(let s, _, _), .joined(let s, _),
-            .refused(let s, _, _, _), .frame(let s, _), .closeSocket(let s, _, _):
+            .refused(let s, _, _, _), .frame(let s, _), .closeSocket(let s, _, _), .switchProvider(let s, _, _), .switched(let s, _):
             s
         }
     }
@@ -53,6 +58,22 @@ enum LinkMessage: Sendable, Equatable {
             w.head(5, socket)
             w.u16(code)
             w.string(reason)
+        case let .switchProvider(socket, session, provider):
+            w.head(6, socket)
+            w.string(session)
+            w.string(provider)
+        case let .switched(socket, result):
+            w.head(15, socket)
+            switch result {
+            case .success(let state):
+                w.out.append(1)
+                w.string(state.name.rawValue)
+                w.bytes(Array(String(state.epoch).utf8))
+            case .failure(let error):
+                w.out.append(0)
+                w.string(error.code.rawValue)
+                w.string(error.message)
+            }
         case let .joined(socket, participant):
             w.head(11, socket)
             w.string(participant.rawValue)
@@ -83,6 +104,15 @@ enum LinkMessage: Sendable, Equatable {
         case 3: message = .closed(socket: socket)
         case 4: message = .reject(socket: socket, code: try r.code(), message: try r.string())
         case 5: message = .close(socket: socket, code: try r.u16(), reason: try r.string())
+        case 6: message = .switchProvider(socket: socket, session: try r.string(), provider: try r.string())
+        case 15:
+            switch try r.u8() {
+            case 1:
+                guard let name = ProviderName(rawValue: try r.string()), let epoch = Int(try r.string()) else { throw DecodeError() }
+                message = .switched(socket: socket, .success(ProviderState(name: name, epoch: epoch)))
+            case 0: message = .switched(socket: socket, .failure(ProtocolError(try r.code(), try r.string())))
+            default: throw DecodeError()
+            }
         case 11: message = .joined(socket: socket, participant: ParticipantID(try r.string()))
         case 12: message = .refused(socket: socket, code: try r.code(), message: try r.string(), retry: try r.u8() == 1)
         case 13: message = .frame(socket: socket, bytes: try r.bytes())

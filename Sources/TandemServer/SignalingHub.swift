@@ -308,9 +308,16 @@ public final class SignalingHub: Service, Sendable {
         }
     }
 
-    /// An operator's coordinated switch.
-    public func forceSwitch(_ session: SessionID, to name: ProviderName) async -> Result<ProviderState, ProtocolError> {
+    /// An operator's coordinated switch, made by the session's home: here, or over the link to it
+    /// (`forwarding`; a switch that came over a link is not forwarded on).
+    public func forceSwitch(_ session: SessionID, to name: ProviderName, forwarding: Bool = true) async -> Result<ProviderState, ProtocolError> {
         guard let live = sessions.withLockedValue({ $0[session] }) else {
+            if forwarding, let dialer, let home = try? await store.home(session), home.node != config.node, let address = home.address {
+                guard let link = await dialer.link(to: home.node, address: address) else {
+                    return .failure(ProtocolError(.providerUnavailable, "the session's home node \(home.node) is unreachable; try again"))
+                }
+                return await link.forceSwitch(session, to: name)
+            }
             return .failure(ProtocolError(.notJoined, "no live session \(session)"))
         }
         return await withCheckedContinuation { (reply: CheckedContinuation<Result<ProviderState, ProtocolError>, Never>) in

@@ -1,5 +1,6 @@
 import Foundation
 import TandemProtocol
+import TandemStore
 import Testing
 
 @testable import TandemServer
@@ -18,6 +19,9 @@ struct ClusterLinkTests {
         .refused(socket: 5, code: .internal, message: "", retry: true),
         .frame(socket: 6, bytes: [0, 1, 2, 255]),
         .closeSocket(socket: 8, code: 4000, reason: "resume"),
+        .switchProvider(socket: 10, session: "s1", provider: "relay"),
+        .switched(socket: 10, .success(ProviderState(name: .relay, epoch: 12))),
+        .switched(socket: 11, .failure(ProtocolError(.providerUnavailable, "no relay here"))),
     ]
 
     @Test(arguments: messages)

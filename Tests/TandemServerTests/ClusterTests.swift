@@ -111,6 +111,11 @@ struct ClusterTests {
                 }
                 b.send(#"{"type":"ping","t":9}"#)
                 #expect(try await b.next("pong")["t"] == .number(9))
+                // An operator's switch through the node that is not home is made by the home.
+                let (switched, view) = try await n2.http("POST", "/v1/sessions/s1/provider", body: #"{"name":"p2p"}"#)
+                #expect(switched == 200 && view?["provider"]?["epoch"] == .number(2))
+                #expect(try await a.next("provider")["epoch"] == .number(2))
+                #expect(try await b.next("provider")["epoch"] == .number(2))
                 let snapshot = await n1.hub.snapshot(SessionID("s1")!)
                 #expect(snapshot?.participants.count == 2)
                 #expect(await n2.hub.snapshot(SessionID("s1")!) == nil)
