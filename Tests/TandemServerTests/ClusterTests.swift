@@ -111,11 +111,24 @@ struct ClusterTests {
                 }
                 b.send(#"{"type":"ping","t":9}"#)
                 #expect(try await b.next("pong")["t"] == .number(9))
+                // Both report a failed connection at once, one through each node: one switch.
+                let failed = #"{"type":"health","epoch":1,"provider":"p2p","media":"failed"}"#
+                a.send(failed)
+                b.send(failed)
+                let movedA = try await a.next("provider"), movedB = try await b.next("provider")
+                #expect(movedA["epoch"] == .number(2) && movedB["epoch"] == .number(2))
+                a.send(#"{"type":"ping","t":1}"#)
+                b.send(#"{"type":"ping","t":1}"#)
+                for client in [a, b] {
+                    while let m = try await client.nextAny(), m["type"] != .string("pong") {
+                        #expect(m["type"] != .string("provider"), "a second switch: \(m)")
+                    }
+                }
                 // An operator's switch through the node that is not home is made by the home.
                 let (switched, view) = try await n2.http("POST", "/v1/sessions/s1/provider", body: #"{"name":"p2p"}"#)
-                #expect(switched == 200 && view?["provider"]?["epoch"] == .number(2))
-                #expect(try await a.next("provider")["epoch"] == .number(2))
-                #expect(try await b.next("provider")["epoch"] == .number(2))
+                #expect(switched == 200 && view?["provider"]?["epoch"] == .number(3))
+                #expect(try await a.next("provider")["epoch"] == .number(3))
+                #expect(try await b.next("provider")["epoch"] == .number(3))
                 let snapshot = await n1.hub.snapshot(SessionID("s1")!)
                 #expect(snapshot?.participants.count == 2)
                 #expect(await n2.hub.snapshot(SessionID("s1")!) == nil)
@@ -130,6 +143,39 @@ struct ClusterTests {
                     #expect(refused["message"]?.stringValue?.contains("unreachable") == true)
                 }
             }
+        }
+    }
+
+    /// Only a request that proves the cluster secret, with a time within a minute, opens a link.
+    @Test func linksOpenOnlyWithAProof() async throws {
+        let secret = LinkSecret("cluster-test-secret-0123456789")
+        try await TestServer.with(TestServer.config { $0.clusterSecret = "cluster-test-secret-0123456789" }) { server in
+            let now = Int64(Date().timeIntervalSince1970)
+            let nonce = [UInt8](repeating: 5, count: 16)
+            func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+            func query(node: String = "n9", nonce: [UInt8] = nonce, time: Int64 = now, proof: [UInt8]? = nil) -> [String: String] {
+                ["node": node, "nonce": hex(nonce), "time": String(time),
+                 "proof": hex(proof ?? secret.dialProof(node: node, nonce: nonce, unixTime: time))]
+            }
+            #expect(server.hub.acceptLink(query: query()) != nil)
+            #expect(server.hub.acceptLink(query: query(proof: LinkSecret("another-secret-0123456789").dialProof(node: "n9", nonce: nonce, unixTime: now))) == nil)
+            #expect(server.hub.acceptLink(query: query(time: now - 120)) == nil)
+            var claimed = query()
+            claimed["node"] = "n8"  // a proof made for another name
+            #expect(server.hub.acceptLink(query: claimed) == nil)
+            #expect(server.hub.acceptLink(query: query(nonce: [1, 2, 3])) == nil)
+            #expect(server.hub.acceptLink(query: ["node": "n9"]) == nil)
+            // Over HTTP: without a proof the path is not upgraded.
+            let (status, _) = try await server.http("GET", "/v1/cluster?node=n9", key: nil)
+            #expect(status == 404)
+        }
+        // A node without a cluster secret opens no link at all.
+        try await TestServer.with { server in
+            let nonce = [UInt8](repeating: 5, count: 16)
+            let time = Int64(Date().timeIntervalSince1970)
+            let q = ["node": "n9", "nonce": nonce.map { String(format: "%02x", $0) }.joined(), "time": String(time),
+                     "proof": secret.dialProof(node: "n9", nonce: nonce, unixTime: time).map { String(format: "%02x", $0) }.joined()]
+            #expect(server.hub.acceptLink(query: q) == nil)
         }
     }
 
