@@ -129,9 +129,14 @@ struct ClusterAcceptor {
                     }
                     return
                 }
+                // A socket that closed while its join waited is closed in its session at once.
                 let closedEarly = table.withLockedValue { t -> Bool in
+                    guard t[socket]?.closedEarly == false else {
+                        t[socket] = nil
+                        return true
+                    }
                     t[socket]?.joined = (id, session)
-                    return t[socket]?.closedEarly ?? true
+                    return false
                 }
                 _ = link.send(.joined(socket: socket, participant: id))
                 if closedEarly { session.socketClosed(id, socket: bridged.id) }

@@ -40,6 +40,8 @@ enum SessionEvent: Sendable {
     case drain
     /// The node lost its lease: stop serving the session here, without ending it.
     case fence
+    /// Whether the node holds its lease: without it the session decides nothing.
+    case lease(held: Bool)
     case relay(RelayOutput)
     case sfuPrepared(attempt: Int, Result<SFUMade, SFUError>)
 }
@@ -174,6 +176,7 @@ final class SessionShell {
             return .snapshot(ticket)
         case .drain: return .drain
         case .fence: return .fence
+        case .lease(let held): return .lease(held: held)
         case .relay(let output): return .relay(output)
         case let .sfuPrepared(attempt, result):
             sfuTasks[attempt] = nil

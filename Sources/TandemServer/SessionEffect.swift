@@ -46,6 +46,8 @@ enum SessionInput: Sendable {
     /// The node lost its lease: another node may serve the session now. Everybody is told to resume
     /// (4000), which brings them to it; the session is not ended in the store.
     case fence
+    /// Whether the node holds its lease in the store (``SessionMachine/holdsLease``).
+    case lease(held: Bool)
     /// What the media relay's leg for a participant said (answers, candidates, media state).
     case relay(RelayOutput)
     /// A background preparation of the session's SFU room and tokens ended.

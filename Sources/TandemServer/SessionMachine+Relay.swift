@@ -79,13 +79,13 @@ extension SessionMachine {
             sendError(id, ProtocolError(.badMessage, "the relay cannot use this signal: \(error.message) (\(error.code.rawValue))", ref: "signal"))
         case .stats(_, _, let stats):
             relayStats[id] = stats
-            guard stats.lossPct != nil || stats.rttMs != nil || stats.jitterMs != nil else { return }
+            guard holdsLease, stats.lossPct != nil || stats.rttMs != nil || stats.jitterMs != nil else { return }
             let measured = HealthReport(
                 epoch: epoch, provider: .relay, media: .connected, rttMs: stats.rttMs, lossPct: stats.lossPct, jitterMs: stats.jitterMs)
             perform(arbiter.measured(id, measured, now: now))
         case .media(_, _, let connected, _):
             // A failed leg fails the participant's epoch, as its own `failed` report would.
-            guard !connected else { return }
+            guard !connected, holdsLease else { return }
             perform(arbiter.mediaFailed(id, epoch: epoch, provider: .relay, now: now))
         }
     }

@@ -128,14 +128,16 @@ extension SessionMachine {
         }
         guard !closed, case .failure(let error) = result else { return }
         lastSFUFailure = (attempt, error)
-        perform(arbiter.sfuFailed(status: error.status ?? 0, now: now))
+        if holdsLease { perform(arbiter.sfuFailed(status: error.status ?? 0, now: now)) }
     }
 
     /// After every input: settles what waits for the service, tells the arbiter whether a switch to
     /// the SFU would wait, and has tokens made for participants who joined after the room (unless the
     /// service just failed).
     mutating func syncSFU() {
-        guard env.sfuName != nil, !closed else { return }
+        // Without the lease nothing waiting is settled and the arbiter hears nothing (a ready room would
+        // let a switch to it happen).
+        guard env.sfuName != nil, !closed, holdsLease else { return }
         settleSFUWaiters()
         guard !closed, !isWaitingForStore else { return }
         let ready = sfuRoom != nil && everyoneHasAToken

@@ -99,6 +99,10 @@ struct SessionMachine {
     /// Operators' switches to the SFU waiting for its room.
     var switchWaiters: [(since: Int, ticket: Ticket)] = []
     var preparing: Preparing?
+    /// False while the node cannot be sure of its lease in the store: another node may become the
+    /// session's home, so this one decides nothing (no timeouts, no switches), and only passes
+    /// signals, answers pings and takes leaves until the lease is renewed.
+    var holdsLease = true
     /// When each participant's last health report was kept in the store, and its media state.
     var lastRecorded: [ParticipantID: (at: Instant, media: MediaState)] = [:]
 
@@ -173,11 +177,14 @@ struct SessionMachine {
             guard let socket = members[id]?.connection, socket == connection else { return }
             out.append(.closeSocket(connection: socket, code: code, reason: reason))
         case .tick:
-            guard !closed else { return }
+            guard !closed, holdsLease else { return }
             perform(arbiter.tick(now: now))
             renewSFURoom()
         case let .forceSwitch(ticket, name):
             guard !closed else { return out.append(.replySwitch(ticket, .failure(ProtocolError(.notJoined, "the session has ended")))) }
+            guard holdsLease else {
+                return out.append(.replySwitch(ticket, .failure(ProtocolError(.providerUnavailable, "this node cannot reach the session store"))))
+            }
             if name == .sfu, env.sfuName != nil, arbiter.provider != nil, !sfuReady() {
                 // The SFU room and tokens are made off the session's task; the switch happens when they exist.
                 switchWaiters.append((sfuAttempts, ticket))
@@ -204,6 +211,8 @@ struct SessionMachine {
         case .relay(let output):
             guard !closed else { return }
             relayOutput(output)
+        case .lease(let held):
+            holdsLease = held
         case let .sfuPrepared(attempt, result):
             sfuPrepared(attempt: attempt, result)
         case let .storeMoved(live, reason):
@@ -364,7 +373,7 @@ struct SessionMachine {
             if shouldRecord(report, of: id) {
                 out.append(.write(.health(HealthSample(participant: id, report: report, atMs: wallMs))))
             }
-            perform(arbiter.health(id, report, now: now))
+            if holdsLease { perform(arbiter.health(id, report, now: now)) }
         case .ping(let t):
             send(id, .pong(t: t))
         case .leave:

@@ -159,6 +159,7 @@ public final class SignalingHub: Service, Sendable {
         if wasFenced {
             logger.notice("this node holds its lease again and serves")
             await revalidateHomes()
+            for live in allLive() { live.post(.lease(held: true)) }
         }
         return true
     }
@@ -173,9 +174,10 @@ public final class SignalingHub: Service, Sendable {
     }
 
     /// Once a tick: a node that cannot be sure of its lease any more takes no new session, resume or
-    /// join (`/readyz` answers 503), so that it never starts serving beside a session's new home. Its
-    /// established sessions carry on (a store restart must not drop calls); when the lease is renewed,
-    /// any of them that another node took over meanwhile stops here.
+    /// join (`/readyz` answers 503), and its sessions decide nothing (no timeouts, no switches), so that
+    /// it never acts beside a session's new home. Its established sessions carry on passing signals (a
+    /// store restart must not drop calls); when the lease is renewed, any of them that another node
+    /// took over meanwhile stops here, and the others decide again.
     func fenceIfLeaseLapsed() {
         let now = now()
         let fence = state.withLockedValue { s -> Bool in
@@ -183,7 +185,9 @@ public final class SignalingHub: Service, Sendable {
             s.fenced = true
             return true
         }
-        if fence { logger.error("this node could not renew its lease in the store: it takes no joins until it can") }
+        guard fence else { return }
+        logger.error("this node could not renew its lease in the store: it takes no joins and decides nothing until it can")
+        for live in allLive() { live.post(.lease(held: false)) }
     }
 
     enum Home {

@@ -179,8 +179,8 @@ struct ClusterTests {
         }
     }
 
-    /// A node that cannot renew its lease takes no joins (readyz 503) while its established session
-    /// carries on; renewed, it serves again.
+    /// A node that cannot renew its lease takes no joins (readyz 503) and decides nothing while its
+    /// established session carries on; renewed, it serves and decides again.
     @Test func aNodeWithoutItsLeaseTakesNoJoinsAndComesBack() async throws {
         let store = FaultyStore()
         let config = Self.node("n1") {
@@ -194,10 +194,17 @@ struct ClusterTests {
             let b = try await n1.connect()
             b.send(#"{"type":"join","session":"s2"}"#)
             #expect(try await b.next("error")["code"] == .string("provider_unavailable"))
+            // Its session passes signals but decides nothing: a failed connection switches nothing.
+            let failed = #"{"type":"health","epoch":1,"provider":"p2p","media":"failed"}"#
+            a.send(failed)
             a.send(#"{"type":"ping","t":3}"#)
-            #expect(try await a.next("pong")["t"] == .number(3))
+            while let m = try await a.nextAny(), m["type"] != .string("pong") {
+                #expect(m["type"] != .string("provider"), "a switch without the lease: \(m)")
+            }
             store.setLeaseFailing(false)
             try await eventually("readyz to say 200") { try await n1.http("GET", "/readyz", key: nil).0 == 200 }
+            a.send(failed)
+            #expect(try await a.next("provider")["epoch"] == .number(2))
             _ = try await n1.join("s2")
         }
     }

@@ -303,6 +303,28 @@ struct SessionMachineTests {
         #expect(h.feed(.tick) == [])
     }
 
+    /// Without its lease the node decides nothing: no switch from a failure report, no timeouts, no
+    /// operator's switch; signals and pings still pass. With it again, the next report switches.
+    @Test func withoutTheLeaseNothingIsDecided() {
+        var h = MachineHarness()
+        _ = h.join("a", connection: 1)
+        _ = h.join("b", connection: 2)
+        #expect(h.feed(.lease(held: false)) == [])
+        let failed = #"{"type":"health","epoch":1,"provider":"p2p","media":"failed"}"#
+        #expect(h.message("a", connection: 1, failed) == ["metric health", "write health a"])
+        h.now = .seconds(60)  // past every participant's heartbeat timeout
+        #expect(h.feed(.tick) == [])
+        #expect(h.feed(.forceSwitch(Ticket(raw: 99), .relay)) == ["reply refused provider_unavailable"])
+        #expect(h.message("b", connection: 2, #"{"type":"ping","t":1}"#) == ["send pong to b@2 #2"])
+        _ = h.feed(.lease(held: true))
+        h.now = .seconds(61)
+        _ = h.message("a", connection: 1, #"{"type":"ping","t":2}"#)
+        _ = h.message("b", connection: 2, #"{"type":"ping","t":2}"#)
+        let effects = h.message("a", connection: 1, failed)
+        #expect(effects.contains { $0.hasPrefix("write switch 1→") })
+        #expect(h.machine.arbiter.epoch == 2)
+    }
+
     @Test func drainClosesSocketsAndRefusesWaitingJoins() {
         var h = MachineHarness()
         _ = h.join("a", connection: 1)
