@@ -17,12 +17,11 @@ SECRET = "e2e-cluster-secret-0123456789"
 SESSIONS = 40
 
 
-@pytest.fixture
-def cluster(request, tmp_path, postgres):
-    """Nodes n1 and n2, each in dev mode with a data directory (and development CA) of its own."""
+def _cluster(request, tmp_path, postgres, names):
+    """Nodes of these names, each in dev mode with a data directory (and development CA) of its own."""
     launches = []
     nodes = []
-    for name in ("n1", "n2"):
+    for name in names:
         directory = tmp_path / name
         directory.mkdir()
         launch = _launch(request, directory, turn=False,
@@ -34,6 +33,16 @@ def cluster(request, tmp_path, postgres):
     finally:
         for launch in launches:
             launch.close()
+
+
+@pytest.fixture
+def cluster(request, tmp_path, postgres):
+    yield from _cluster(request, tmp_path, postgres, ("n1", "n2"))
+
+
+@pytest.fixture
+def cluster_of_three(request, tmp_path, postgres):
+    yield from _cluster(request, tmp_path, postgres, ("n1", "n2", "n3"))
 
 
 async def join(node, session: str, name: str, retry_s: float = 0.0) -> tuple:
@@ -112,6 +121,29 @@ def test_participants_on_two_nodes_meet_and_meet_again_when_the_home_dies(cluste
             await b.close()
 
     asyncio.run(run())
+
+
+def test_a_thousand_sessions_across_three_nodes(cluster_of_three):
+    """1 000 sessions, each participant through a different node of three (every pairing), joining at
+    once, 100 sessions in flight: every pair meets in one session with signals crossing in order."""
+    nodes = cluster_of_three
+    gate = asyncio.Semaphore(100)
+    homes: dict[str, int] = {}
+
+    async def one(i: int):
+        async with gate:
+            a_node, b_node = nodes[i % 3], nodes[(i + 1 + (i // 3) % 2) % 3]
+            a, b, wa, _ = await meet(a_node, b_node, f"k{i}")
+            homes[wa["server"]["node"]] = homes.get(wa["server"]["node"], 0) + 1
+            await a.close()
+            await b.close()
+
+    async def run():
+        await asyncio.gather(*(one(i) for i in range(1000)))
+
+    asyncio.run(run())
+    assert sum(homes.values()) == 1000
+    assert set(homes) == {"n1", "n2", "n3"}, homes
 
 
 def test_a_database_restart_drops_no_call(cluster, postgres):
