@@ -244,13 +244,14 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
 
     public func removeNode(_ name: String) async throws {
         try await run("remove node \(name)") { client, logger in
-            try await client.query(
-                "WITH freed AS (DELETE FROM tandem_homes WHERE node = \(name)) DELETE FROM tandem_nodes WHERE name = \(name)", logger: logger)
+            // Its sessions' homes stay, for the next nodes to take over at the next generation.
+            try await client.query("DELETE FROM tandem_nodes WHERE name = \(name)", logger: logger)
         }
     }
 
-    /// One statement: the home moves only from a node whose lease has run out (the row lock makes two
-    /// askers take turns, and the second sees the first's home), and only to a node whose lease runs.
+    /// One statement: the home moves only from a node whose lease has run out or that drains (the row
+    /// lock makes two askers take turns, and the second sees the first's home), and only to a serving
+    /// node whose lease runs.
     public func acquireHome(_ session: SessionID, node: String) async throws -> SessionHome? {
         let id = session.rawValue
         return try await run("home of \(id)") { client, logger in
@@ -259,18 +260,18 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
             for _ in 0..<5 {
                 let rows = try await client.query(
                     """
-                    WITH me AS (SELECT name FROM tandem_nodes WHERE name = \(node) AND lease_until > now()),
+                    WITH me AS (SELECT name FROM tandem_nodes WHERE name = \(node) AND lease_until > now() AND state = 'serving'),
                     taken AS (
                         INSERT INTO tandem_homes AS h (session, node, generation, since) SELECT \(id), name, 1, now() FROM me
                         ON CONFLICT (session) DO UPDATE SET node = EXCLUDED.node, generation = h.generation + 1, since = now()
                         WHERE h.node <> EXCLUDED.node
-                        AND NOT EXISTS (SELECT 1 FROM tandem_nodes n WHERE n.name = h.node AND n.lease_until > now())
+                        AND NOT EXISTS (SELECT 1 FROM tandem_nodes n WHERE n.name = h.node AND n.lease_until > now() AND n.state = 'serving')
                         RETURNING node, generation)
                     SELECT t.node, n.address, t.generation, true FROM taken t JOIN tandem_nodes n ON n.name = t.node
                     UNION ALL
                     SELECT h.node, n.address, h.generation, true FROM tandem_homes h JOIN tandem_nodes n ON n.name = h.node
                     WHERE h.session = \(id) AND NOT EXISTS (SELECT 1 FROM taken)
-                    AND ((h.node = \(node) AND EXISTS (SELECT 1 FROM me)) OR (h.node <> \(node) AND n.lease_until > now()))
+                    AND ((h.node = \(node) AND EXISTS (SELECT 1 FROM me)) OR (h.node <> \(node) AND n.lease_until > now() AND n.state = 'serving'))
                     UNION ALL
                     SELECT '', NULL, 0, EXISTS (SELECT 1 FROM me)
                     """, logger: logger)
@@ -295,8 +296,8 @@ public final class PostgresStore: SessionStore, ResumeLogInMemory {
         try await run("home of \(session)") { client, logger in
             let rows = try await client.query(
                 """
-                SELECT h.node, n.address, h.generation FROM tandem_homes h LEFT JOIN tandem_nodes n ON n.name = h.node
-                WHERE h.session = \(session.rawValue)
+                SELECT h.node, n.address, h.generation FROM tandem_homes h JOIN tandem_nodes n ON n.name = h.node
+                WHERE h.session = \(session.rawValue) AND n.lease_until > now()
                 """, logger: logger)
             for try await (node, address, generation) in rows.decode((String, String?, Int).self) {
                 return SessionHome(node: node, address: address, generation: generation)

@@ -205,6 +205,7 @@ public struct ConfigLoader {
         if let v = try number("rate-burst") { c.rateLimitBurst = v }
         if let v = try integer("max-candidates") { c.maxCandidatesPerEpoch = v }
         if let v = try milliseconds("join-timeout") { c.joinTimeout = v }
+        if let v = try milliseconds("drain-timeout") { c.drainTimeout = v }
 
         c.relay = try relaySettings(dev: c.dev)
         c.sfu = try sfuSettings(dev: c.dev, notes: &notes)

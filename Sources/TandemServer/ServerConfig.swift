@@ -66,6 +66,8 @@ public struct ServerConfig: Sendable {
     /// that cannot renew stops serving a third of the lease before it runs out.
     public var nodeHeartbeatInterval: Duration = .seconds(2)
     public var nodeLease: Duration = .seconds(6)
+    /// How long a draining node waits for its sockets to close before it stops.
+    public var drainTimeout: Duration = .seconds(10)
     public var arbiter = ArbiterConfig()
     /// Messages a connection may send per second, and the burst above that.
     public var rateLimitPerSecond: Double = 50

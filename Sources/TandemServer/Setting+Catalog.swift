@@ -91,6 +91,10 @@ extension SettingSection {
             "max-candidates", .value("N"), .sessions, "ICE candidates one participant may send per epoch.", check: .integer(1...10_000),
             default: .value("100"), why: "A real browser gathers well under 100 candidates per negotiation."),
         Setting(
+            "drain-timeout", .value("MS"), .sessions,
+            "On SIGTERM or SIGINT the node drains (readyz 503, sockets told to resume elsewhere, 4000) and stops once its sockets have closed or this long has passed; a second signal stops it at once.",
+            check: .integer(0...3_600_000, unit: "ms"), default: .value("10000")),
+        Setting(
             "join-timeout", .value("MS"), .sessions, "Time a new socket has to send join; then it is closed (4408).",
             check: .integer(100...600_000, unit: "ms"), default: .value("10000")),
     ]

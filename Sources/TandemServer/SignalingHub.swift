@@ -35,6 +35,8 @@ public final class SignalingHub: Service, Sendable {
     private let sessions = NIOLockedValueBox<[SessionID: LiveSession]>([:])
     private let state: NIOLockedValueBox<HubState>
     private let nextConnection = NIOLockedValueBox<UInt64>(0)
+    /// Signaling sockets open on this node.
+    private let openSockets = NIOLockedValueBox(0)
     /// Sockets that have not joined yet, with the time by which they must.
     private let joinDeadlines = NIOLockedValueBox<[UInt64: (Connection, Instant)]>([:])
 
@@ -395,9 +397,32 @@ public final class SignalingHub: Service, Sendable {
         }
     }
 
-    /// Stops accepting joins and tells every socket to resume elsewhere (close 4000).
+    /// Stops accepting joins, tells every socket to resume elsewhere (close 4000), and has the sessions
+    /// here decide nothing more: the registry says the node drains, so other nodes take its sessions
+    /// over as their participants come back through them.
     public func drain() {
-        state.withLockedValue { $0.draining = true }
-        for live in allLive() { live.post(.drain) }
+        let first = state.withLockedValue { s in
+            defer { s.draining = true }
+            return !s.draining
+        }
+        for live in allLive() {
+            live.post(.drain)
+            live.post(.lease(held: false))
+        }
+        if first { Task { await self.renewLease() } }
+    }
+
+    public var isDraining: Bool { state.withLockedValue { $0.draining } }
+
+    func socketOpened() { openSockets.withLockedValue { $0 += 1 } }
+    func socketClosed() { openSockets.withLockedValue { $0 -= 1 } }
+
+    /// Waits until no signaling socket is open here, or `timeout` has passed (after a drain, while the
+    /// clients take their close frames).
+    public func socketsClosed(within timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while openSockets.withLockedValue({ $0 }) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
     }
 }

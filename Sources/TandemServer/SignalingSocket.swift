@@ -22,9 +22,11 @@ struct SignalingSocket {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
         hub.metrics.connections.increment()
+        hub.socketOpened()
         hub.awaitJoin(connection)
         defer {
             hub.metrics.connections.decrement()
+            hub.socketClosed()
             hub.forgetJoin(connection)
         }
         await withTaskGroup(of: Void.self) { group in

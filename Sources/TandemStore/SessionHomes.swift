@@ -34,21 +34,23 @@ public struct SessionHome: Sendable, Equatable {
 }
 
 /// Which node serves each session. A node holds a lease that its heartbeat renews; a session's home is
-/// a node whose lease runs, and only a node whose own lease runs can become one. A session whose home's
-/// lease ran out goes to the next node that asks, at the next generation. Lease times are the store's
+/// a node whose lease runs, and only a serving node whose own lease runs can become one. A session
+/// whose home's lease ran out, or whose home drains, goes to the next node that asks, at the next
+/// generation. Lease times are the store's
 /// clock (PostgreSQL's `now()`), so that nodes' clocks need not agree.
 public protocol SessionHomes: Sendable {
     /// Registers or renews `node` for `leaseMs` from now.
     func heartbeat(_ node: NodeRecord, leaseMs: Int64) async throws
     /// The nodes whose lease runs.
     func liveNodes() async throws -> [NodeRecord]
-    /// The node leaves: its lease ends now and its sessions are free.
+    /// The node leaves: its lease ends now, and its sessions go to the next nodes that ask.
     func removeNode(_ name: String) async throws
     /// Makes `node` the session's home unless another node with a running lease is; the home after the
     /// call (the other node, when it holds the session). A node without a running lease gets nothing.
     func acquireHome(_ session: SessionID, node: String) async throws -> SessionHome?
     /// The session no longer lives on `node` (it ended there).
     func releaseHome(_ session: SessionID, node: String) async throws
+    /// The session's home, while its node's lease runs.
     func home(_ session: SessionID) async throws -> SessionHome?
 }
 
@@ -71,6 +73,11 @@ public final class HomesInMemory: Sendable {
         return node.record
     }
 
+    /// A node that may keep or take sessions: its lease runs and it does not drain.
+    private static func serving(_ s: State, _ name: String, at now: Int64) -> NodeRecord? {
+        live(s, name, at: now).flatMap { $0.state == .serving ? $0 : nil }
+    }
+
     public func heartbeat(_ node: NodeRecord, leaseMs: Int64) {
         let now = clock()
         state.withLockedValue { $0.nodes[node.name] = (node, now + leaseMs) }
@@ -81,20 +88,18 @@ public final class HomesInMemory: Sendable {
         return state.withLockedValue { s in s.nodes.values.filter { $0.leaseUntilMs > now }.map(\.record).sorted { $0.name < $1.name } }
     }
 
+    /// The node's sessions stay recorded as its, for the next node to take over at the next generation.
     public func removeNode(_ name: String) {
-        state.withLockedValue { s in
-            s.nodes[name] = nil
-            s.homes = s.homes.filter { $0.value.node != name }
-        }
+        _ = state.withLockedValue { $0.nodes.removeValue(forKey: name) }
     }
 
     public func acquireHome(_ session: SessionID, node: String) -> SessionHome? {
         let now = clock()
         return state.withLockedValue { s in
-            if let held = s.homes[session], held.node != node, let holder = Self.live(s, held.node, at: now) {
+            if let held = s.homes[session], held.node != node, let holder = Self.serving(s, held.node, at: now) {
                 return SessionHome(node: holder.name, address: holder.address, generation: held.generation)
             }
-            guard let me = Self.live(s, node, at: now) else { return nil }
+            guard let me = Self.serving(s, node, at: now) else { return nil }
             let generation = s.homes[session].map { $0.node == node ? $0.generation : $0.generation + 1 } ?? 1
             s.homes[session] = (node, generation)
             return SessionHome(node: node, address: me.address, generation: generation)
@@ -108,8 +113,10 @@ public final class HomesInMemory: Sendable {
     }
 
     public func home(_ session: SessionID) -> SessionHome? {
-        state.withLockedValue { s in
-            s.homes[session].map { held in SessionHome(node: held.node, address: s.nodes[held.node]?.record.address, generation: held.generation) }
+        let now = clock()
+        return state.withLockedValue { s in
+            guard let held = s.homes[session], let node = Self.live(s, held.node, at: now) else { return nil }
+            return SessionHome(node: held.node, address: node.address, generation: held.generation)
         }
     }
 }

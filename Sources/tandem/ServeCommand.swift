@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Metrics
 import Prometheus
+import ServiceLifecycle
 import TandemServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -65,6 +66,29 @@ struct ServeCommand: AsyncParsableCommand {
         }
         hangUp.resume()
         defer { hangUp.cancel() }
-        try await server.application.runService()
+        // SIGTERM or SIGINT drains first: sockets are told to resume elsewhere (4000) while the server
+        // still runs, and only once they have closed (or drain-timeout has passed) does it stop. A second
+        // signal stops it at once.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: server.application)], logger: logger))
+        let stops = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { [hub = server.hub, logger] in
+                if hub.isDraining {
+                    logger.notice("stopping now")
+                    Foundation.exit(0)
+                }
+                logger.notice("draining: sockets are told to resume on another node; a second signal stops at once")
+                hub.drain()
+                Task {
+                    await hub.socketsClosed(within: config.drainTimeout)
+                    await group.triggerGracefulShutdown()
+                }
+            }
+            source.resume()
+            return source
+        }
+        defer { for source in stops { source.cancel() } }
+        try await group.run()
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import TandemArbiter
 import TandemProtocol
 import TandemStore
@@ -176,6 +177,36 @@ struct ClusterTests {
             let q = ["node": "n9", "nonce": nonce.map { String(format: "%02x", $0) }.joined(), "time": String(time),
                      "proof": secret.dialProof(node: "n9", nonce: nonce, unixTime: time).map { String(format: "%02x", $0) }.joined()]
             #expect(server.hub.acceptLink(query: q) == nil)
+        }
+    }
+
+    /// A node that drains tells its sockets to resume (4000) and says so in the registry: their
+    /// participants meet again through another node at once, while the drained node still runs, at the
+    /// same epoch; when it stops it leaves the registry.
+    @Test func aDrainingNodesSessionsMoveAtOnce() async throws {
+        let store = MemoryStore()
+        try await TestServer.with(Self.node("n2"), store: store) { n2 in
+            try await TestServer.with(Self.node("n1"), store: store) { n1 in
+                let (a, wa) = try await n1.join("s1")
+                let (b, _) = try await n1.join("s1")
+                n1.hub.drain()
+                #expect(try await a.closeCode().code == CloseCode.draining)
+                #expect(try await b.closeCode().code == CloseCode.draining)
+                #expect(try await n1.http("GET", "/readyz", key: nil).0 == 503)
+                try await eventually("the registry to show n1 draining") {
+                    try await store.liveNodes().first { $0.name == "n1" }?.state == .draining
+                }
+                let (_, wa2) = try await n2.join("s1")
+                let (_, wb2) = try await n2.join("s1")
+                #expect(wa2["server"]?["node"] == .string("n2") && wb2["server"]?["node"] == .string("n2"))
+                #expect(wa2["provider"]?["epoch"] == wa["provider"]?["epoch"])
+                #expect(try await store.home(SessionID("s1")!)?.generation == 2)
+                // The drained node's session decides nothing more: it does not end the session that
+                // n2 now serves.
+                #expect(try await store.session(SessionID("s1")!)?.provider != nil)
+            }
+            #expect(try await store.liveNodes().map(\.name) == ["n2"])
+            #expect(try await store.home(SessionID("s1")!)?.node == "n2")
         }
     }
 

@@ -29,6 +29,10 @@ enum Backend: String, CaseIterable, Sendable {
     }
 }
 
+extension SessionHome {
+    func with(generation: Int) -> SessionHome { SessionHome(node: node, address: address, generation: generation) }
+}
+
 @Suite struct StoreContractTests {
     @Test(arguments: Backend.allCases)
     func claimIsGetOrSelectAndAtomic(_ backend: Backend) async throws {
@@ -157,14 +161,23 @@ enum Backend: String, CaseIterable, Sendable {
         let second = SessionHome(node: "n2", address: "10.0.0.2:8443", generation: 2)
         #expect(try await store.acquireHome(s1, node: "n2") == second)
         #expect(try await store.acquireHome(s1, node: "n1") == second)
-        #expect(try await store.home(s1) == second)
+        // A draining home gives its sessions to the next serving node that asks, and takes no new ones.
+        try await store.heartbeat(NodeRecord(name: "n2", address: "10.0.0.2:8443", state: .draining), leaseMs: 60_000)
+        try await store.heartbeat(NodeRecord(name: "n3", address: nil, state: .serving), leaseMs: 60_000)
+        let fresh = SessionID("fresh")!
+        #expect(try await store.acquireHome(fresh, node: "n2") == nil)
+        #expect(try await store.acquireHome(s1, node: "n3") == SessionHome(node: "n3", address: nil, generation: 3))
+        try await store.heartbeat(NodeRecord(name: "n2", address: "10.0.0.2:8443", state: .serving), leaseMs: 60_000)
+        #expect(try await store.acquireHome(s1, node: "n2") == SessionHome(node: "n3", address: nil, generation: 3))
+        try await store.removeNode("n3")
+        #expect(try await store.acquireHome(s1, node: "n2") == second.with(generation: 4))
         try await store.releaseHome(s1, node: "n1")  // not n1's to release
-        #expect(try await store.home(s1) == second)
+        #expect(try await store.home(s1) == second.with(generation: 4))
         try await store.releaseHome(s1, node: "n2")
         #expect(try await store.home(s1) == nil)
         _ = try await store.acquireHome(s1, node: "n2")
         try await store.removeNode("n2")
-        #expect(try await store.home(s1) == nil)
+        #expect(try await store.home(s1) == nil)  // its node is gone
         #expect(try await store.liveNodes().isEmpty)
     }
 

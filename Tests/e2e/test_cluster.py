@@ -185,3 +185,29 @@ def test_a_database_restart_drops_no_call(cluster, postgres):
             await ws.close()
 
     asyncio.run(run())
+
+
+def test_a_drained_node_hands_its_sessions_over(cluster):
+    """SIGTERM to the home node: its sockets are told to resume (4000), and the participants meet again
+    through the other node while the drained one is still stopping, on the same epoch."""
+    n1, n2 = cluster
+
+    async def run():
+        (a, wa), (b, _) = await asyncio.gather(join(n1, "drained", "a"), join(n1, "drained", "b"))
+        assert wa["server"]["node"] == "n1"
+        n1.process.send_signal(signal.SIGTERM)
+        for ws in (a, b):
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except Exception:
+                pass
+            assert ws.close_code == 4000, ws.close_code
+        a2, b2, wa2, _ = await meet(n2, n2, "drained", retry_s=10)
+        assert wa2["server"]["node"] == "n2"
+        assert wa2["provider"]["epoch"] == wa["provider"]["epoch"]
+        await a2.close()
+        await b2.close()
+
+    asyncio.run(run())
+    assert n1.process.wait(timeout=15) == 0
