@@ -147,6 +147,49 @@ struct ClusterTests {
         }
     }
 
+    /// A participant on the home whose socket drops resumes through the other node (over the link),
+    /// and gets what it missed and `resumed: true`, as it would on the home itself.
+    @Test func aResumeThroughAnotherNodeGetsWhatItMissed() async throws {
+        let store = MemoryStore()
+        let secret = "cluster-test-secret-0123456789"
+        // Reached at the addresses they listen on (no --advertise).
+        let first = TestServer.config {
+            $0.node = "n1"
+            $0.clusterSecret = secret
+        }
+        let second = TestServer.config {
+            $0.node = "n2"
+            $0.clusterSecret = secret
+        }
+        try await TestServer.with(first, store: store) { n1 in
+            try await TestServer.with(second, store: store) { n2 in
+                let (a, wa) = try await n1.join("s1")
+                let (b, wb) = try await n1.join("s1")
+                _ = try await a.next("peer-joined")
+                let aid = wa["participant"]!.stringValue!
+                a.send(#"{"type":"ping","t":1}"#)
+                let lastSeen = try await a.next("pong")["seq"]!.intValue!
+                a.close()
+                _ = try await b.next("peer-state")
+                b.send(#"{"type":"signal","to":"\#(aid)","data":{"kind":"restart","epoch":1,"note":"while away"}}"#)
+                b.send(#"{"type":"ping","t":2}"#)
+                _ = try await b.next("pong")
+                let a2 = try await n2.connect()
+                a2.send(#"{"type":"join","session":"s1","resume":{"participant":"\#(aid)","key":"\#(wa["resumeKey"]!.stringValue!)","lastSeq":\#(lastSeen)}}"#)
+                let missed = try await a2.nextAny()!
+                #expect(missed["type"] == .string("signal") && missed["data"]?["note"] == .string("while away"))
+                #expect(missed["seq"] == .number(Double(lastSeen + 1)))
+                let welcome = try await a2.next("welcome")
+                #expect(welcome["resumed"] == .bool(true) && welcome["server"]?["node"] == .string("n1"))
+                #expect(try await b.next("peer-state")["state"] == .string("active"))
+                // And the resumed socket is the participant's: signals reach it over the link.
+                b.send(#"{"type":"signal","to":"\#(aid)","data":{"kind":"restart","epoch":1,"note":"after"}}"#)
+                #expect(try await a2.next("signal")["data"]?["note"] == .string("after"))
+                _ = wb
+            }
+        }
+    }
+
     /// Only a request that proves the cluster secret, with a time within a minute, opens a link.
     @Test func linksOpenOnlyWithAProof() async throws {
         let secret = LinkSecret("cluster-test-secret-0123456789")
