@@ -76,7 +76,7 @@ struct AdminAPI {
         var nodes: [NodeView]
     }
 
-    struct SessionView: ResponseEncodable {
+    struct SessionView: ResponseEncodable, Decodable {
         var session: String
         var provider: ProviderSummary?
         var participants: [ParticipantView]
@@ -219,11 +219,21 @@ struct AdminAPI {
         return session
     }
 
-    private func sessionView(_ session: SessionID) async throws -> SessionView {
+    /// The session as its home sees it live, asked over the link when another node is home
+    /// (`forwarding`), else what the store knows.
+    func sessionView(_ session: SessionID, forwarding: Bool = true) async throws -> SessionView {
         guard let record = try await hub.store.session(session) else { throw HTTPError(.notFound, message: "no session \(session)") }
         let history = record.history.map { HistoryView(epoch: $0.epoch, provider: $0.provider.rawValue, reason: $0.reason.rawValue, at: $0.atMs) }
-        let home = try await hub.store.home(session).map { HomeView(node: $0.node, address: $0.address, generation: $0.generation) }
-        if let live = await hub.snapshot(session) {
+        let stored = try await hub.store.home(session)
+        let home = stored.map { HomeView(node: $0.node, address: $0.address, generation: $0.generation) }
+        let live = await hub.snapshot(session)
+        if live == nil, forwarding, let stored, stored.node != hub.config.node, let address = stored.address, let dialer = hub.dialer,
+            let link = await dialer.link(to: stored.node, address: address), let json = await link.sessionView(session),
+            let view = try? JSONDecoder().decode(SessionView.self, from: Data(json))
+        {
+            return view
+        }
+        if let live {
             return SessionView(
                 session: session.rawValue, provider: live.provider.map { ProviderSummary(name: $0.rawValue, epoch: live.epoch) },
                 participants: live.participants.map { p in

@@ -175,7 +175,17 @@ struct ClusterAcceptor {
                 }
                 _ = link.send(.switched(socket: request, result))
             }
-        case .joined, .refused, .frame, .closeSocket, .switched:
+        case let .viewSession(request, session):
+            Task {
+                var json: [UInt8] = []
+                if let id = SessionID(session), let view = try? await AdminAPI(hub: hub).sessionView(id, forwarding: false),
+                    let encoded = try? JSONEncoder().encode(view)
+                {
+                    json = Array(encoded)
+                }
+                _ = link.send(.sessionView(socket: request, json: json))
+            }
+        case .joined, .refused, .frame, .closeSocket, .switched, .sessionView:
             break  // the home's own messages: a dialer never sends them
         }
     }
@@ -187,7 +197,7 @@ final class DialedLink: LinkSender {
     let node: String
     private let link: ClusterLink
     private let pending = NIOLockedValueBox<[UInt64: CheckedContinuation<LinkMessage?, Never>]>([:])
-    /// Operators' switches waiting for the home's answer, by request number.
+    /// Operators' requests (switches, views) waiting for the home's answer, by request number.
     private let switches = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: CheckedContinuation<LinkMessage?, Never>])>((0, [:]))
     private let sockets = NIOLockedValueBox<[UInt64: any ParticipantSocket]>([:])
 
@@ -263,9 +273,9 @@ final class DialedLink: LinkSender {
             _ = sockets.withLockedValue { $0[socket] }?.send(bytes)
         case let .closeSocket(socket, code, reason):
             sockets.withLockedValue { $0[socket] }?.close(code: code, reason: reason)
-        case .switched(let request, _):
+        case .switched(let request, _), .sessionView(let request, _):
             switches.withLockedValue { $0.waiting.removeValue(forKey: request) }?.resume(returning: message)
-        case .join, .message, .closed, .reject, .close, .switchProvider:
+        case .join, .message, .closed, .reject, .close, .switchProvider, .viewSession:
             break  // an entry's messages: a home never sends them
         }
     }
@@ -293,22 +303,33 @@ final class DialedLink: LinkSender {
 
     /// An operator's switch of a session the home serves, made there.
     func forceSwitch(_ session: SessionID, to provider: ProviderName) async -> Result<ProviderState, ProtocolError> {
-        let answer = await withCheckedContinuation { (reply: CheckedContinuation<LinkMessage?, Never>) in
+        guard case .switched(_, let result)? = await ask({ .switchProvider(socket: $0, session: session.rawValue, provider: provider.rawValue) })
+        else {
+            return .failure(ProtocolError(.providerUnavailable, "the session's home node \(node) is unreachable; try again"))
+        }
+        return result
+    }
+
+    /// The home's admin view of a session (its JSON), nil when the home has none or is unreachable.
+    func sessionView(_ session: SessionID) async -> [UInt8]? {
+        guard case .sessionView(_, let json)? = await ask({ .viewSession(socket: $0, session: session.rawValue) }), !json.isEmpty else {
+            return nil
+        }
+        return json
+    }
+
+    /// Sends the request `make` builds with a fresh number; the home's answer, nil if the link ended.
+    private func ask(_ make: (UInt64) -> LinkMessage) async -> LinkMessage? {
+        await withCheckedContinuation { (reply: CheckedContinuation<LinkMessage?, Never>) in
             let request = switches.withLockedValue { s -> UInt64 in
                 s.next += 1
                 s.waiting[s.next] = reply
                 return s.next
             }
-            if !link.send(.switchProvider(socket: request, session: session.rawValue, provider: provider.rawValue)),
-                let waiter = switches.withLockedValue({ $0.waiting.removeValue(forKey: request) })
-            {
+            if !link.send(make(request)), let waiter = switches.withLockedValue({ $0.waiting.removeValue(forKey: request) }) {
                 waiter.resume(returning: nil)
             }
         }
-        guard case .switched(_, let result)? = answer else {
-            return .failure(ProtocolError(.providerUnavailable, "the session's home node \(node) is unreachable; try again"))
-        }
-        return result
     }
 
     private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }

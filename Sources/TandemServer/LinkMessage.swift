@@ -17,6 +17,8 @@ enum LinkMessage: Sendable, Equatable {
     case close(socket: UInt64, code: UInt16, reason: String)
     /// An operator's switch made through the entry's admin API (`socket` numbers the request).
     case switchProvider(socket: UInt64, session: String, provider: String)
+    /// The admin API's view of a session, asked through the entry (`socket` numbers the request).
+    case viewSession(socket: UInt64, session: String)
     // Home → entry.
     case joined(socket: UInt64, participant: ParticipantID)
     /// The join was refused (`retry`: the session closed meanwhile, try again).
@@ -26,13 +28,16 @@ enum LinkMessage: Sendable, Equatable {
     case closeSocket(socket: UInt64, code: UInt16, reason: String)
     /// The answer to `switchProvider`: the session's provider and epoch after it, or why not.
     case switched(socket: UInt64, Result<ProviderState, ProtocolError>)
+    /// The answer to `viewSession`: the view as the admin API's JSON, empty when the home has none.
+    case sessionView(socket: UInt64, json: [UInt8])
 
     struct DecodeError: Error, Equatable {}
 
     var socket: UInt64 {
         switch self {
         case .join(let s, _, _, _), .message(let s, _), .closed(let s), .reject(let s, _, _), .close(let s, _, _), .joined(let s, _),
-            .refused(let s, _, _, _), .frame(let s, _), .closeSocket(let s, _, _), .switchProvider(let s, _, _), .switched(let s, _):
+            .refused(let s, _, _, _), .frame(let s, _), .closeSocket(let s, _, _), .switchProvider(let s, _, _), .switched(let s, _),
+            .viewSession(let s, _), .sessionView(let s, _):
             s
         }
     }
@@ -62,6 +67,12 @@ enum LinkMessage: Sendable, Equatable {
             w.head(6, socket)
             w.string(session)
             w.string(provider)
+        case let .viewSession(socket, session):
+            w.head(7, socket)
+            w.string(session)
+        case let .sessionView(socket, json):
+            w.head(16, socket)
+            w.bytes(json)
         case let .switched(socket, result):
             w.head(15, socket)
             switch result {
@@ -105,6 +116,8 @@ enum LinkMessage: Sendable, Equatable {
         case 4: message = .reject(socket: socket, code: try r.code(), message: try r.string())
         case 5: message = .close(socket: socket, code: try r.u16(), reason: try r.string())
         case 6: message = .switchProvider(socket: socket, session: try r.string(), provider: try r.string())
+        case 7: message = .viewSession(socket: socket, session: try r.string())
+        case 16: message = .sessionView(socket: socket, json: try r.bytes())
         case 15:
             switch try r.u8() {
             case 1:

@@ -22,6 +22,9 @@ struct ClusterLinkTests {
         .switchProvider(socket: 10, session: "s1", provider: "relay"),
         .switched(socket: 10, .success(ProviderState(name: .relay, epoch: 12))),
         .switched(socket: 11, .failure(ProtocolError(.providerUnavailable, "no relay here"))),
+        .viewSession(socket: 12, session: "s1"),
+        .sessionView(socket: 12, json: Array(#"{"session":"s1"}"#.utf8)),
+        .sessionView(socket: 13, json: []),
     ]
 
     @Test(arguments: messages)

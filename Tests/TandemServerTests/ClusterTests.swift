@@ -112,6 +112,15 @@ struct ClusterTests {
                 }
                 b.send(#"{"type":"ping","t":9}"#)
                 #expect(try await b.next("pong")["t"] == .number(9))
+                // The admin view through the node that is not home is the home's live one (only a live
+                // view knows the ladder's height).
+                b.send(#"{"type":"health","epoch":1,"provider":"p2p","media":"connected","rttMs":40}"#)
+                _ = try await b.next("quality")
+                let (_, liveView) = try await n2.http("GET", "/v1/sessions/s1")
+                guard case .array(let participants)? = liveView?["participants"] else { Issue.record("no participants"); return }
+                #expect(participants.count == 2)
+                let bView = participants.first { $0["id"] == wb["participant"] }
+                #expect(bView?["health"]?["maxVideoHeight"] != nil && bView?["health"]?["rttMs"] == .number(40))
                 // Both report a failed connection at once, one through each node: one switch.
                 let failed = #"{"type":"health","epoch":1,"provider":"p2p","media":"failed"}"#
                 a.send(failed)
