@@ -5,6 +5,7 @@ home node is killed, they meet again through the survivor."""
 import asyncio
 import json
 import os
+import secrets
 import signal
 import time
 
@@ -211,3 +212,34 @@ def test_a_drained_node_hands_its_sessions_over(cluster):
 
     asyncio.run(run())
     assert n1.process.wait(timeout=15) == 0
+
+
+def test_an_aiortc_call_whose_peers_signal_through_two_nodes(cluster, loopback_ice):
+    """Two aiortc peers, one signalling through each node: the later one's offer and answer cross the
+    cluster link, and both receive each other's audio and video."""
+    from test_p2p_call import Peer
+    from rtc import check_media, wait_for
+
+    n1, n2 = cluster
+
+    async def run():
+        session = "call-" + secrets.token_hex(4)
+        ann = Peer("Ann", session, n1, luma=200, hz=440)
+        ben = Peer("Ben", session, n2, luma=60, hz=660)
+        peers = (ann, ben)
+        try:
+            wa = await ann.join()
+            wb = await ben.join()
+            assert wa["server"]["node"] == wb["server"]["node"] == "n1"
+            assert ann.polite is False and ben.polite is True
+            for peer in peers:
+                await wait_for(peer.connected, f"{peer.name} connected", peers)
+            for peer in peers:
+                await wait_for(peer.received.enough, f"{peer.name} receiving media", peers)
+            check_media(peers)
+            for peer in peers:
+                assert peer.errors == [], f"{peer.name} got errors {peer.errors}"
+        finally:
+            await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(run(), 50))
