@@ -216,7 +216,7 @@ final class DialedLink: LinkSender {
         let time = Int64(Date().timeIntervalSince1970)
         let proof = secret.dialProof(node: me, nonce: nonce, unixTime: time)
         let name = me.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? me
-        let url = "\(tls ? "wss" : "ws")://\(address)/v1/cluster?node=\(name)&nonce=\(hex(nonce))&time=\(time)&proof=\(hex(proof))"
+        let url = "\(tls ? "wss" : "ws")://\(address)/v1/cluster?node=\(name)&nonce=\(LinkSecret.hex(nonce))&time=\(time)&proof=\(LinkSecret.hex(proof))"
         var tlsConfiguration: TLSConfiguration?
         if tls {
             // The link's trust is the cluster secret (LinkSecret), not the home's certificate.
@@ -331,8 +331,6 @@ final class DialedLink: LinkSender {
             }
         }
     }
-
-    private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
     /// TLS's server name for `HOST:PORT`: the host, unless it is an address (which SNI cannot carry; the
     /// certificate is not checked anyway).

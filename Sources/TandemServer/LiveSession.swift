@@ -99,7 +99,6 @@ final class SessionShell {
     /// Health samples and alerts, written in order by a task of their own: the session never waits for
     /// them (a shared store that is away costs each call its timeout).
     private let journal: AsyncStream<StoreWrite>.Continuation
-    private let journalWriter: Task<Void, Never>
 
     init(session: SessionID, hub: SignalingHub, lastEpoch: Int) {
         self.session = session
@@ -111,7 +110,8 @@ final class SessionShell {
         logger[metadataKey: "session"] = "\(session)"
         let (writes, journal) = AsyncStream<StoreWrite>.makeStream(bufferingPolicy: .bufferingOldest(Self.journalQueue))
         self.journal = journal
-        journalWriter = Task { [store = hub.store] in
+        // Ends when `journal` is finished, after the session's last event.
+        Task { [store = hub.store] in
             for await write in writes {
                 switch write {
                 case .health(let sample): try? await store.recordHealth(session, sample)
@@ -137,7 +137,8 @@ final class SessionShell {
                 }
                 pendingLog.removeAll(keepingCapacity: true)
             }
-            if connections.count > machine.connectionsInUse.count {
+            // Counted first: the set is built only when a socket may be forgotten, not per message.
+            if connections.count > machine.connectionsInUseCount {
                 let inUse = machine.connectionsInUse
                 connections = connections.filter { inUse.contains($0.key) }
             }

@@ -122,6 +122,12 @@ struct SessionMachine {
     /// Whether a store read is outstanding: the shell answers it before anything else.
     var isWaitingForStore: Bool { preparing != nil }
 
+    /// How many sockets the session refers to, without building the set (after every event).
+    var connectionsInUseCount: Int {
+        members.values.reduce(0) { $0 + ($1.connection == nil ? 0 : 1) } + (parkedJoin == nil ? 0 : 1) + (preparing == nil ? 0 : 1)
+            + queuedJoins.count
+    }
+
     /// Every socket the session still refers to (its members', and its waiting joins').
     var connectionsInUse: Set<UInt64> {
         var ids = Set(members.values.compactMap(\.connection))

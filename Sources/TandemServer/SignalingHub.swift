@@ -230,21 +230,10 @@ public final class SignalingHub: Service, Sendable {
     func acceptLink(query: [String: String]) -> ClusterAcceptor? {
         guard let linkSecret, let node = query["node"], let nonceText = query["nonce"], let proofText = query["proof"],
             let time = query["time"].flatMap(Int64.init), abs(time - wallMs() / 1000) <= 60,
-            let nonce = Self.unhex(nonceText), nonce.count == 16, let proof = Self.unhex(proofText),
+            let nonce = LinkSecret.unhex(nonceText), nonce.count == 16, let proof = LinkSecret.unhex(proofText),
             LinkSecret.equal(proof, linkSecret.dialProof(node: node, nonce: nonce, unixTime: time))
         else { return nil }
         return ClusterAcceptor(hub: self, secret: linkSecret, peer: node, dialNonce: nonce)
-    }
-
-    private static func unhex(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        for i in stride(from: 0, to: digits.count, by: 2) {
-            guard let byte = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
-            bytes.append(byte)
-        }
-        return bytes
     }
 
     // MARK: Rooms

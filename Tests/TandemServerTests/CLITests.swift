@@ -87,6 +87,16 @@ struct CLITests {
         #expect(r.err.contains(named), "\(r.err)")
     }
 
+    /// `tandem settings` prints what deploy/dev.sh docs writes: the example file and the README's tables.
+    @Test func settingsPrintsTheDocs() throws {
+        let jsonc = try runTandem(["settings", "--jsonc"])
+        #expect(jsonc.status == 0 && jsonc.out == Setting.exampleFile())
+        let markdown = try runTandem(["settings", "--markdown"])
+        #expect(markdown.status == 0 && markdown.out == Setting.markdown())
+        let text = try runTandem(["settings"])
+        #expect(text.status == 0 && text.out == Setting.helpText() + "\n")
+    }
+
     @Test func tokenPrintsAVerifiableToken() throws {
         let r = try runTandem(["token", "--session", "s1", "--identity", "ann", "--ttl", "60"], environment: ["TANDEM_SECRET": "cli-secret-0123456789"])
         #expect(r.status == 0)

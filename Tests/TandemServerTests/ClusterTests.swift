@@ -28,6 +28,16 @@ struct NodeLeaseTests {
 /// memory store stand for nodes on one PostgreSQL; the store contract tests hold both to the same rules.)
 @Suite("Many nodes on one store")
 struct ClusterTests {
+    static let secret = "cluster-test-secret-0123456789"
+
+    /// A node reached at the address it listens on, bridging with `secret`.
+    static func linked(_ name: String, secret: String = secret) -> ServerConfig {
+        TestServer.config {
+            $0.node = name
+            $0.clusterSecret = secret
+        }
+    }
+
     static func node(_ name: String, _ edit: @escaping (inout ServerConfig) -> Void = { _ in }) -> ServerConfig {
         TestServer.config {
             $0.node = name
@@ -78,21 +88,9 @@ struct ClusterTests {
     /// signals both ways, the home's welcome, a leave; a node with another secret bridges nobody.
     @Test func aJoinThroughAnotherNodeIsBridgedToTheHome() async throws {
         let store = MemoryStore()
-        let secret = "cluster-test-secret-0123456789"
-        let n1Config = TestServer.config {
-            $0.node = "n1"
-            $0.clusterSecret = secret
-        }
-        let n2Config = TestServer.config {
-            $0.node = "n2"
-            $0.clusterSecret = secret
-        }
-        let n3Config = TestServer.config {
-            $0.node = "n3"
-            $0.clusterSecret = "another-secret-0123456789"
-        }
-        try await TestServer.with(n1Config, store: store) { n1 in
-            try await TestServer.with(n2Config, store: store) { n2 in
+        let n3Config = Self.linked("n3", secret: "another-secret-0123456789")
+        try await TestServer.with(Self.linked("n1"), store: store) { n1 in
+            try await TestServer.with(Self.linked("n2"), store: store) { n2 in
                 let (a, wa) = try await n1.join("s1", extra: #","name":"Ann""#)
                 let (b, wb) = try await n2.join("s1", extra: #","name":"Bob""#)
                 #expect(wb["server"]?["node"] == .string("n1"))
@@ -160,18 +158,8 @@ struct ClusterTests {
     /// and gets what it missed and `resumed: true`, as it would on the home itself.
     @Test func aResumeThroughAnotherNodeGetsWhatItMissed() async throws {
         let store = MemoryStore()
-        let secret = "cluster-test-secret-0123456789"
-        // Reached at the addresses they listen on (no --advertise).
-        let first = TestServer.config {
-            $0.node = "n1"
-            $0.clusterSecret = secret
-        }
-        let second = TestServer.config {
-            $0.node = "n2"
-            $0.clusterSecret = secret
-        }
-        try await TestServer.with(first, store: store) { n1 in
-            try await TestServer.with(second, store: store) { n2 in
+        try await TestServer.with(Self.linked("n1"), store: store) { n1 in
+            try await TestServer.with(Self.linked("n2"), store: store) { n2 in
                 let (a, wa) = try await n1.join("s1")
                 let (b, wb) = try await n1.join("s1")
                 _ = try await a.next("peer-joined")
@@ -201,11 +189,11 @@ struct ClusterTests {
 
     /// Only a request that proves the cluster secret, with a time within a minute, opens a link.
     @Test func linksOpenOnlyWithAProof() async throws {
-        let secret = LinkSecret("cluster-test-secret-0123456789")
-        try await TestServer.with(TestServer.config { $0.clusterSecret = "cluster-test-secret-0123456789" }) { server in
+        let secret = LinkSecret(Self.secret)
+        try await TestServer.with(TestServer.config { $0.clusterSecret = Self.secret }) { server in
             let now = Int64(Date().timeIntervalSince1970)
             let nonce = [UInt8](repeating: 5, count: 16)
-            func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+            let hex = LinkSecret.hex
             func query(node: String = "n9", nonce: [UInt8] = nonce, time: Int64 = now, proof: [UInt8]? = nil) -> [String: String] {
                 ["node": node, "nonce": hex(nonce), "time": String(time),
                  "proof": hex(proof ?? secret.dialProof(node: node, nonce: nonce, unixTime: time))]
@@ -226,8 +214,8 @@ struct ClusterTests {
         try await TestServer.with { server in
             let nonce = [UInt8](repeating: 5, count: 16)
             let time = Int64(Date().timeIntervalSince1970)
-            let q = ["node": "n9", "nonce": nonce.map { String(format: "%02x", $0) }.joined(), "time": String(time),
-                     "proof": secret.dialProof(node: "n9", nonce: nonce, unixTime: time).map { String(format: "%02x", $0) }.joined()]
+            let q = ["node": "n9", "nonce": LinkSecret.hex(nonce), "time": String(time),
+                     "proof": LinkSecret.hex(secret.dialProof(node: "n9", nonce: nonce, unixTime: time))]
             #expect(server.hub.acceptLink(query: q) == nil)
         }
     }

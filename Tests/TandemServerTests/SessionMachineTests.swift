@@ -138,7 +138,7 @@ struct SessionMachineTests {
             h.feed(.answered(arrival.ticket, .claimed(ProviderState(name: .p2p, epoch: 1)))) == [
                 "send welcome to a@1 #1", "metric joined", "write presence a active", "reply joined a",
             ])
-        #expect(h.machine.connectionsInUse == [1])
+        #expect(h.machine.connectionsInUse == [1] && h.machine.connectionsInUseCount == 1)
     }
 
     @Test func theSecondJoinerIsIntroducedAndNeedsNoClaim() {
@@ -264,7 +264,7 @@ struct SessionMachineTests {
             h.message("a", connection: 1, #"{"type":"leave"}"#) == [
                 "metric left", "close @1 1000", "write remove a", "write end", "write release", "ended",
             ])
-        #expect(h.machine.connectionsInUse.isEmpty)
+        #expect(h.machine.connectionsInUse.isEmpty && h.machine.connectionsInUseCount == 0)
     }
 
     /// A joiner that lands on the SFU waits for its room and token off the session's task; the join
